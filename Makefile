@@ -1,0 +1,29 @@
+# make test: build .venv from python3.10 when missing, install, run the test suite.
+# make demo: a short CPU retrain of DARTS_V2 on CIFAR-10 (DATA=path for a local archive).
+PYTHON ?= python3.10
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA ?=
+DEMO_DIR ?= demo.monitor
+
+.PHONY: venv test demo clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; nnabla 1.39 has wheels only for Python 3.8-3.10 (install 3.10, e.g. with pyenv)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt pytest
+	@touch $@
+
+test: venv
+	$(PY) -m pytest -q tests
+
+demo: venv
+	rm -rf $(DEMO_DIR)
+	$(PY) darts_train.py -c cpu --model-arch-name DARTS_V2 --num-cells 5 --output-filter 8 -f 8 \
+		-b 64 -e 3 --cutout True -m $(DEMO_DIR) $(if $(DATA),--dataset-path $(DATA),)
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR)

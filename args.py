@@ -1,0 +1,137 @@
+"""Command-line arguments of darts_search.py and darts_train.py, and the user-error type.
+
+Every flag is defined once here; the scripts differ only in their defaults (the paper's
+search and retraining recipes, REFERENCE.md) and in the few flags of their own.
+"""
+import argparse
+import sys
+
+SEARCH, TRAIN = 'search', 'train'
+DEFAULTS = {
+    SEARCH: dict(epoch=50, batch_size=64, num_cells=8, output_filter=16,
+                 additional_filters_on_retrain=0, model_lr=0.025, min_model_lr=0.001,
+                 monitor_path='search.monitor', model_arch_name='DARTS_arch.json'),
+    TRAIN: dict(epoch=600, batch_size=96, num_cells=20, output_filter=16,
+                additional_filters_on_retrain=20, model_lr=0.025, min_model_lr=0.0,
+                monitor_path='train.monitor', model_arch_name='DARTS_arch.json'),
+}
+
+
+class Stop(Exception):
+    """Ends a job with a one-line message on stderr and exit code ``code``."""
+    code = 1
+
+
+class UserError(Stop):
+    """A mistake of the user's (bad flag, bad file, bad data): exit code 2, before any long work."""
+    code = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are UserErrors (one line, no usage dump)."""
+
+    def error(self, message):
+        raise UserError(message)
+
+
+def boolean(text):
+    """True/False/1/0/yes/no (argparse's type=bool would make 'False' true)."""
+    value = {'true': True, '1': True, 'yes': True, 'false': False, '0': False, 'no': False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError('expected True/False/1/0/yes/no, got {!r}'.format(text))
+    return value
+
+
+def parse(script, argv=None):
+    """Parse and check the flags of ``script`` (SEARCH or TRAIN)."""
+    d = DEFAULTS[script]
+    p = Parser(prog='darts_{}.py'.format(script), description='DARTS {} on CIFAR-10 (nnabla)'.format(
+        'architecture search' if script == SEARCH else 'retraining of a derived cell'))
+    add = p.add_argument
+    add('--context', '-c', default='cudnn', choices=('cpu', 'cudnn'), help='nnabla extension')
+    add('--device-id', '-d', type=int, default=0, help='GPU id')
+    add('--type-config', '-t', default='float', choices=('float', 'half'), help='float, or half (cudnn)')
+    add('--epoch', '-e', type=int, default=d['epoch'], help='epochs')
+    add('--batch-size', '-b', type=int, default=d['batch_size'], help='batch size')
+    add('--num-cells', type=int, default=d['num_cells'], help='cells in the network (L)')
+    add('--num-nodes', type=int, default=7, help='nodes in a cell: 2 inputs, intermediates, 1 output')
+    add('--output-filter', type=int, default=d['output_filter'], help='channels of the first cells (C)')
+    add('--additional-filters-on-retrain', '-f', type=int, default=d['additional_filters_on_retrain'],
+        help='channels added to --output-filter when retraining (16 + 20 = the paper\'s 36)')
+    add('--model-lr', type=float, default=d['model_lr'], help='initial weight learning rate (cosine)')
+    add('--min-model-lr', type=float, default=d['min_model_lr'], help='final weight learning rate')
+    add('--weight-decay-model', type=float, default=3e-4, help='weight decay of the weights')
+    add('--grad-clip-value-model', type=float, default=5.0, help='max global norm of the weight gradients')
+    add('--monitor-path', '-m', default=d['monitor_path'], help='folder of monitor series and results')
+    add('--model-save-interval', '-s', type=int, default=1000,
+        help='iterations between checkpoints (also at every epoch end)')
+    add('--model-save-path', '-o', default=None, help='folder of checkpoints (default: --monitor-path)')
+    add('--model-arch-name', default=d['model_arch_name'],
+        help='arch JSON to {} (or DARTS_V1/DARTS_V2 to retrain the paper\'s cells)'.format(
+            'write' if script == SEARCH else 'read'))
+    add('--seed', type=int, default=0, help='seed of initialisation, data order, augmentation, drop path')
+    add('--dataset-path', default=None,
+        help='CIFAR-10 python archive (.tar.gz) or extracted cifar-10-batches-py folder (default: download)')
+    add('--resume', type=boolean, default=False, const=True, nargs='?',
+        help='continue from the newest checkpoint in --model-save-path')
+    if script == SEARCH:
+        add('--arch-lr', type=float, default=3e-4, help='Adam learning rate of the alphas')
+        add('--weight-decay-archs', type=float, default=1e-3, help='weight decay of the alphas')
+        add('--second-order', type=boolean, default=False, help='second-order (unrolled) alpha gradient')
+        add('--eta', type=float, default=None,
+            help='xi of the unrolled step (default: the current weight learning rate, as in the paper)')
+    else:
+        add('--dropout-rate', type=float, default=0.2, help='final drop-path probability')
+        add('--auxiliary', type=boolean, default=True, help='auxiliary head')
+        add('--auxiliary-weight', type=float, default=0.4, help='weight of the auxiliary loss')
+        add('--cutout', type=boolean, default=True, help='cutout augmentation')
+        add('--cutout-length', type=int, default=16, help='side of the cutout square')
+        add('--summary-only', type=boolean, default=False, const=True, nargs='?',
+            help='print the cells and the parameter count, then exit')
+    args = p.parse_args(argv)
+    check(args, script)
+    if args.model_save_path is None:
+        args.model_save_path = args.monitor_path
+    return args
+
+
+def check(args, script):
+    """Refuse impossible values in one line, before anything is built or loaded."""
+    rules = [
+        (args.epoch > 0, '--epoch must be positive'),
+        (args.batch_size > 0, '--batch-size must be positive'),
+        (args.num_cells > 0, '--num-cells must be positive'),
+        (args.num_nodes >= 3, '--num-nodes must be at least 3 (two inputs, one intermediate, the output)'),
+        (args.output_filter > 0 and args.output_filter % 2 == 0, '--output-filter must be positive and even'),
+        (args.additional_filters_on_retrain >= 0 and args.additional_filters_on_retrain % 2 == 0,
+         '--additional-filters-on-retrain must be non-negative and even'),
+        (args.model_lr > 0, '--model-lr must be positive'),
+        (0 <= args.min_model_lr <= args.model_lr, '--min-model-lr must be in [0, --model-lr]'),
+        (args.weight_decay_model >= 0, '--weight-decay-model must be non-negative'),
+        (args.grad_clip_value_model > 0, '--grad-clip-value-model must be positive'),
+        (args.model_save_interval >= 0, '--model-save-interval must be non-negative (0: epoch ends only)'),
+        (args.device_id >= 0, '--device-id must be non-negative'),
+    ]
+    if script == SEARCH:
+        rules += [(args.arch_lr > 0, '--arch-lr must be positive'),
+                  (args.weight_decay_archs >= 0, '--weight-decay-archs must be non-negative'),
+                  (args.eta is None or args.eta >= 0, '--eta must be non-negative')]
+    else:
+        rules += [(0 <= args.dropout_rate < 1, '--dropout-rate must be in [0, 1)'),
+                  (args.auxiliary_weight >= 0, '--auxiliary-weight must be non-negative'),
+                  (0 < args.cutout_length <= 32 or not args.cutout, '--cutout-length must be in 1..32')]
+    for ok, message in rules:
+        if not ok:
+            raise UserError(message)
+
+
+def run(main, argv=None):
+    """Call ``main(argv)``; a Stop or a failed write becomes one line on stderr and its exit code."""
+    try:
+        return main(argv)
+    except Stop as e:
+        print('error: {}'.format(e), file=sys.stderr)
+        return e.code
+    except OSError as e:  # disk full, read-only folder: the last checkpoint is still intact
+        print('error: {}'.format(e), file=sys.stderr)
+        return 1

@@ -1,0 +1,143 @@
+"""Retrain a DARTS cell from an arch JSON on CIFAR-10 and report its test error.
+
+    python darts_train.py --context cudnn --epoch 600 --batch-size 96 --num-cells 20 \\
+        --cutout True --monitor-path result.monitor --model-arch-name arch.json
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import nnabla as nn
+import nnabla.functions as F
+import nnabla.solvers as S
+
+import genotype
+from args import TRAIN, UserError, parse, run
+from data_iterator import load_cifar10, make_iterator, eval_batches
+from model_eval import DropPath, count_parameters, network
+from training import GradClipper, Job, LossScaler, cosine_lr, device_context, initial_state, set_momentum_lr
+
+
+def channels(args):
+    """C of the retraining network: --output-filter plus --additional-filters-on-retrain."""
+    return args.output_filter + args.additional_filters_on_retrain
+
+
+def parameter_counts(params):
+    """Trainable parameters of the network proper and of its auxiliary head."""
+    aux = count_parameters({k: v for k, v in params.items() if k.startswith('aux/')})
+    return count_parameters(params) - aux, aux
+
+
+def summary(arch, args):
+    """The cells and the trainable-parameter counts, without touching any data."""
+    network(nn.Variable((1, 3, 32, 32)), arch, channels(args), args.num_cells, auxiliary=True)
+    body, aux = parameter_counts(nn.get_parameters(grad_only=True))
+    return '{}\ntrainable parameters: {} (aux head: {})'.format(
+        genotype.describe(arch), body, aux if args.auxiliary else 'off')
+
+
+def build(arch, args):
+    """The training graph (loss with aux head and drop path) and the test graph, sharing weights."""
+    B, C = args.batch_size, channels(args)
+    x, y = nn.Variable((B, 3, 32, 32)), nn.Variable((B, 1))
+    drop_path = DropPath()
+    logits, aux_logits = network(x, arch, C, args.num_cells, auxiliary=args.auxiliary, drop_path=drop_path)
+    ce = F.mean(F.softmax_cross_entropy(logits, y))
+    loss = ce + args.auxiliary_weight * F.mean(F.softmax_cross_entropy(aux_logits, y)) if args.auxiliary else ce
+    train = dict(x=x, y=y, loss=loss, ce=ce, err=F.mean(F.top_n_error(logits, y)), drop_path=drop_path)
+    xt, yt = nn.Variable((B, 3, 32, 32)), nn.Variable((B, 1))
+    logits_t, _ = network(xt, arch, C, args.num_cells, test=True)
+    test = dict(x=xt, y=yt, loss=F.softmax_cross_entropy(logits_t, yt), err=F.top_n_error(logits_t, yt))
+    for v in (loss, ce, train['err'], test['loss'], test['err']):
+        v.persistent = True  # read after forward: never let buffer clearing reuse them
+    return train, test
+
+
+def evaluate(test, images, labels, batch_size, interrupts):
+    """Mean test loss and error over every test image exactly once."""
+    loss = err = 0.0
+    for x, y, n in eval_batches(images, labels, batch_size):
+        interrupts.check()
+        test['x'].d, test['y'].d = x, y
+        nn.forward_all([test['loss'], test['err']], clear_buffer=True)
+        loss += float(test['loss'].d[:n].sum())
+        err += float(test['err'].d[:n].sum())
+    return loss / len(labels), err / len(labels)
+
+
+def main(argv=None):
+    args = parse(TRAIN, argv)
+    arch = genotype.load(args.model_arch_name, args.num_nodes)
+    if args.summary_only:
+        print(summary(arch, args))
+        return 0
+    ctx = device_context(args.context, args.device_id, args.type_config)
+    config = dict(arch=arch, num_cells=args.num_cells, channels=channels(args), auxiliary=args.auxiliary,
+                  batch_size=args.batch_size, seed=args.seed)
+    state = initial_state(args.monitor_path, args.model_save_path, config, args.resume)
+    train_x, train_y, test_x, test_y = load_cifar10(args.dataset_path)
+    if len(train_y) < args.batch_size:
+        raise UserError('--batch-size {} is larger than the {} training images'.format(
+            args.batch_size, len(train_y)))
+    print(genotype.describe(arch))
+    nn.set_default_context(ctx)
+    nn.seed(args.seed)
+    train, test = build(arch, args)
+    params = nn.get_parameters(grad_only=True)
+    solver = S.Momentum(args.model_lr, 0.9)
+    solver.set_parameters(params)
+    n_params = parameter_counts(params)[0]
+    print('trainable parameters: {}'.format(n_params))
+    job = Job(state, args.monitor_path, args.model_save_path, args.epoch, len(train_y) // args.batch_size,
+              args.model_save_interval, {'weights': solver})
+    scaler = LossScaler(args.type_config == 'half')
+    scaler.scale = job.restore().get('loss_scale', scaler.scale)
+    with nn.context_scope(device_context(args.context, args.device_id, 'float')):
+        clipper = GradClipper(params, args.grad_clip_value_model)
+    data = make_iterator(train_x, train_y, args.batch_size, args.seed,
+                         cutout=args.cutout_length if args.cutout else 0,
+                         start=job.state['iteration'] * args.batch_size)
+    schedule = {}
+
+    def begin_epoch(epoch):
+        lr = cosine_lr(epoch, args.epoch, args.model_lr, args.min_model_lr)
+        set_momentum_lr(solver, lr)
+        schedule['drop_prob'] = args.dropout_rate * epoch / args.epoch
+        return {'Learning rate': lr}
+
+    def step(it):
+        train['x'].d, train['y'].d = data.next()
+        train['drop_path'].refresh(np.random.RandomState([args.seed, 3, it]), schedule['drop_prob'])
+        nn.forward_all([train['loss'], train['ce'], train['err']], clear_no_need_grad=True)
+        solver.zero_grad()
+        scaler.backward(train['loss'])
+        if scaler.unscale(solver):
+            clipper(solver)
+            solver.weight_decay(args.weight_decay_model)
+            solver.update()
+        job.state['extra']['loss_scale'] = scaler.scale
+        return {'Training loss': float(train['ce'].d), 'Training error': float(train['err'].d),
+                'Training objective': float(train['loss'].d)}
+
+    def end_epoch(epoch, interrupts):
+        loss, err = evaluate(test, test_x, test_y, args.batch_size, interrupts)
+        return {'Test loss': loss, 'Test error': err}
+
+    try:
+        last = job.run(begin_epoch, step, end_epoch)
+    finally:
+        data.close()
+    nn.save_parameters(os.path.join(args.model_save_path, 'params.h5'))
+    results = dict(test_error=last['Test error'], test_loss=last['Test loss'], epochs=args.epoch,
+                   iterations=job.state['iteration'], parameters=n_params, seconds=job.elapsed(),
+                   arch=args.model_arch_name)
+    with open(os.path.join(args.monitor_path, 'results.json'), 'w') as f:
+        json.dump(results, f, indent=1)
+    print('test error: {:.2f}%'.format(100 * last['Test error']))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(run(main))

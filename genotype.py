@@ -1,0 +1,111 @@
+"""The architecture JSON: read, validate, describe and write derived cells.
+
+Format (the seed's): ``{"arch_normal": {"2": [[op_id, input_node], [op_id, input_node]], ...},
+"arch_reduction": {...}}``, one key per intermediate node 2..num_nodes-2, each with exactly
+two (op id, earlier node) pairs. ``DARTS_V1`` and ``DARTS_V2`` name the paper's cells.
+"""
+import json
+import os
+
+from args import UserError
+from operations import OP_NAMES, ZERO
+
+CELLS = ('arch_normal', 'arch_reduction')
+PAPER_ARCHS = {
+    'DARTS_V2': {'arch_normal': {'2': [[2, 0], [2, 1]], '3': [[2, 0], [2, 1]],
+                                 '4': [[2, 1], [6, 0]], '5': [[6, 0], [0, 2]]},
+                 'arch_reduction': {'2': [[4, 0], [4, 1]], '3': [[6, 2], [4, 1]],
+                                    '4': [[4, 0], [6, 2]], '5': [[6, 2], [4, 1]]}},
+    'DARTS_V1': {'arch_normal': {'2': [[2, 1], [2, 0]], '3': [[6, 0], [2, 1]],
+                                 '4': [[6, 0], [2, 1]], '5': [[2, 0], [6, 2]]},
+                 'arch_reduction': {'2': [[4, 0], [4, 1]], '3': [[6, 2], [4, 0]],
+                                    '4': [[4, 0], [6, 2]], '5': [[6, 2], [5, 0]]}},
+}
+
+
+def is_int(value):
+    """JSON integers only: not booleans, not floats."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate(arch, num_nodes=7, source='arch'):
+    """Raise UserError naming the cell, node and entry of the first thing wrong with ``arch``."""
+    if not isinstance(arch, dict):
+        raise UserError('{}: expected a JSON object with {}'.format(source, ' and '.join(CELLS)))
+    extra = sorted(set(arch) - set(CELLS))
+    if extra:
+        raise UserError('{}: unknown key {!r} (expected {})'.format(source, extra[0], ' and '.join(CELLS)))
+    expected = [str(n) for n in range(2, num_nodes - 1)]
+    for cell in CELLS:
+        nodes = arch.get(cell)
+        if not isinstance(nodes, dict):
+            raise UserError('{}: {} is missing or not an object'.format(source, cell))
+        for key in nodes:
+            if key not in expected:
+                raise UserError('{}: {} has node {!r}, but with --num-nodes {} the nodes are {}'.format(
+                    source, cell, key, num_nodes, ', '.join(expected)))
+        for node in expected:
+            where = '{}: {} node {}'.format(source, cell, node)
+            pairs = nodes.get(node)
+            if pairs is None:
+                raise UserError('{} is missing'.format(where))
+            if not isinstance(pairs, list) or len(pairs) != 2:
+                raise UserError('{}: expected exactly two [op_id, input_node] pairs'.format(where))
+            for k, pair in enumerate(pairs):
+                check_pair(pair, int(node), '{} entry {}'.format(where, k))
+
+
+def check_pair(pair, node, where):
+    """One [op_id, input_node] entry: a non-zero op id and an earlier node."""
+    if not isinstance(pair, list) or len(pair) != 2 or not all(is_int(v) for v in pair):
+        raise UserError('{}: expected [op_id, input_node] as two integers, got {}'.format(
+            where, json.dumps(pair)))
+    op, inp = pair
+    if not 0 <= op < ZERO:
+        raise UserError('{}: op id {} is not in 0-{}'.format(where, op, ZERO - 1))
+    if not 0 <= inp < node:
+        raise UserError('{}: input node {} is not an earlier node (0-{})'.format(where, inp, node - 1))
+
+
+def load(name, num_nodes=7):
+    """The validated arch of a JSON file, or of the paper's cells by name (DARTS_V1, DARTS_V2)."""
+    if name in PAPER_ARCHS and not os.path.exists(name):
+        arch = PAPER_ARCHS[name]
+    else:
+        try:
+            with open(name) as f:
+                arch = json.load(f)
+        except OSError as e:
+            raise UserError('cannot read arch file {}: {}'.format(name, e.strerror or e))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise UserError('{} is not valid JSON: {}'.format(name, e))
+    validate(arch, num_nodes, name)
+    return arch
+
+
+def save(arch, path):
+    """Write ``arch`` as JSON atomically (temporary file, then rename)."""
+    validate(arch, len(arch[CELLS[0]]) + 3, path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        f.write('{\n' + ',\n'.join('  "{}": {}'.format(cell, json.dumps(arch[cell]))
+                                   for cell in CELLS) + '\n}\n')
+    os.replace(tmp, path)
+
+
+def nodes(cell):
+    """The (node, [(op_id, input), (op_id, input)]) pairs of one cell, by node number."""
+    return sorted((int(node), [tuple(p) for p in pairs]) for node, pairs in cell.items())
+
+
+def describe(arch):
+    """The cells as the seed prints them: 'ops at node 2: identity from node 0, ...'."""
+    lines = []
+    for cell in CELLS:
+        lines.append('{} cell:'.format(cell[len('arch_'):]))
+        for node, pairs in nodes(arch[cell]):
+            lines.append('  ops at node {}: {}'.format(node, ', '.join(
+                '{} from node {}'.format(OP_NAMES[op], inp) for op, inp in pairs)))
+    return '\n'.join(lines)

@@ -1,0 +1,56 @@
+"""Shared test helpers: the project root on sys.path and tiny CIFAR-10-format archives."""
+import io
+import os
+import pickle
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_configure(config):
+    """Make the project's top-level modules (args, data_iterator, ...) importable by the tests."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+
+
+def _add_member(tar, name, data):
+    """Add a regular file `name` holding the bytes `data` to the open tarfile `tar`."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_archive(path, train_per_batch, n_test, mutate=None, seed=0):
+    """Write a tiny python-format CIFAR-10 .tar.gz at `path` and return `path`.
+
+    Pixels are random (from `seed`); labels are the running index % 10 (train and test
+    counted separately). `mutate(name, batch_dict)` may return a replacement dict, raw
+    bytes to store instead, or None to leave the member out.
+    """
+    rng = np.random.RandomState(seed)
+    sizes = [('data_batch_%d' % k, train_per_batch) for k in range(1, 6)] + [('test_batch', n_test)]
+    with tarfile.open(str(path), 'w:gz') as tar:
+        index = 0
+        for name, n in sizes:
+            index = 0 if name == 'test_batch' else index
+            batch = {b'data': rng.randint(0, 256, (n, 3072)).astype(np.uint8),
+                     b'labels': [(index + i) % 10 for i in range(n)],
+                     b'batch_label': name.encode(), b'filenames': [b'img_%d.png' % i for i in range(n)]}
+            index += n
+            content = batch if mutate is None else mutate(name, batch)
+            if content is not None:
+                data = content if isinstance(content, bytes) else pickle.dumps(content, protocol=2)
+                _add_member(tar, 'cifar-10-batches-py/' + name, data)
+        meta = {b'label_names': [b'class%d' % i for i in range(10)], b'num_cases_per_batch': train_per_batch}
+        _add_member(tar, 'cifar-10-batches-py/batches.meta', pickle.dumps(meta, protocol=2))
+    return path
+
+
+@pytest.fixture
+def cifar_archive(tmp_path):
+    """Path of a tiny archive: 5 training batches of 8 images and 10 test images, labels index % 10."""
+    return write_archive(tmp_path / 'cifar-10-python.tar.gz', 8, 10)

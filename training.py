@@ -1,0 +1,348 @@
+"""Machinery shared by the search and the retraining: device context, learning-rate schedule,
+global-norm gradient clipping, loss scaling, checkpoints, resumable monitors, interrupts.
+"""
+import glob
+import json
+import math
+import os
+import shutil
+import signal
+import time
+
+import numpy as np
+import nnabla as nn
+import nnabla.functions as F
+from nnabla.ext_utils import get_extension_context
+from nnabla.monitor import Monitor, MonitorSeries
+from tqdm import tqdm
+
+from args import Stop, UserError
+
+CHECKPOINT_PREFIX = 'checkpoint_'
+
+
+def device_context(context, device_id, type_config):
+    """The nnabla context, checked now: a missing CUDA extension is one clear line, not a traceback."""
+    if context == 'cpu' and type_config == 'half':
+        raise UserError('--type-config half needs --context cudnn (the CPU backend computes in float)')
+    try:
+        ctx = get_extension_context(context, device_id=str(device_id), type_config=type_config)
+        nn.NdArray.from_numpy_array(np.zeros(1, np.float32)).cast(np.float32, ctx)
+    except Exception as e:  # ImportError, OSError from a missing CUDA runtime, a bad device id
+        raise UserError('--context {} is unavailable here ({}): use --context cpu, or install '
+                        'nnabla-ext-cuda120 (needs CUDA 12 and cuDNN 8)'.format(
+                            context, str(e).splitlines()[0] if str(e) else type(e).__name__))
+    return ctx
+
+
+def cosine_lr(epoch, epochs, lr_max, lr_min):
+    """The paper's per-epoch cosine schedule from lr_max (epoch 0) towards lr_min."""
+    return lr_min + (lr_max - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+def set_momentum_lr(solver, lr):
+    """Change the lr of an ``S.Momentum`` the way the paper's (PyTorch) SGD would.
+
+    nnabla keeps v = 0.9 v + lr g, PyTorch buf = 0.9 buf + g and steps lr * buf; rescaling v
+    by lr_new / lr_old whenever the lr changes keeps v == lr * buf exactly.
+    """
+    old = solver.learning_rate()
+    if old > 0 and lr != old:
+        for state in solver.get_states().values():
+            state.pstate['m'].data *= lr / old
+    solver.set_learning_rate(lr)
+
+
+def momentum_buffers(solver):
+    """PyTorch-style momentum buffers (v / lr) by parameter name, as numpy arrays."""
+    lr = solver.learning_rate()
+    return {name: state.pstate['m'].d / lr for name, state in solver.get_states().items()}
+
+
+class GradClipper:
+    """Clips the global gradient norm of a set of parameters with a graph built once.
+
+    Each gradient is shared (not copied) into a Variable, so one forward of the norm graph
+    reads the current gradients; ``solver.scale_grad`` applies the clip.
+    """
+
+    def __init__(self, params, max_norm):
+        self.max_norm = max_norm
+        grads = []
+        for p in params.values():
+            g = nn.Variable(p.shape)
+            g.data = p.grad
+            grads.append(F.sum(g ** 2))
+        self.norm = F.add_n(*grads) ** 0.5
+
+    def global_norm(self):
+        """The 2-norm of all gradients together."""
+        self.norm.forward(clear_buffer=True)
+        return float(self.norm.d)
+
+    def __call__(self, solver):
+        """Scale the gradients so that their global norm is at most max_norm (as PyTorch does)."""
+        norm = self.global_norm()
+        coef = self.max_norm / (norm + 1e-6)
+        if coef < 1:
+            solver.scale_grad(coef)
+        return norm
+
+
+class Interrupted(Stop):
+    """SIGINT or SIGTERM arrived: the job saves a checkpoint and exits 128 + signal number."""
+
+    def __init__(self, signum):
+        super().__init__('interrupted by {}'.format(signal.Signals(signum).name))
+        self.code = 128 + signum
+
+
+class Diverged(Stop):
+    """A loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+class InterruptFlag:
+    """While entered, SIGINT/SIGTERM only set a flag that the loops check between steps."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self):
+        self.signum = None
+        self.previous = [signal.signal(sig, self.handle) for sig in self.SIGNALS]
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in zip(self.SIGNALS, self.previous):
+            signal.signal(sig, handler)
+
+    def handle(self, signum, frame):
+        self.signum = signum
+
+    def check(self):
+        """Raise Interrupted if a signal came since the last check."""
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+
+def checkpoints(folder):
+    """Complete checkpoint folders in ``folder``, oldest first."""
+    found = glob.glob(os.path.join(folder, CHECKPOINT_PREFIX + '*', 'state.json'))
+    return sorted(os.path.dirname(p) for p in found)
+
+
+def save_checkpoint(folder, state, solvers, keep=2):
+    """Write parameters, solver states and ``state`` atomically as a new checkpoint folder.
+
+    Everything goes into a temporary folder that is renamed when complete, so a job killed
+    mid-write leaves the previous checkpoint intact; only the ``keep`` newest are kept.
+    """
+    final = os.path.join(folder, '{}{:09d}'.format(CHECKPOINT_PREFIX, state['iteration']))
+    tmp = os.path.join(folder, '.{}tmp'.format(CHECKPOINT_PREFIX))
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    nn.save_parameters(os.path.join(tmp, 'params.h5'))
+    for name, solver in solvers.items():
+        solver.save_states(os.path.join(tmp, 'solver_{}.h5'.format(name)))
+    with open(os.path.join(tmp, 'state.json'), 'w') as f:
+        json.dump(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    shutil.rmtree(final, ignore_errors=True)
+    os.rename(tmp, final)
+    for old in checkpoints(folder)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_checkpoint_state(folder, config):
+    """The state of the newest checkpoint in ``folder``, checked against this run's ``config``."""
+    found = checkpoints(folder)
+    if not found:
+        raise UserError('--resume: no checkpoint in {}'.format(folder))
+    with open(os.path.join(found[-1], 'state.json')) as f:
+        state = json.load(f)
+    for key, value in config.items():
+        if state['config'].get(key) != value:
+            raise UserError('--resume: the checkpoint in {} was made with {} = {}, this run has {}'.format(
+                found[-1], key, json.dumps(state['config'].get(key)), json.dumps(value)))
+    state['path'] = found[-1]
+    return state
+
+
+def load_checkpoint(path, solvers):
+    """Load parameters and solver states of a checkpoint into the built graph, in place."""
+    nn.load_parameters(os.path.join(path, 'params.h5'))
+    for name, solver in solvers.items():
+        solver.load_states(os.path.join(path, 'solver_{}.h5'.format(name)))
+
+
+def series(monitor, name, keep_until=None):
+    """A ``MonitorSeries`` whose file keeps its lines up to index ``keep_until`` (for a resume).
+
+    ``MonitorSeries`` truncates its file; the lines a resumed run would write again are
+    dropped and the earlier ones written back, so a series has no gap and no duplicate.
+    """
+    path = os.path.join(monitor.save_path, name.replace(' ', '-') + '.series.txt')
+    kept = []
+    if keep_until is not None and os.path.exists(path):
+        with open(path) as f:
+            kept = [line for line in f if line.split() and int(line.split()[0]) <= keep_until]
+    mon = MonitorSeries(name, monitor, interval=1, verbose=False)
+    with open(path, 'a') as f:
+        f.writelines(kept)
+    return mon
+
+
+def initial_state(monitor_path, save_path, config, resume):
+    """The state of the newest checkpoint (``resume``) or of a new job, checked before any work."""
+    if resume:
+        return read_checkpoint_state(save_path, config)
+    check_fresh_output(monitor_path, save_path)
+    return dict(config=config, iteration=0, epochs_done=0, sums={}, count=0, elapsed=0.0, lr={},
+                extra={}, last={})
+
+
+def check_fresh_output(monitor_path, save_path):
+    """Refuse to start a new run over the files of an earlier one (they would be truncated)."""
+    for folder in {monitor_path, save_path}:
+        if glob.glob(os.path.join(folder, '*.series.txt')) or checkpoints(folder):
+            raise UserError('{} already holds a run: pass --resume to continue it, or choose another '
+                            '--monitor-path/--model-save-path'.format(folder))
+
+
+class LossScaler:
+    """Dynamic loss scaling for --type-config half; with float it scales by 1 and checks nothing."""
+
+    def __init__(self, enabled, scale=2.0 ** 12, growth_interval=1000):
+        self.enabled, self.growth_interval = enabled, growth_interval
+        self.scale, self.good_steps = (scale if enabled else 1.0), 0
+
+    def backward(self, loss):
+        loss.backward(self.scale, clear_buffer=True)
+
+    def unscale(self, solver):
+        """Undo the scale on the gradients; False (skip the update) if they overflowed."""
+        if not self.enabled:
+            return True
+        if solver.check_inf_or_nan_grad():
+            self.scale, self.good_steps = self.scale / 2, 0
+            return False
+        solver.scale_grad(1.0 / self.scale)
+        self.good_steps += 1
+        if self.good_steps % self.growth_interval == 0:
+            self.scale *= 2
+        return True
+
+
+class Job:
+    """The outer loop of a training job: iterations, epochs, monitor series, checkpoints.
+
+    The script gives ``begin_epoch(epoch)``, ``step(iteration) -> {name: value}`` (averaged
+    over the epoch into series of those names) and ``end_epoch(epoch, interrupts) -> {name:
+    value}``. Checkpoints hold everything a resumed job needs to continue exactly: the data
+    stream, augmentation and drop path are functions of (seed, iteration).
+    """
+
+    def __init__(self, state, monitor_path, save_path, epochs, iters_per_epoch, save_interval, solvers):
+        self.state, self.save_path, self.solvers = state, save_path, solvers
+        self.epochs, self.iters_per_epoch, self.save_interval = epochs, iters_per_epoch, save_interval
+        self.resumed_epochs = state['epochs_done'] if 'path' in state else None
+        os.makedirs(monitor_path, exist_ok=True)
+        os.makedirs(save_path, exist_ok=True)
+        self.monitor, self.series, self.started = Monitor(monitor_path), {}, time.time()
+        self.bar, self.epoch_values = None, {}
+
+    def restore(self):
+        """Load the resumed checkpoint into the built graph and solvers; returns the extra state."""
+        if 'path' in self.state:
+            load_checkpoint(self.state['path'], self.solvers)
+            for name, lr in self.state['lr'].items():
+                self.solvers[name].set_learning_rate(lr)
+        return self.state['extra']
+
+    def elapsed(self):
+        return self.state['elapsed'] + time.time() - self.started
+
+    def save(self):
+        """Write a checkpoint of the current state."""
+        state = dict(self.state, elapsed=self.elapsed(),
+                     lr={name: s.learning_rate() for name, s in self.solvers.items()})
+        state.pop('path', None)
+        return save_checkpoint(self.save_path, state, self.solvers)
+
+    def log(self, epoch, values):
+        """Append one point (index: epoch number from 1) to each named series."""
+        for name, value in values.items():
+            if name not in self.series:
+                self.series[name] = series(self.monitor, name, self.resumed_epochs)
+            self.series[name].add(epoch + 1, value)
+
+    def finish_epoch(self, epoch, end_epoch, interrupts):
+        """Evaluate, log the epoch's series and checkpoint."""
+        values = {name: total / max(self.state['count'], 1) for name, total in self.state['sums'].items()}
+        values.update(self.epoch_values)
+        values.update(end_epoch(epoch, interrupts))
+        values['Elapsed time'] = self.elapsed()
+        self.log(epoch, values)
+        self.state.update(epochs_done=epoch + 1, sums={}, count=0, last=values)
+        self.save()
+        return values
+
+    def run(self, begin_epoch, step, end_epoch):
+        """Iterate to the last epoch; returns the values logged at the last epoch end.
+
+        ``begin_epoch(epoch)`` sets the epoch's schedule and returns values to log with it.
+        A SIGINT/SIGTERM saves a checkpoint and raises Interrupted.
+        """
+        with InterruptFlag() as interrupts:
+            try:
+                return self.loop(begin_epoch, step, end_epoch, interrupts)
+            except Interrupted as e:
+                self.close_bar()
+                e.args = ('{} at iteration {}; checkpoint saved in {}; continue with --resume'.format(
+                    e.args[0], self.state['iteration'], self.save()),)
+                raise
+
+    def loop(self, begin_epoch, step, end_epoch, interrupts):
+        total, ipe = self.epochs * self.iters_per_epoch, self.iters_per_epoch
+        epoch_begun = None
+        while True:
+            it = self.state['iteration']
+            pending = it % ipe == 0 and it // ipe > self.state['epochs_done']
+            epoch = it // ipe - 1 if pending else it // ipe
+            if epoch != epoch_begun and epoch < self.epochs:
+                self.epoch_values, epoch_begun = begin_epoch(epoch), epoch
+            if pending:
+                self.close_bar()
+                self.finish_epoch(epoch, end_epoch, interrupts)
+                continue
+            if it >= total:
+                return self.state['last']
+            if self.bar is None:
+                self.bar = tqdm(total=ipe, initial=it % ipe, dynamic_ncols=True,
+                                desc='epoch {}/{}'.format(epoch + 1, self.epochs))
+            self.accumulate(it, step(it))
+            if self.save_interval and self.state['iteration'] % self.save_interval == 0 \
+                    and self.state['iteration'] % ipe:
+                self.save()
+            interrupts.check()
+
+    def close_bar(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def accumulate(self, it, values):
+        """Check the step's values, add them to the epoch's sums and show the running means."""
+        for name, value in values.items():
+            if not math.isfinite(value):
+                raise Diverged('{} became {} at iteration {}; the last checkpoint in {} is left as it '
+                               'was'.format(name, value, it, self.save_path))
+            self.state['sums'][name] = self.state['sums'].get(name, 0.0) + value
+        self.state['count'] += 1
+        self.state['iteration'] = it + 1
+        self.bar.update(1)
+        shown = {name: total / self.state['count'] for name, total in self.state['sums'].items()}
+        shown.update(self.epoch_values)
+        self.bar.set_postfix({name.lower().replace('training ', '').replace('learning rate', 'lr'):
+                              '{:.4g}'.format(v) for name, v in shown.items()}, refresh=False)
