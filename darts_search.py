@@ -1,0 +1,188 @@
+"""DARTS bilevel architecture search on CIFAR-10; writes the derived cells as an arch JSON.
+
+    python darts_search.py --context cudnn --device-id 0 --monitor-path search.monitor \\
+        --model-arch-name arch.json [--second-order True]
+"""
+import json
+import os
+import sys
+
+import nnabla as nn
+import nnabla.functions as F
+import nnabla.solvers as S
+
+import genotype
+from args import SEARCH, UserError, parse, run
+from data_iterator import load_cifar10, make_iterator, search_halves
+from model_eval import count_parameters
+from model_search import derive, split_parameters, supernet
+from training import GradClipper, Job, cosine_lr, device_context, initial_state, set_momentum_lr
+
+MOMENTUM = 0.9
+FD_RADIUS = 0.01  # eps = FD_RADIUS / ||grad_w' L_val(w', a)||, as in the paper's code
+
+
+def build(args):
+    """The supernet's loss and error on one input pair, fed alternately with both data halves."""
+    x, y = nn.Variable((args.batch_size, 3, 32, 32)), nn.Variable((args.batch_size, 1))
+    logits = supernet(x, args.output_filter, args.num_cells, args.num_nodes)
+    graph = dict(x=x, y=y, loss=F.mean(F.softmax_cross_entropy(logits, y)), err=F.mean(F.top_n_error(logits, y)))
+    graph['loss'].persistent = graph['err'].persistent = True
+    return graph
+
+
+def forward_backward(graph, batch, solvers):
+    """Loss and error of ``batch``, with fresh gradients of every parameter of ``solvers``."""
+    graph['x'].d, graph['y'].d = batch
+    nn.forward_all([graph['loss'], graph['err']], clear_no_need_grad=True)
+    for solver in solvers:
+        solver.zero_grad()
+    graph['loss'].backward(clear_buffer=True)
+    return float(graph['loss'].d), float(graph['err'].d)
+
+
+def copy_array(array):
+    """A new NdArray with the contents of ``array`` (on the same device)."""
+    out = nn.NdArray(array.shape)
+    out.copy_from(array)
+    return out
+
+
+def write_weights(weights, arrays):
+    """Write new values into the parameters in place, so that the built graph uses them."""
+    for name, p in weights.items():
+        p.data.copy_from(arrays[name])
+
+
+def unrolled_alpha_grads(graph, weights, alphas, solvers, xi, weight_decay, train_batch, valid_batch):
+    """Leave in the alphas' .grad the second-order gradient of the paper (eq. 7-8); returns the
+    validation loss and error at the unrolled weights.
+
+    w' = w - xi (0.9 buf + grad_w L_train(w) + wd w);  grad_a = grad_a L_val(w') -
+    xi (grad_a L_train(w+) - grad_a L_train(w-)) / (2 eps), w+- = w +- eps grad_w' L_val(w').
+    The weights are written in place and restored exactly at the end.
+    """
+    w = {k: copy_array(p.data) for k, p in weights.items()}
+    lr = solvers['weights'].learning_rate()
+    states = solvers['weights'].get_states()
+    forward_backward(graph, train_batch, solvers.values())
+    write_weights(weights, {k: w[k] - xi * (p.grad + weight_decay * w[k] + (
+        states[k].pstate['m'].data * (MOMENTUM / lr) if k in states else 0.0)) for k, p in weights.items()})
+    valid = forward_backward(graph, valid_batch, solvers.values())
+    dalpha = {k: copy_array(a.grad) for k, a in alphas.items()}
+    dw = {k: copy_array(p.grad) for k, p in weights.items()}
+    eps = FD_RADIUS / float(F.add_n(*[F.sum(d ** 2) for d in dw.values()]).data) ** 0.5
+    hessian = []
+    for sign in (1, -1):
+        write_weights(weights, {k: w[k] + (sign * eps) * dw[k] for k in weights})
+        forward_backward(graph, train_batch, solvers.values())
+        hessian.append({k: copy_array(a.grad) for k, a in alphas.items()})
+    write_weights(weights, w)
+    for k, a in alphas.items():
+        a.grad.copy_from(dalpha[k] - (xi / (2 * eps)) * (hessian[0][k] - hessian[1][k]))
+    return valid
+
+
+def alpha_dict(alphas):
+    """The raw alphas as JSON lists, rows in edge order 0->2, 1->2, 0->3, ..."""
+    return {name.split('/')[-1]: a.d.tolist() for name, a in alphas.items()}
+
+
+def derived(alphas, num_nodes):
+    """The arch JSON of the current alphas."""
+    by_name = {name.split('/')[-1]: a.d for name, a in alphas.items()}
+    return derive(by_name['alpha_normal'], by_name['alpha_reduction'], num_nodes)
+
+
+def write_json(value, path):
+    """Write ``value`` as JSON atomically (temporary file, then rename)."""
+    with open(path + '.tmp', 'w') as f:
+        json.dump(value, f)
+    os.replace(path + '.tmp', path)
+
+
+def check_output_path(path, resume):
+    """The arch JSON goes to a writable place and overwrites nothing (unless resuming)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(path) and not resume:
+        raise UserError('{} already exists: choose another --model-arch-name or move it away'.format(path))
+    if not os.access(folder if os.path.isdir(folder) else os.path.dirname(folder), os.W_OK):
+        raise UserError('cannot write --model-arch-name {}: its folder is not writable'.format(path))
+
+
+def main(argv=None):
+    args = parse(SEARCH, argv)
+    check_output_path(args.model_arch_name, args.resume)
+    ctx = device_context(args.context, args.device_id, args.type_config)
+    config = dict(num_cells=args.num_cells, channels=args.output_filter, num_nodes=args.num_nodes,
+                  batch_size=args.batch_size, seed=args.seed, second_order=args.second_order)
+    state = initial_state(args.monitor_path, args.model_save_path, config, args.resume)
+    train_x, train_y, _, _ = load_cifar10(args.dataset_path)
+    (wx, wy), (ax, ay) = search_halves(train_x, train_y)
+    if len(wy) < args.batch_size:
+        raise UserError('--batch-size {} is larger than the {} images of each half of the training set'.format(
+            args.batch_size, len(wy)))
+    nn.set_default_context(ctx)
+    nn.seed(args.seed)
+    graph = build(args)
+    weights, alphas = split_parameters(nn.get_parameters(grad_only=True))
+    solvers = {'weights': S.Momentum(args.model_lr, MOMENTUM),
+               'alphas': S.Adam(args.arch_lr, beta1=0.5, beta2=0.999)}
+    solvers['weights'].set_parameters(weights)
+    solvers['alphas'].set_parameters(alphas)
+    print('supernet: {} weights, {} alphas; {} order'.format(
+        count_parameters(weights), count_parameters(alphas), 'second' if args.second_order else 'first'))
+    job = Job(state, args.monitor_path, args.model_save_path, args.epoch, len(wy) // args.batch_size,
+              args.model_save_interval, solvers)
+    job.restore()
+    with nn.context_scope(device_context(args.context, args.device_id, 'float')):
+        clipper = GradClipper(weights, args.grad_clip_value_model)
+    start = job.state['iteration'] * args.batch_size
+    data = [make_iterator(x, y, args.batch_size, args.seed, stream=s, start=start)
+            for s, (x, y) in enumerate(((wx, wy), (ax, ay)))]
+
+    def begin_epoch(epoch):
+        lr = cosine_lr(epoch, args.epoch, args.model_lr, args.min_model_lr)
+        set_momentum_lr(solvers['weights'], lr)
+        return {'Learning rate': lr}
+
+    def step(it):
+        train_batch, valid_batch = data[0].next(), data[1].next()
+        if args.second_order:
+            xi = solvers['weights'].learning_rate() if args.eta is None else args.eta
+            valid = unrolled_alpha_grads(graph, weights, alphas, solvers, xi, args.weight_decay_model,
+                                         train_batch, valid_batch)
+        else:
+            valid = forward_backward(graph, valid_batch, [solvers['alphas']])
+        solvers['alphas'].weight_decay(args.weight_decay_archs)
+        solvers['alphas'].update()
+        train = forward_backward(graph, train_batch, [solvers['weights']])
+        clipper(solvers['weights'])
+        solvers['weights'].weight_decay(args.weight_decay_model)
+        solvers['weights'].update()
+        return {'Training loss': train[0], 'Training error': train[1],
+                'Validation loss': valid[0], 'Validation error': valid[1]}
+
+    def end_epoch(epoch, interrupts):
+        genotype.save(derived(alphas, args.num_nodes),
+                      os.path.join(args.monitor_path, 'arch_epoch_{}.json'.format(epoch + 1)))
+        write_json(alpha_dict(alphas), os.path.join(args.monitor_path, 'alphas_epoch_{}.json'.format(epoch + 1)))
+        return {}
+
+    try:
+        job.run(begin_epoch, step, end_epoch)
+    finally:
+        for d in data:
+            d.close()
+    arch = derived(alphas, args.num_nodes)
+    write_json(alpha_dict(alphas), os.path.join(args.monitor_path, 'alphas.json'))
+    genotype.save(arch, args.model_arch_name)
+    print(genotype.describe(arch))
+    print('architecture written to {}; retrain it with:\n  python darts_train.py --context {} '
+          '--model-arch-name {} --num-nodes {} --monitor-path result.monitor'.format(
+              args.model_arch_name, args.context, args.model_arch_name, args.num_nodes))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(run(main))

@@ -1,0 +1,109 @@
+"""The DARTS supernet (REFERENCE.md, "Networks", search) and the derivation of its cells.
+
+Every edge i->j of a cell is a mixed op: sum_k softmax(alpha_ij)_k * op_k(x_i) over the eight
+ops; BN without learnable affine everywhere in the cells, and a BN after each pooling op.
+The zero op takes part in the softmax, but its output (zeros) is never computed.
+"""
+import functools
+
+import numpy as np
+import nnabla as nn
+import nnabla.functions as F
+import nnabla.initializer as I
+import nnabla.parametric_functions as PF
+
+from model_eval import STEM_MULTIPLIER, reduction_cells
+from operations import OP_NAMES, OPS, POOLS, ZERO, batch_norm, conv, factorized_reduce, relu_conv_bn
+
+ALPHA_SCOPE = 'alpha'
+ALPHA_NAMES = ('alpha_normal', 'alpha_reduction')
+
+
+def edges(num_nodes):
+    """(input, node) of every edge in the alphas' row order: 0->2, 1->2, 0->3, 1->3, 2->3, 0->4, ..."""
+    return [(i, j) for j in range(2, num_nodes - 1) for i in range(j)]
+
+
+def alphas(num_nodes):
+    """The two (edges x ops) alpha Parameters, created as 1e-3 * N(0, 1) on first call."""
+    shape = (len(edges(num_nodes)), len(OP_NAMES))
+    with nn.parameter_scope(ALPHA_SCOPE):
+        return [nn.parameter.get_parameter_or_create(name, shape, I.NormalInitializer(1e-3))
+                for name in ALPHA_NAMES]
+
+
+def split_parameters(params):
+    """(weights, alphas): the parameter dict split for the two solvers."""
+    prefix = ALPHA_SCOPE + '/'
+    return ({k: v for k, v in params.items() if not k.startswith(prefix)},
+            {k: v for k, v in params.items() if k.startswith(prefix)})
+
+
+def op_weights(alpha):
+    """softmax(alpha) per edge, as one (1,1,1,1) Variable per (edge, op): built once, used by every cell."""
+    w = F.softmax(alpha, axis=1)
+    return [[F.reshape(F.slice(w, (e, k), (e + 1, k + 1)), (1, 1, 1, 1)) for k in range(w.shape[1])]
+            for e in range(w.shape[0])]
+
+
+def mixed_op(x, weights, C, stride, bn):
+    """sum_k w_k op_k(x) over the non-zero ops (w_zero * 0 adds nothing)."""
+    outs = []
+    for k, op in enumerate(OPS):
+        if k == ZERO:
+            continue
+        with nn.parameter_scope('op{}'.format(k)):
+            h = op(x, C, stride, bn)
+            if k in POOLS:
+                h = bn(h)
+        outs.append(F.mul2(h, weights[k]))
+    return F.add_n(*outs)
+
+
+def cell(s0, s1, weights, num_nodes, C, reduction, reduction_prev, bn):
+    """One supernet cell: the concatenation of its intermediate nodes."""
+    with nn.parameter_scope('pre0'):
+        s0 = factorized_reduce(s0, C, bn) if reduction_prev else relu_conv_bn(s0, C, bn)
+    with nn.parameter_scope('pre1'):
+        s1 = relu_conv_bn(s1, C, bn)
+    states = [s0, s1]
+    for j in range(2, num_nodes - 1):
+        hs = []
+        for e, (i, node) in enumerate(edges(num_nodes)):
+            if node == j:
+                with nn.parameter_scope('edge{}_{}'.format(i, j)):
+                    hs.append(mixed_op(states[i], weights[e], C, 2 if reduction and i < 2 else 1, bn))
+        states.append(F.add_n(*hs))
+    return F.concatenate(*states[2:], axis=1)
+
+
+def supernet(x, C, num_cells, num_nodes, num_classes=10):
+    """Logits of the search network on ``x``, with the alphas of ``alphas(num_nodes)``."""
+    bn = functools.partial(batch_norm, affine=False, test=False)
+    weights = [op_weights(a) for a in alphas(num_nodes)]
+    with nn.parameter_scope('stem'):
+        s1 = batch_norm(conv(x, STEM_MULTIPLIER * C, 3, pad=1), affine=True, test=False)
+    s0, reduction_prev = s1, False
+    for i in range(num_cells):
+        reduction = i in reduction_cells(num_cells)
+        C_cell = C * 2 ** sum(i >= r for r in reduction_cells(num_cells))
+        with nn.parameter_scope('cell{}'.format(i)):
+            s0, s1 = s1, cell(s0, s1, weights[reduction], num_nodes, C_cell, reduction, reduction_prev, bn)
+        reduction_prev = reduction
+    with nn.parameter_scope('classifier'):
+        return PF.affine(F.global_average_pooling(s1), num_classes)
+
+
+def derive(alpha_normal, alpha_reduction, num_nodes):
+    """The arch JSON of the alphas: per node the two edges whose strongest non-zero op has the
+    largest softmax weight, each with that op (strongest edge first)."""
+    arch = {}
+    for cell, alpha in zip(('arch_normal', 'arch_reduction'), (alpha_normal, alpha_reduction)):
+        w = np.exp(alpha - alpha.max(axis=1, keepdims=True))
+        w = np.delete(w / w.sum(axis=1, keepdims=True), ZERO, axis=1)
+        arch[cell] = {}
+        for j in range(2, num_nodes - 1):
+            rows = [e for e, (i, node) in enumerate(edges(num_nodes)) if node == j]
+            best = sorted(rows, key=lambda e: -w[e].max())[:2]
+            arch[cell][str(j)] = [[int(w[e].argmax()), edges(num_nodes)[e][0]] for e in best]
+    return arch
