@@ -12,7 +12,7 @@ import nnabla.functions as F
 import nnabla.parametric_functions as PF
 
 from genotype import nodes
-from operations import IDENTITY, OPS, batch_norm, conv, factorized_reduce, relu_conv_bn
+from operations import concat_nodes, IDENTITY, OPS, batch_norm, conv, factorized_reduce, relu_conv_bn
 
 STEM_MULTIPLIER = 3
 
@@ -62,7 +62,7 @@ def cell(s0, s1, genotype_cell, C, reduction, reduction_prev, bn, drop_path=None
                 h = drop_path(h)
             hs.append(h)
         states.append(F.add2(*hs))
-    return F.concatenate(*states[2:], axis=1)
+    return concat_nodes(states[2:])
 
 
 def auxiliary_head(x, num_classes, bn):

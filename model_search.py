@@ -13,7 +13,7 @@ import nnabla.initializer as I
 import nnabla.parametric_functions as PF
 
 from model_eval import STEM_MULTIPLIER, reduction_cells
-from operations import OP_NAMES, OPS, POOLS, ZERO, batch_norm, conv, factorized_reduce, relu_conv_bn
+from operations import concat_nodes, OP_NAMES, OPS, POOLS, ZERO, batch_norm, conv, factorized_reduce, relu_conv_bn
 
 ALPHA_SCOPE = 'alpha'
 ALPHA_NAMES = ('alpha_normal', 'alpha_reduction')
@@ -74,7 +74,7 @@ def cell(s0, s1, weights, num_nodes, C, reduction, reduction_prev, bn):
                 with nn.parameter_scope('edge{}_{}'.format(i, j)):
                     hs.append(mixed_op(states[i], weights[e], C, 2 if reduction and i < 2 else 1, bn))
         states.append(F.add_n(*hs))
-    return F.concatenate(*states[2:], axis=1)
+    return concat_nodes(states[2:])
 
 
 def supernet(x, C, num_cells, num_nodes, num_classes=10):

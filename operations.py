@@ -83,6 +83,11 @@ def zero(x, C, stride, bn):
     return F.mul_scalar(x, 0.0)
 
 
+def concat_nodes(states):
+    """A cell's output: its intermediate nodes concatenated on channels."""
+    return states[0] if len(states) == 1 else F.concatenate(*states, axis=1)
+
+
 OPS = (functools.partial(dil_conv, kernel=3), functools.partial(dil_conv, kernel=5),
        functools.partial(sep_conv, kernel=3), functools.partial(sep_conv, kernel=5),
        max_pool, avg_pool, identity, zero)

@@ -1,0 +1,228 @@
+"""The search: exact second-order hypergradient, derivation, and the darts_search.py CLI."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import nnabla as nn
+import nnabla.functions as F
+import nnabla.solvers as S
+import pytest
+
+import darts_search
+import model_search
+from conftest import ROOT, write_archive
+from model_eval import count_parameters
+
+
+def tiny_search_setup(seed=0, C=2, cells=3, nodes=4, batch=2):
+    """A tiny supernet, its solvers after one real weight step (so momentum is non-zero), and two batches."""
+    nn.clear_parameters()
+    nn.seed(seed)
+    rng = np.random.RandomState(seed)
+    graph = darts_search.build(type('A', (), dict(batch_size=batch, output_filter=C, num_cells=cells, num_nodes=nodes)))
+    weights, alphas = model_search.split_parameters(nn.get_parameters(grad_only=True))
+    for a in alphas.values():
+        a.d = rng.randn(*a.shape)  # far from uniform so that the ops differ in weight
+    solvers = {'weights': S.Momentum(0.05, 0.9), 'alphas': S.Adam(3e-4, 0.5, 0.999)}
+    solvers['weights'].set_parameters(weights)
+    solvers['alphas'].set_parameters(alphas)
+    batches = [(rng.randn(batch, 3, 32, 32).astype(np.float32), rng.randint(0, 10, (batch, 1))) for _ in range(3)]
+    darts_search.forward_backward(graph, batches[2], [solvers['weights']])
+    solvers['weights'].update()
+    return graph, weights, alphas, solvers, batches[0], batches[1]
+
+
+def use_computed_parameters(monkeypatch):
+    """Let parametric functions use the Variable set as a parameter itself (nnabla otherwise hands
+    out a copy unlinked from its parents), so that a network can be built on w'(a)."""
+    original = nn.parametric_functions.get_parameter_or_create
+
+    def linked(name, *args, **kwargs):
+        param = nn.parameter.get_parameter(name)
+        return param if param is not None else original(name, *args, **kwargs)
+    for module in (nn.parametric_functions, nn.parameter):  # BN looks it up in nn.parameter
+        monkeypatch.setattr(module, 'get_parameter_or_create', linked)
+
+
+def exact_hypergradient(weights, alphas, solvers, xi, wd, train_batch, valid_batch, C=2, cells=3, nodes=4):
+    """grad_a L_val(w - xi (0.9 buf + grad_w L_train(w, a) + wd w), a) by nnabla's double backward."""
+    lr = solvers['weights'].learning_rate()
+    states = solvers['weights'].get_states()
+    everything = nn.get_parameters(grad_only=False)
+    x, y = (nn.Variable.from_numpy_array(v) for v in train_batch)
+    with nn.parameter_scope('exact_train'):
+        for k, v in everything.items():
+            nn.parameter.set_parameter(k, v)
+        loss = F.mean(F.softmax_cross_entropy(model_search.supernet(x, C, cells, nodes), y))
+    names = list(weights)
+    grads = nn.grad([loss], [weights[k] for k in names])
+    unrolled = {k: weights[k] - xi * (g + wd * weights[k] + nn.Variable.from_numpy_array(
+                    0.9 * states[k].pstate['m'].d / lr)) for k, g in zip(names, grads)}
+    xv, yv = (nn.Variable.from_numpy_array(v) for v in valid_batch)
+    with nn.parameter_scope('exact_valid'):
+        for k, v in everything.items():
+            nn.parameter.set_parameter(k, unrolled.get(k, v))
+        loss_val = F.mean(F.softmax_cross_entropy(model_search.supernet(xv, C, cells, nodes), yv))
+    result = nn.grad([loss_val], list(alphas.values()))
+    F.sink(*result).forward()
+    return np.concatenate([r.d.ravel() for r in result])
+
+
+def alpha_grads(alphas):
+    return np.concatenate([a.g.ravel() for a in alphas.values()])
+
+
+def rel(a, b):
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+def test_finite_difference_hypergradient_matches_exact_double_backward(monkeypatch):
+    """The unrolled step and the finite-difference Hessian-vector product against nn.grad.
+
+    ReLU and max pooling become softplus and average pooling here: at their kinks the gradient
+    jumps, so a finite difference over a radius of 0.01 sees jumps that a second derivative
+    (zero almost everywhere) does not; with smooth ops both must agree.
+    """
+    use_computed_parameters(monkeypatch)
+    monkeypatch.setattr(F, 'relu', F.softplus)
+    monkeypatch.setattr(F, 'max_pooling', F.average_pooling)
+    xi, wd = 0.5, 3e-4
+    graph, weights, alphas, solvers, train_batch, valid_batch = tiny_search_setup()
+    before = {k: p.d.copy() for k, p in weights.items()}
+    darts_search.unrolled_alpha_grads(graph, weights, alphas, solvers, xi, wd, train_batch, valid_batch)
+    approx = alpha_grads(alphas)
+    for k, p in weights.items():  # the weights are restored exactly
+        assert np.array_equal(p.d, before[k]), k
+    exact = exact_hypergradient(weights, alphas, solvers, xi, wd, train_batch, valid_batch)
+    darts_search.forward_backward(graph, valid_batch, solvers.values())
+    first_order = alpha_grads(alphas)
+    print('rel err fd vs exact', rel(approx, exact), 'first order vs exact', rel(first_order, exact))
+    assert rel(approx, exact) < 1e-2
+    assert rel(first_order, exact) > 10 * rel(approx, exact)
+
+
+def test_supernet_sizes_match_the_paper():
+    nn.clear_parameters()
+    model_search.supernet(nn.Variable((1, 3, 32, 32)), 16, 8, 7)
+    weights, alphas = model_search.split_parameters(nn.get_parameters(grad_only=True))
+    assert count_parameters(weights) == 1930618
+    assert count_parameters(alphas) == 224
+    assert sorted(a.shape for a in alphas.values()) == [(14, 8), (14, 8)]
+
+
+def test_edge_order_is_the_alpha_row_order():
+    assert model_search.edges(7)[:6] == [(0, 2), (1, 2), (0, 3), (1, 3), (2, 3), (0, 4)]
+    assert len(model_search.edges(7)) == 14 and len(model_search.edges(5)) == 5
+
+
+def softmax_rows(a):
+    e = np.exp(a - a.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_derive_picks_edges_by_softmax_weight_of_the_best_non_zero_op():
+    nodes = 5  # intermediate nodes 2 and 3; edges 0->2, 1->2, 0->3, 1->3, 2->3
+    a = np.zeros((5, 8))
+    a[0] = [5, 5, 5, 5, 5, 5, 5, 0]     # 0->2: largest raw alpha, but a flat softmax (0.14)
+    a[1] = [0, 0, 3, 0, 0, 0, 0, 0]     # 1->2: sep_conv_3x3 at 0.74
+    a[2, 7] = 50                        # 0->3: the zero op dominates: weak edge
+    a[2, 4] = 1
+    a[3] = [0, 0, 0, 0, 0, 0, 2, 0]     # 1->3: identity
+    a[4] = [0, 1.5, 0, 0, 0, 0, 0, 0]   # 2->3: dil_conv_5x5
+    assert a[0].max() > a[1].max() and softmax_rows(a)[0, :7].max() < softmax_rows(a)[1, :7].max()
+    arch = model_search.derive(a, a.copy(), nodes)
+    assert arch['arch_normal'] == {'2': [[2, 1], [0, 0]], '3': [[6, 1], [1, 2]]}
+    assert arch['arch_reduction'] == arch['arch_normal']
+
+
+def test_derive_works_for_the_paper_size():
+    rng = np.random.RandomState(3)
+    arch = model_search.derive(rng.randn(14, 8), rng.randn(14, 8), 7)
+    import genotype
+    genotype.validate(arch)  # raises on anything malformed
+    for cell in arch.values():
+        for node, pairs in cell.items():
+            assert pairs[0][1] != pairs[1][1] and all(op != 7 for op, _ in pairs)
+
+
+SEARCH_FLAGS = ['-c', 'cpu', '--num-cells', '3', '--output-filter', '4', '-b', '4', '--num-nodes', '5']
+
+
+def search(tmp_path, name, archive, *extra):
+    """Run darts_search.py in a subprocess; returns (completed process, monitor folder)."""
+    folder = tmp_path / name
+    cmd = [sys.executable, 'darts_search.py', *SEARCH_FLAGS, '--dataset-path', str(archive), '-m', str(folder),
+           '--model-arch-name', str(folder / 'arch.json'), *extra]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300), folder
+
+
+def read(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope='module')
+def small_archive(tmp_path_factory):
+    return write_archive(tmp_path_factory.mktemp('data') / 'c.tar.gz', 8, 10)
+
+
+def test_search_cli_end_to_end_and_the_json_retrains(tmp_path, small_archive):
+    proc, folder = search(tmp_path, 'run', small_archive, '-e', '2', '--num-nodes', '7')
+    assert proc.returncode == 0, proc.stderr
+    arch = read(folder / 'arch.json')
+    assert set(arch) == {'arch_normal', 'arch_reduction'} and sorted(arch['arch_normal']) == ['2', '3', '4', '5']
+    assert read(folder / 'arch_epoch_2.json') == arch
+    alphas = read(folder / 'alphas.json')
+    assert np.array(alphas['alpha_normal']).shape == (14, 8) and np.array(alphas['alpha_reduction']).shape == (14, 8)
+    assert model_search.derive(np.array(alphas['alpha_normal']), np.array(alphas['alpha_reduction']), 7) == arch
+    for name in ('Training-loss', 'Training-error', 'Validation-loss', 'Validation-error', 'Learning-rate'):
+        lines = (folder / (name + '.series.txt')).read_text().split('\n')
+        assert [line.split()[0] for line in lines if line] == ['1', '2'], name
+    assert 'ops at node 2:' in proc.stdout and 'darts_train.py' in proc.stdout
+    check = subprocess.run([sys.executable, 'darts_train.py', '--model-arch-name', str(folder / 'arch.json'),
+                            '--summary-only', '--num-cells', '3'], cwd=ROOT, capture_output=True, text=True)
+    assert check.returncode == 0 and 'trainable parameters:' in check.stdout, check.stderr
+
+
+def test_search_is_seeded_and_the_orders_differ(tmp_path, small_archive):
+    runs = {name: search(tmp_path, name, small_archive, '-e', '1', *extra)
+            for name, extra in (('a', ()), ('b', ()), ('second', ('--second-order', 'True')),
+                                ('seed', ('--seed', '1')))}
+    for proc, _ in runs.values():
+        assert proc.returncode == 0, proc.stderr
+    alphas = {name: np.array(read(folder / 'alphas.json')['alpha_normal']) for name, (_, folder) in runs.items()}
+    assert np.array_equal(alphas['a'], alphas['b'])
+    assert not np.allclose(alphas['a'], alphas['second'], rtol=0, atol=1e-7)
+    assert not np.allclose(alphas['a'], alphas['seed'], rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize('order', ['False', 'True'])
+def test_search_stopped_and_resumed_ends_with_the_same_alphas(tmp_path, small_archive, order):
+    flags = ('-e', '2', '-s', '3', '--second-order', order)
+    straight, a = search(tmp_path, 'straight', small_archive, *flags)
+    first, b = search(tmp_path, 'resumed', small_archive, *flags)
+    assert straight.returncode == 0 and first.returncode == 0, first.stderr
+    newest = sorted(b.glob('checkpoint_*'))[-1]
+    import shutil
+    shutil.rmtree(newest)  # back to the mid-epoch checkpoint, as if killed after it
+    (b / 'arch.json').unlink()
+    again, _ = search(tmp_path, 'resumed', small_archive, *flags, '--resume', 'True')
+    assert again.returncode == 0, again.stderr
+    assert read(a / 'alphas.json') == read(b / 'alphas.json')
+    assert read(a / 'arch.json') == read(b / 'arch.json')
+    for name in ('Training-loss', 'Validation-error', 'Learning-rate'):
+        assert (a / (name + '.series.txt')).read_text() == (b / (name + '.series.txt')).read_text()
+
+
+def test_search_refuses_bad_input_before_work(tmp_path, small_archive):
+    proc, folder = search(tmp_path, 'bad', small_archive, '--second-order', 'maybe')
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+    assert [l for l in proc.stderr.splitlines() if '[nnabla]' not in l] == [
+        "error: argument --second-order: expected True/False/1/0/yes/no, got 'maybe'"]
+    proc, folder = search(tmp_path, 'ctx', small_archive, '-c', 'cudnn')
+    assert proc.returncode == 2 and '--context cpu' in proc.stderr and 'nnabla-ext-cuda120' in proc.stderr
+    proc, folder = search(tmp_path, 'big', small_archive, '-b', '64')
+    assert proc.returncode == 2 and 'larger than' in proc.stderr
+    assert not list(folder.glob('*.series.txt'))
