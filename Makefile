@@ -22,8 +22,9 @@ test: venv
 
 demo: venv
 	rm -rf $(DEMO_DIR)
-	$(PY) darts_train.py -c cpu --model-arch-name DARTS_V2 --num-cells 5 --output-filter 8 -f 8 \
-		-b 64 -e 3 --cutout True -m $(DEMO_DIR) $(if $(DATA),--dataset-path $(DATA),)
+	$(PY) darts_train.py -c cpu --model-arch-name DARTS_V2 --num-cells 5 --output-filter 8 -f 0 \
+		-b 64 -e 3 --cutout True --train-images 5000 --test-images 1000 -m $(DEMO_DIR) \
+		$(if $(DATA),--dataset-path $(DATA),)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)

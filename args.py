@@ -72,6 +72,9 @@ def parse(script, argv=None):
     add('--seed', type=int, default=0, help='seed of initialisation, data order, augmentation, drop path')
     add('--dataset-path', default=None,
         help='CIFAR-10 python archive (.tar.gz) or extracted cifar-10-batches-py folder (default: download)')
+    add('--train-images', type=int, default=0,
+        help='use only the first N training images (0: all), for quick trials')
+    add('--test-images', type=int, default=0, help='use only the first N test images (0: all)')
     add('--resume', type=boolean, default=False, const=True, nargs='?',
         help='continue from the newest checkpoint in --model-save-path')
     if script == SEARCH:
@@ -101,7 +104,8 @@ def check(args, script):
         (args.epoch > 0, '--epoch must be positive'),
         (args.batch_size > 0, '--batch-size must be positive'),
         (args.num_cells > 0, '--num-cells must be positive'),
-        (args.num_nodes >= 3, '--num-nodes must be at least 3 (two inputs, one intermediate, the output)'),
+        (args.num_nodes >= 4, '--num-nodes must be at least 4 (two inputs, one intermediate, the output)'),
+        (0 <= args.seed < 2 ** 31, '--seed must be in 0..2147483647'),
         (args.output_filter > 0 and args.output_filter % 2 == 0, '--output-filter must be positive and even'),
         (args.additional_filters_on_retrain >= 0 and args.additional_filters_on_retrain % 2 == 0,
          '--additional-filters-on-retrain must be non-negative and even'),
@@ -111,6 +115,7 @@ def check(args, script):
         (args.grad_clip_value_model > 0, '--grad-clip-value-model must be positive'),
         (args.model_save_interval >= 0, '--model-save-interval must be non-negative (0: epoch ends only)'),
         (args.device_id >= 0, '--device-id must be non-negative'),
+        (args.train_images >= 0 and args.test_images >= 0, '--train-images/--test-images must be non-negative'),
     ]
     if script == SEARCH:
         rules += [(args.arch_lr > 0, '--arch-lr must be positive'),

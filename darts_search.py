@@ -13,7 +13,7 @@ import nnabla.solvers as S
 
 import genotype
 from args import SEARCH, UserError, parse, run
-from data_iterator import load_cifar10, make_iterator, search_halves
+from data_iterator import first, load_cifar10, make_iterator, search_halves
 from model_eval import count_parameters
 from model_search import derive, split_parameters, supernet
 from training import GradClipper, Job, cosine_lr, device_context, initial_state, set_momentum_lr
@@ -115,10 +115,11 @@ def main(argv=None):
     check_output_path(args.model_arch_name, args.resume)
     ctx = device_context(args.context, args.device_id, args.type_config)
     config = dict(num_cells=args.num_cells, channels=args.output_filter, num_nodes=args.num_nodes,
-                  batch_size=args.batch_size, seed=args.seed, second_order=args.second_order)
+                  batch_size=args.batch_size, seed=args.seed, second_order=args.second_order,
+                  train_images=args.train_images)
     state = initial_state(args.monitor_path, args.model_save_path, config, args.resume)
     train_x, train_y, _, _ = load_cifar10(args.dataset_path)
-    (wx, wy), (ax, ay) = search_halves(train_x, train_y)
+    (wx, wy), (ax, ay) = search_halves(*first(train_x, train_y, args.train_images))
     if len(wy) < args.batch_size:
         raise UserError('--batch-size {} is larger than the {} images of each half of the training set'.format(
             args.batch_size, len(wy)))

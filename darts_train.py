@@ -14,7 +14,7 @@ import nnabla.solvers as S
 
 import genotype
 from args import TRAIN, UserError, parse, run
-from data_iterator import load_cifar10, make_iterator, eval_batches
+from data_iterator import eval_batches, first, load_cifar10, make_iterator
 from model_eval import DropPath, count_parameters, network
 from training import GradClipper, Job, LossScaler, cosine_lr, device_context, initial_state, set_momentum_lr
 
@@ -75,9 +75,11 @@ def main(argv=None):
         return 0
     ctx = device_context(args.context, args.device_id, args.type_config)
     config = dict(arch=arch, num_cells=args.num_cells, channels=channels(args), auxiliary=args.auxiliary,
-                  batch_size=args.batch_size, seed=args.seed)
+                  batch_size=args.batch_size, seed=args.seed, train_images=args.train_images)
     state = initial_state(args.monitor_path, args.model_save_path, config, args.resume)
     train_x, train_y, test_x, test_y = load_cifar10(args.dataset_path)
+    train_x, train_y = first(train_x, train_y, args.train_images)
+    test_x, test_y = first(test_x, test_y, args.test_images)
     if len(train_y) < args.batch_size:
         raise UserError('--batch-size {} is larger than the {} training images'.format(
             args.batch_size, len(train_y)))

@@ -185,6 +185,11 @@ def load_cifar10(dataset_path=None, url=CIFAR10_URL, md5=CIFAR10_MD5):
             test_images, test_labels)
 
 
+def first(images, labels, n):
+    """The first ``n`` images and labels (all of them when n is 0): quick trials on a subset."""
+    return (images[:n], labels[:n]) if n else (images, labels)
+
+
 def _epoch_draws(seed, stream, epoch, n):
     """Random numbers of data epoch `epoch` of `n` images: permutation, dy, dx, flip, cy, cx.
 

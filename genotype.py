@@ -85,7 +85,8 @@ def load(name, num_nodes=7):
 
 def save(arch, path):
     """Write ``arch`` as JSON atomically (temporary file, then rename)."""
-    validate(arch, len(arch[CELLS[0]]) + 3, path)
+    normal = arch.get(CELLS[0]) if isinstance(arch, dict) else None
+    validate(arch, len(normal) + 3 if isinstance(normal, dict) else 7, path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = path + '.tmp'

@@ -45,6 +45,11 @@ def reduction_cells(num_cells):
     return (num_cells // 3, 2 * num_cells // 3)
 
 
+def cell_channels(i, C, num_cells):
+    """C of cell ``i``: doubled by each reduction cell up to and including it (L=1 has one)."""
+    return C * 2 ** sum(i >= r for r in set(reduction_cells(num_cells)))
+
+
 def cell(s0, s1, genotype_cell, C, reduction, reduction_prev, bn, drop_path=None):
     """One cell of a derived genotype; returns the concatenation of its intermediate nodes."""
     with nn.parameter_scope('pre0'):
@@ -82,7 +87,7 @@ def network(x, arch, C, num_cells, num_classes=10, auxiliary=False, test=False, 
     reduction_prev, aux_logits = False, None
     for i in range(num_cells):
         reduction = i in reduction_cells(num_cells)
-        C_cell = C * 2 ** sum(i >= r for r in reduction_cells(num_cells))
+        C_cell = cell_channels(i, C, num_cells)
         genotype_cell = arch['arch_reduction' if reduction else 'arch_normal']
         with nn.parameter_scope('cell{}'.format(i)):
             s0, s1 = s1, cell(s0, s1, genotype_cell, C_cell, reduction, reduction_prev, bn,

@@ -12,7 +12,7 @@ import nnabla.functions as F
 import nnabla.initializer as I
 import nnabla.parametric_functions as PF
 
-from model_eval import STEM_MULTIPLIER, reduction_cells
+from model_eval import STEM_MULTIPLIER, cell_channels, reduction_cells
 from operations import concat_nodes, OP_NAMES, OPS, POOLS, ZERO, batch_norm, conv, factorized_reduce, relu_conv_bn
 
 ALPHA_SCOPE = 'alpha'
@@ -86,7 +86,7 @@ def supernet(x, C, num_cells, num_nodes, num_classes=10):
     s0, reduction_prev = s1, False
     for i in range(num_cells):
         reduction = i in reduction_cells(num_cells)
-        C_cell = C * 2 ** sum(i >= r for r in reduction_cells(num_cells))
+        C_cell = cell_channels(i, C, num_cells)
         with nn.parameter_scope('cell{}'.format(i)):
             s0, s1 = s1, cell(s0, s1, weights[reduction], num_nodes, C_cell, reduction, reduction_prev, bn)
         reduction_prev = reduction

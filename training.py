@@ -205,6 +205,9 @@ def initial_state(monitor_path, save_path, config, resume):
 def check_fresh_output(monitor_path, save_path):
     """Refuse to start a new run over the files of an earlier one (they would be truncated)."""
     for folder in {monitor_path, save_path}:
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise UserError('{} exists and is not a folder: choose another --monitor-path/--model-save-path'.format(
+                folder))
         if glob.glob(os.path.join(folder, '*.series.txt')) or checkpoints(folder):
             raise UserError('{} already holds a run: pass --resume to continue it, or choose another '
                             '--monitor-path/--model-save-path'.format(folder))
@@ -302,6 +305,8 @@ class Job:
                 e.args = ('{} at iteration {}; checkpoint saved in {}; continue with --resume'.format(
                     e.args[0], self.state['iteration'], self.save()),)
                 raise
+            finally:
+                self.close_bar()
 
     def loop(self, begin_epoch, step, end_epoch, interrupts):
         total, ipe = self.epochs * self.iters_per_epoch, self.iters_per_epoch
