@@ -3,7 +3,6 @@
     python darts_search.py --context cudnn --device-id 0 --monitor-path search.monitor \\
         --model-arch-name arch.json [--second-order True]
 """
-import json
 import os
 import sys
 
@@ -16,7 +15,7 @@ from args import SEARCH, UserError, parse, run
 from data_iterator import first, load_cifar10, make_iterator, search_halves
 from model_eval import count_parameters
 from model_search import derive, split_parameters, supernet
-from training import GradClipper, Job, cosine_lr, device_context, initial_state, set_momentum_lr
+from training import GradClipper, Job, cosine_lr, device_context, initial_state, set_momentum_lr, write_json
 
 MOMENTUM = 0.9
 FD_RADIUS = 0.01  # eps = FD_RADIUS / ||grad_w' L_val(w', a)||, as in the paper's code
@@ -92,13 +91,6 @@ def derived(alphas, num_nodes):
     """The arch JSON of the current alphas."""
     by_name = {name.split('/')[-1]: a.d for name, a in alphas.items()}
     return derive(by_name['alpha_normal'], by_name['alpha_reduction'], num_nodes)
-
-
-def write_json(value, path):
-    """Write ``value`` as JSON atomically (temporary file, then rename)."""
-    with open(path + '.tmp', 'w') as f:
-        json.dump(value, f)
-    os.replace(path + '.tmp', path)
 
 
 def check_output_path(path, resume):

@@ -3,7 +3,6 @@
     python darts_train.py --context cudnn --epoch 600 --batch-size 96 --num-cells 20 \\
         --cutout True --monitor-path result.monitor --model-arch-name arch.json
 """
-import json
 import os
 import sys
 
@@ -16,7 +15,8 @@ import genotype
 from args import TRAIN, UserError, parse, run
 from data_iterator import eval_batches, first, load_cifar10, make_iterator
 from model_eval import DropPath, count_parameters, network
-from training import GradClipper, Job, LossScaler, cosine_lr, device_context, initial_state, set_momentum_lr
+from training import (GradClipper, Job, LossScaler, cosine_lr, device_context, initial_state, set_momentum_lr,
+                      write_json)
 
 
 def channels(args):
@@ -135,8 +135,7 @@ def main(argv=None):
     results = dict(test_error=last['Test error'], test_loss=last['Test loss'], epochs=args.epoch,
                    iterations=job.state['iteration'], parameters=n_params, seconds=job.elapsed(),
                    arch=args.model_arch_name)
-    with open(os.path.join(args.monitor_path, 'results.json'), 'w') as f:
-        json.dump(results, f, indent=1)
+    write_json(results, os.path.join(args.monitor_path, 'results.json'), indent=1)
     print('test error: {:.2f}%'.format(100 * last['Test error']))
     return 0
 

@@ -12,7 +12,7 @@ import nnabla.functions as F
 import nnabla.parametric_functions as PF
 
 from genotype import nodes
-from operations import concat_nodes, IDENTITY, OPS, batch_norm, conv, factorized_reduce, relu_conv_bn
+from operations import IDENTITY, OPS, batch_norm, concat_nodes, conv, factorized_reduce, relu_conv_bn
 
 STEM_MULTIPLIER = 3
 
@@ -50,13 +50,24 @@ def cell_channels(i, C, num_cells):
     return C * 2 ** sum(i >= r for r in set(reduction_cells(num_cells)))
 
 
-def cell(s0, s1, genotype_cell, C, reduction, reduction_prev, bn, drop_path=None):
-    """One cell of a derived genotype; returns the concatenation of its intermediate nodes."""
+def stem(x, C, test=False):
+    """3x3 conv to 3C channels and BN (with affine in both networks, as in the paper's code)."""
+    with nn.parameter_scope('stem'):
+        return batch_norm(conv(x, STEM_MULTIPLIER * C, 3, pad=1), affine=True, test=test)
+
+
+def preprocess(s0, s1, C, reduction_prev, bn):
+    """A cell's two inputs brought to C channels: node 0 (factorized reduction after a reduction
+    cell, else ReLU-conv-BN) and node 1 (ReLU-conv-BN)."""
     with nn.parameter_scope('pre0'):
         s0 = factorized_reduce(s0, C, bn) if reduction_prev else relu_conv_bn(s0, C, bn)
     with nn.parameter_scope('pre1'):
-        s1 = relu_conv_bn(s1, C, bn)
-    states = [s0, s1]
+        return [s0, relu_conv_bn(s1, C, bn)]
+
+
+def cell(s0, s1, genotype_cell, C, reduction, reduction_prev, bn, drop_path=None):
+    """One cell of a derived genotype; returns the concatenation of its intermediate nodes."""
+    states = preprocess(s0, s1, C, reduction_prev, bn)
     for node, pairs in nodes(genotype_cell):
         hs = []
         for k, (op, inp) in enumerate(pairs):
@@ -81,9 +92,7 @@ def auxiliary_head(x, num_classes, bn):
 def network(x, arch, C, num_cells, num_classes=10, auxiliary=False, test=False, drop_path=None):
     """Logits of the retraining network (and of the aux head, None when absent or at test)."""
     bn = functools.partial(batch_norm, affine=True, test=test)
-    with nn.parameter_scope('stem'):
-        s1 = bn(conv(x, STEM_MULTIPLIER * C, 3, pad=1))
-    s0 = s1
+    s0 = s1 = stem(x, C, test)
     reduction_prev, aux_logits = False, None
     for i in range(num_cells):
         reduction = i in reduction_cells(num_cells)

@@ -12,8 +12,8 @@ import nnabla.functions as F
 import nnabla.initializer as I
 import nnabla.parametric_functions as PF
 
-from model_eval import STEM_MULTIPLIER, cell_channels, reduction_cells
-from operations import concat_nodes, OP_NAMES, OPS, POOLS, ZERO, batch_norm, conv, factorized_reduce, relu_conv_bn
+from model_eval import cell_channels, preprocess, reduction_cells, stem
+from operations import OP_NAMES, OPS, POOLS, ZERO, batch_norm, concat_nodes
 
 ALPHA_SCOPE = 'alpha'
 ALPHA_NAMES = ('alpha_normal', 'alpha_reduction')
@@ -62,11 +62,7 @@ def mixed_op(x, weights, C, stride, bn):
 
 def cell(s0, s1, weights, num_nodes, C, reduction, reduction_prev, bn):
     """One supernet cell: the concatenation of its intermediate nodes."""
-    with nn.parameter_scope('pre0'):
-        s0 = factorized_reduce(s0, C, bn) if reduction_prev else relu_conv_bn(s0, C, bn)
-    with nn.parameter_scope('pre1'):
-        s1 = relu_conv_bn(s1, C, bn)
-    states = [s0, s1]
+    states = preprocess(s0, s1, C, reduction_prev, bn)
     for j in range(2, num_nodes - 1):
         hs = []
         for e, (i, node) in enumerate(edges(num_nodes)):
@@ -81,9 +77,8 @@ def supernet(x, C, num_cells, num_nodes, num_classes=10):
     """Logits of the search network on ``x``, with the alphas of ``alphas(num_nodes)``."""
     bn = functools.partial(batch_norm, affine=False, test=False)
     weights = [op_weights(a) for a in alphas(num_nodes)]
-    with nn.parameter_scope('stem'):
-        s1 = batch_norm(conv(x, STEM_MULTIPLIER * C, 3, pad=1), affine=True, test=False)
-    s0, reduction_prev = s1, False
+    s0 = s1 = stem(x, C)
+    reduction_prev = False
     for i in range(num_cells):
         reduction = i in reduction_cells(num_cells)
         C_cell = cell_channels(i, C, num_cells)

@@ -124,6 +124,13 @@ class InterruptFlag:
             raise Interrupted(self.signum)
 
 
+def write_json(value, path, indent=None):
+    """Write ``value`` as JSON atomically (temporary file, then rename)."""
+    with open(path + '.tmp', 'w') as f:
+        json.dump(value, f, indent=indent)
+    os.replace(path + '.tmp', path)
+
+
 def checkpoints(folder):
     """Complete checkpoint folders in ``folder``, oldest first."""
     found = glob.glob(os.path.join(folder, CHECKPOINT_PREFIX + '*', 'state.json'))

@@ -1,6 +1,5 @@
 """The search: exact second-order hypergradient, derivation, and the darts_search.py CLI."""
 import json
-import os
 import subprocess
 import sys
 
