@@ -137,6 +137,9 @@ def run(main, argv=None):
     except Stop as e:
         print('error: {}'.format(e), file=sys.stderr)
         return e.code
+    except KeyboardInterrupt:  # before training started: nothing to save
+        print('error: interrupted', file=sys.stderr)
+        return 130
     except OSError as e:  # disk full, read-only folder: the last checkpoint is still intact
         print('error: {}'.format(e), file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import time
 
 import numpy as np
@@ -294,6 +295,8 @@ class Job:
         values.update(end_epoch(epoch, interrupts))
         values['Elapsed time'] = self.elapsed()
         self.log(epoch, values)
+        tqdm.write('epoch {}/{}: {}'.format(epoch + 1, self.epochs, ', '.join(
+            '{} {:.4g}'.format(name.lower(), value) for name, value in values.items())))
         self.state.update(epochs_done=epoch + 1, sums={}, count=0, last=values)
         self.save()
         return values
@@ -330,8 +333,9 @@ class Job:
                 continue
             if it >= total:
                 return self.state['last']
-            if self.bar is None:
+            if self.bar is None:  # redrawn often on a terminal, seldom into a log file
                 self.bar = tqdm(total=ipe, initial=it % ipe, dynamic_ncols=True,
+                                mininterval=0.2 if sys.stderr.isatty() else 60,
                                 desc='epoch {}/{}'.format(epoch + 1, self.epochs))
             self.accumulate(it, step(it))
             if self.save_interval and self.state['iteration'] % self.save_interval == 0 \
