@@ -225,3 +225,45 @@ def test_search_refuses_bad_input_before_work(tmp_path, small_archive):
     proc, folder = search(tmp_path, 'big', small_archive, '-b', '64')
     assert proc.returncode == 2 and 'larger than' in proc.stderr
     assert not list(folder.glob('*.series.txt'))
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_mixed_op_is_the_softmax_weighted_sum_of_all_eight_ops(stride):
+    """Forward and backward against the plain formula sum_k softmax(alpha)_k op_k(x), the zero
+    op included, with the same parameters and inputs."""
+    import functools
+    import operations
+    nn.clear_parameters()
+    rng = np.random.RandomState(stride)
+    x = nn.Variable.from_numpy_array(rng.randn(2, 4, 8, 8).astype(np.float32), need_grad=True)
+    alpha = nn.Variable.from_numpy_array(rng.randn(1, 8).astype(np.float32), need_grad=True)
+    bn = functools.partial(operations.batch_norm, affine=False, test=False)
+    with nn.parameter_scope('mixed'):
+        fast = model_search.mixed_op(x, model_search.op_weights(alpha)[0], 4, stride, bn)
+    w = F.softmax(alpha, axis=1)
+    outs = []
+    with nn.parameter_scope('mixed'):  # the same parameters, used by each op on its own
+        for k, op in enumerate(operations.OPS):
+            with nn.parameter_scope('op{}'.format(k)):
+                h = op(x, 4, stride, bn)
+                h = bn(h) if k in operations.POOLS else h
+            outs.append(h * F.reshape(F.slice(w, (0, k), (1, k + 1)), (1, 1, 1, 1)))
+    plain = F.add_n(*outs)
+    results = []
+    probe = nn.Variable.from_numpy_array(rng.randn(*fast.shape).astype(np.float32))
+    for out in (fast, plain):
+        loss = F.sum(out * probe)
+        x.g, alpha.g = 0, 0
+        for p in nn.get_parameters().values():
+            p.g = 0
+        loss.forward()
+        loss.backward()
+        results.append((out.d.copy(), x.g.copy(), alpha.g.copy(),
+                        {k: p.g.copy() for k, p in nn.get_parameters().items()}))
+    (o1, gx1, ga1, gp1), (o2, gx2, ga2, gp2) = results
+    assert o1.shape == (2, 4, 8 // stride, 8 // stride)
+    np.testing.assert_allclose(o1, o2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gx1, gx2, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ga1, ga2, rtol=1e-4, atol=1e-6)
+    for k in gp1:
+        np.testing.assert_allclose(gp1[k], gp2[k], rtol=1e-4, atol=1e-6, err_msg=k)
