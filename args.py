@@ -118,7 +118,9 @@ def check(args, script):
         (args.train_images >= 0 and args.test_images >= 0, '--train-images/--test-images must be non-negative'),
     ]
     if script == SEARCH:
-        rules += [(args.arch_lr > 0, '--arch-lr must be positive'),
+        rules += [(args.type_config == 'float', '--type-config half is for darts_train.py; the search '
+                   'computes in float (its finite differences need the precision)'),
+                  (args.arch_lr > 0, '--arch-lr must be positive'),
                   (args.weight_decay_archs >= 0, '--weight-decay-archs must be non-negative'),
                   (args.eta is None or args.eta >= 0, '--eta must be non-negative')]
     else:

@@ -222,6 +222,8 @@ def test_search_refuses_bad_input_before_work(tmp_path, small_archive):
         "error: argument --second-order: expected True/False/1/0/yes/no, got 'maybe'"]
     proc, folder = search(tmp_path, 'ctx', small_archive, '-c', 'cudnn')
     assert proc.returncode == 2 and '--context cpu' in proc.stderr and 'nnabla-ext-cuda120' in proc.stderr
+    proc, folder = search(tmp_path, 'half', small_archive, '-t', 'half')
+    assert proc.returncode == 2 and '--type-config half is for darts_train.py' in proc.stderr
     proc, folder = search(tmp_path, 'big', small_archive, '-b', '64')
     assert proc.returncode == 2 and 'larger than' in proc.stderr
     assert not list(folder.glob('*.series.txt'))
