@@ -91,6 +91,12 @@ def parse(script, argv=None):
         add('--cutout-length', type=int, default=16, help='side of the cutout square')
         add('--summary-only', type=boolean, default=False, const=True, nargs='?',
             help='print the cells and the parameter count, then exit')
+        add('--eval-only', type=boolean, default=False, const=True, nargs='?',
+            help='report test loss and error of --model-load-path, then exit')
+        add('--model-load-path', default=None,
+            help='parameters to evaluate or export: a checkpoint folder or a .h5 file')
+        add('--export-nnp', default=None,
+            help='write the inference network of --model-load-path as this .nnp file, then exit')
     args = p.parse_args(argv)
     check(args, script)
     if args.model_save_path is None:
@@ -126,7 +132,9 @@ def check(args, script):
     else:
         rules += [(0 <= args.dropout_rate < 1, '--dropout-rate must be in [0, 1)'),
                   (args.auxiliary_weight >= 0, '--auxiliary-weight must be non-negative'),
-                  (0 < args.cutout_length <= 32 or not args.cutout, '--cutout-length must be in 1..32')]
+                  (0 < args.cutout_length <= 32 or not args.cutout, '--cutout-length must be in 1..32'),
+                  (args.model_load_path or not (args.eval_only or args.export_nnp),
+                   '--eval-only and --export-nnp need --model-load-path')]
     for ok, message in rules:
         if not ok:
             raise UserError(message)

@@ -15,8 +15,9 @@ import genotype
 from args import TRAIN, UserError, parse, run
 from data_iterator import eval_batches, first, load_cifar10, make_iterator
 from model_eval import DropPath, count_parameters, network
-from training import (GradClipper, Job, LossScaler, cosine_lr, device_context, initial_state, set_momentum_lr,
-                      write_json)
+from nnabla.utils.save import save
+from training import (GradClipper, InterruptFlag, Job, LossScaler, cosine_lr, device_context, initial_state,
+                      set_momentum_lr, write_json)
 
 
 def channels(args):
@@ -39,20 +40,56 @@ def summary(arch, args):
 
 
 def build(arch, args):
-    """The training graph (loss with aux head and drop path) and the test graph, sharing weights."""
-    B, C = args.batch_size, channels(args)
-    x, y = nn.Variable((B, 3, 32, 32)), nn.Variable((B, 1))
+    """The training graph: loss with the aux head and drop path, main-head loss and error."""
+    x, y = nn.Variable((args.batch_size, 3, 32, 32)), nn.Variable((args.batch_size, 1))
     drop_path = DropPath()
-    logits, aux_logits = network(x, arch, C, args.num_cells, auxiliary=args.auxiliary, drop_path=drop_path)
+    logits, aux_logits = network(x, arch, channels(args), args.num_cells, auxiliary=args.auxiliary,
+                                 drop_path=drop_path)
     ce = F.mean(F.softmax_cross_entropy(logits, y))
     loss = ce + args.auxiliary_weight * F.mean(F.softmax_cross_entropy(aux_logits, y)) if args.auxiliary else ce
     train = dict(x=x, y=y, loss=loss, ce=ce, err=F.mean(F.top_n_error(logits, y)), drop_path=drop_path)
-    xt, yt = nn.Variable((B, 3, 32, 32)), nn.Variable((B, 1))
-    logits_t, _ = network(xt, arch, C, args.num_cells, test=True)
-    test = dict(x=xt, y=yt, loss=F.softmax_cross_entropy(logits_t, yt), err=F.top_n_error(logits_t, yt))
-    for v in (loss, ce, train['err'], test['loss'], test['err']):
+    for v in (loss, ce, train['err']):
         v.persistent = True  # read after forward: never let buffer clearing reuse them
-    return train, test
+    return train
+
+
+def build_test(arch, args, batch_size):
+    """The test graph (BN statistics, no aux head, no drop path): per-image loss and error."""
+    x, y = nn.Variable((batch_size, 3, 32, 32)), nn.Variable((batch_size, 1))
+    logits, _ = network(x, arch, channels(args), args.num_cells, test=True)
+    test = dict(x=x, y=y, logits=logits, loss=F.softmax_cross_entropy(logits, y), err=F.top_n_error(logits, y))
+    test['loss'].persistent = test['err'].persistent = True
+    return test
+
+
+def load_into_network(path):
+    """Copy saved parameters (a checkpoint folder or a .h5 file) into the built network in place,
+    refusing a file that does not match its architecture (extra entries such as an aux head are
+    ignored)."""
+    target = {k: v for k, v in nn.get_parameters(grad_only=False).items() if not k.startswith('aux/')}
+    file = os.path.join(path, 'params.h5') if os.path.isdir(path) else path
+    with nn.parameter_scope('loaded'):
+        try:
+            nn.load_parameters(file)
+        except Exception as e:  # h5py and protobuf errors for anything that is not a parameter file
+            raise UserError('cannot load parameters from {}: {}'.format(path, str(e).splitlines()[0]))
+        loaded = nn.get_parameters(grad_only=False)
+    nn.parameter.pop_parameter('loaded')
+    for name, p in target.items():
+        if name not in loaded or loaded[name].shape != p.shape:
+            raise UserError('{} does not match this architecture: {} is {} there, {} here'.format(
+                path, name, loaded[name].shape if name in loaded else 'missing', p.shape))
+        p.data.copy_from(loaded[name].data)
+
+
+def export_nnp(arch, args, path):
+    """Write the inference network (input: normalised 3x32x32 images, output: logits) as .nnp."""
+    test = build_test(arch, args, 1)
+    params = {k: v for k, v in nn.get_parameters(grad_only=False).items() if not k.startswith('aux/')}
+    save(path, {'networks': [{'name': 'darts', 'batch_size': 1, 'outputs': {'y': test['logits']},
+                              'names': {'x': test['x']}}],
+                'executors': [{'name': 'inference', 'network': 'darts', 'data': ['x'], 'output': ['y']}]},
+         parameters=params)
 
 
 def evaluate(test, images, labels, batch_size, interrupts):
@@ -67,6 +104,25 @@ def evaluate(test, images, labels, batch_size, interrupts):
     return loss / len(labels), err / len(labels)
 
 
+def use_saved(arch, args, ctx):
+    """--eval-only and --export-nnp: the test error or the .nnp of saved parameters."""
+    nn.set_default_context(ctx)
+    if args.eval_only:
+        _, _, test_x, test_y = load_cifar10(args.dataset_path)
+        test_x, test_y = first(test_x, test_y, args.test_images)
+        test = build_test(arch, args, args.batch_size)
+        load_into_network(args.model_load_path)
+        with InterruptFlag() as interrupts:
+            loss, err = evaluate(test, test_x, test_y, args.batch_size, interrupts)
+        print('test loss: {:.4f}\ntest error: {:.2f}%'.format(loss, 100 * err))
+    if args.export_nnp:
+        build_test(arch, args, 1)
+        load_into_network(args.model_load_path)
+        export_nnp(arch, args, args.export_nnp)
+        print('inference network written to {}'.format(args.export_nnp))
+    return 0
+
+
 def main(argv=None):
     args = parse(TRAIN, argv)
     arch = genotype.load(args.model_arch_name, args.num_nodes)
@@ -74,6 +130,8 @@ def main(argv=None):
         print(summary(arch, args))
         return 0
     ctx = device_context(args.context, args.device_id, args.type_config)
+    if args.eval_only or args.export_nnp:
+        return use_saved(arch, args, ctx)
     config = dict(arch=arch, num_cells=args.num_cells, channels=channels(args), auxiliary=args.auxiliary,
                   batch_size=args.batch_size, seed=args.seed, train_images=args.train_images)
     state = initial_state(args.monitor_path, args.model_save_path, config, args.resume)
@@ -86,7 +144,7 @@ def main(argv=None):
     print(genotype.describe(arch))
     nn.set_default_context(ctx)
     nn.seed(args.seed)
-    train, test = build(arch, args)
+    train, test = build(arch, args), build_test(arch, args, args.batch_size)
     params = nn.get_parameters(grad_only=True)
     solver = S.Momentum(args.model_lr, 0.9)
     solver.set_parameters(params)
@@ -132,6 +190,7 @@ def main(argv=None):
     finally:
         data.close()
     nn.save_parameters(os.path.join(args.model_save_path, 'params.h5'))
+    export_nnp(arch, args, os.path.join(args.model_save_path, 'model.nnp'))
     results = dict(test_error=last['Test error'], test_loss=last['Test loss'], epochs=args.epoch,
                    iterations=job.state['iteration'], parameters=n_params, seconds=job.elapsed(),
                    arch=args.model_arch_name)

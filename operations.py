@@ -66,7 +66,7 @@ def avg_pool(x, C, stride, bn):
 def factorized_reduce(x, C, bn):
     """ReLU, two 1x1 stride-2 convs (the second on the input shifted by one pixel), concat, BN."""
     h = F.relu(x)
-    shifted = F.slice(h, start=(0, 0, 1, 1), stop=h.shape)
+    shifted = F.slice(h, start=(1, 1), stop=h.shape[2:], step=(1, 1))  # spatial axes only: any batch size
     return bn(F.concatenate(conv(h, C // 2, 1, 2, name='conv1'),
                             conv(shifted, C - C // 2, 1, 2, name='conv2'), axis=1))
 

@@ -1,0 +1,74 @@
+"""Saved models: --eval-only reproduces the reported test error; the .nnp runs like the training code."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import nnabla as nn
+import pytest
+from nnabla.utils.nnp_graph import NnpLoader
+
+import darts_train
+import genotype
+from conftest import ROOT, write_archive
+
+FLAGS = ['-c', 'cpu', '--model-arch-name', 'DARTS_V2', '--num-cells', '3', '--output-filter', '4', '-f', '0']
+
+
+def train(*extra):
+    return subprocess.run([sys.executable, 'darts_train.py', *FLAGS, *[str(e) for e in extra]],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """A finished tiny retraining: (archive, monitor folder)."""
+    folder = tmp_path_factory.mktemp('deploy')
+    archive = write_archive(folder / 'c.tar.gz', 8, 13)
+    proc = train('--dataset-path', archive, '-b', 4, '-e', 2, '-m', folder / 'run')
+    assert proc.returncode == 0, proc.stderr
+    return archive, folder / 'run'
+
+
+@pytest.mark.parametrize('source', ['params.h5', 'checkpoint'])
+def test_eval_only_reproduces_the_reported_test_error(trained, source):
+    archive, run = trained
+    path = run / source if source == 'params.h5' else sorted(run.glob('checkpoint_*'))[-1]
+    proc = train('--dataset-path', archive, '-b', 5, '--eval-only', '--model-load-path', path)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((run / 'results.json').read_text())
+    assert 'test error: {:.2f}%'.format(100 * results['test_error']) in proc.stdout
+    assert 'test loss: {:.4f}'.format(results['test_loss']) in proc.stdout
+
+
+def test_eval_only_refuses_parameters_of_another_architecture(trained):
+    archive, run = trained
+    proc = subprocess.run([sys.executable, 'darts_train.py', *FLAGS[:2], '--model-arch-name', 'DARTS_V1',
+                           *FLAGS[4:], '--dataset-path', str(archive), '--eval-only', '--model-load-path',
+                           str(run / 'params.h5')], cwd=ROOT, capture_output=True, text=True)
+    lines = [l for l in proc.stderr.splitlines() if '[nnabla]' not in l]
+    assert proc.returncode == 2 and len(lines) == 1 and 'does not match this architecture' in lines[0], proc.stderr
+    proc = train('--eval-only', '--dataset-path', archive)
+    assert proc.returncode == 2 and 'need --model-load-path' in proc.stderr
+
+
+def test_nnp_runs_to_the_outputs_of_the_training_code(trained, tmp_path):
+    _, run = trained
+    exported = tmp_path / 'again.nnp'
+    proc = train('--export-nnp', exported, '--model-load-path', run / 'params.h5')
+    assert proc.returncode == 0, proc.stderr
+    args = darts_train.parse('train', FLAGS)
+    x = np.random.RandomState(0).randn(3, 3, 32, 32).astype(np.float32)
+    nn.clear_parameters()
+    test = darts_train.build_test(genotype.load('DARTS_V2'), args, 3)
+    darts_train.load_into_network(str(run / 'params.h5'))
+    test['x'].d = x
+    test['logits'].forward()
+    expected = test['logits'].d.copy()
+    for path in (run / 'model.nnp', exported):
+        nn.clear_parameters()
+        net = NnpLoader(str(path)).get_network('darts', batch_size=3)
+        net.inputs['x'].d = x
+        y = net.outputs['y']
+        y.forward()
+        np.testing.assert_allclose(y.d, expected, rtol=1e-4, atol=1e-5)
