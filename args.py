@@ -95,6 +95,8 @@ def parse(script, argv=None):
             help='report test loss and error of --model-load-path, then exit')
         add('--model-load-path', default=None,
             help='parameters to evaluate or export: a checkpoint folder or a .h5 file')
+        add('--plot', nargs='+', default=None, metavar='MONITOR_PATH',
+            help='draw the learning curves of finished runs side by side into performance.png, then exit')
         add('--export-nnp', default=None,
             help='write the inference network of --model-load-path as this .nnp file, then exit')
     args = p.parse_args(argv)

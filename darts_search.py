@@ -17,6 +17,8 @@ from model_eval import count_parameters
 from model_search import derive, split_parameters, supernet
 from training import GradClipper, Job, cosine_lr, device_context, initial_state, set_momentum_lr, write_json
 
+CURVES = (('error', ('Training error', 'Validation error')), ('loss', ('Training loss', 'Validation loss')),
+          ('learning rate', ('Learning rate',)))
 MOMENTUM = 0.9
 FD_RADIUS = 0.01  # eps = FD_RADIUS / ||grad_w' L_val(w', a)||, as in the paper's code
 
@@ -126,7 +128,7 @@ def main(argv=None):
     print('supernet: {} weights, {} alphas; {} order'.format(
         count_parameters(weights), count_parameters(alphas), 'second' if args.second_order else 'first'))
     job = Job(state, args.monitor_path, args.model_save_path, args.epoch, len(wy) // args.batch_size,
-              args.model_save_interval, solvers)
+              args.model_save_interval, solvers, CURVES)
     job.restore()
     with nn.context_scope(device_context(args.context, args.device_id, 'float')):
         clipper = GradClipper(weights, args.grad_clip_value_model)
@@ -170,6 +172,7 @@ def main(argv=None):
     arch = derived(alphas, args.num_nodes)
     write_json(alpha_dict(alphas), os.path.join(args.monitor_path, 'alphas.json'))
     genotype.save(arch, args.model_arch_name)
+    genotype.plot(arch, args.monitor_path)
     print(genotype.describe(arch))
     print('architecture written to {}; retrain it with:\n  python darts_train.py --context {} '
           '--model-arch-name {} --num-nodes {} --monitor-path result.monitor'.format(

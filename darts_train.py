@@ -16,8 +16,13 @@ from args import TRAIN, UserError, parse, run
 from data_iterator import eval_batches, first, load_cifar10, make_iterator
 from model_eval import DropPath, count_parameters, network
 from nnabla.utils.save import save
+from plots import learning_curves, read_series
 from training import (GradClipper, InterruptFlag, Job, LossScaler, cosine_lr, device_context, initial_state,
                       set_momentum_lr, write_json)
+
+
+CURVES = (('error', ('Training error', 'Test error')), ('loss', ('Training loss', 'Test loss')),
+          ('learning rate', ('Learning rate',)))
 
 
 def channels(args):
@@ -123,8 +128,20 @@ def use_saved(arch, args, ctx):
     return 0
 
 
+def plot_runs(folders, path='performance.png'):
+    """--plot: the learning curves of one or several runs in one figure."""
+    for folder in folders:
+        if read_series(folder, 'Test error') is None:
+            raise UserError('{} holds no Test-error.series.txt: not a monitor folder of darts_train.py'.format(folder))
+    learning_curves(folders, path, CURVES)
+    print('learning curves of {} written to {}'.format(', '.join(folders), path))
+    return 0
+
+
 def main(argv=None):
     args = parse(TRAIN, argv)
+    if args.plot:
+        return plot_runs(args.plot)
     arch = genotype.load(args.model_arch_name, args.num_nodes)
     if args.summary_only:
         print(summary(arch, args))
@@ -151,7 +168,7 @@ def main(argv=None):
     n_params = parameter_counts(params)[0]
     print('trainable parameters: {}'.format(n_params))
     job = Job(state, args.monitor_path, args.model_save_path, args.epoch, len(train_y) // args.batch_size,
-              args.model_save_interval, {'weights': solver})
+              args.model_save_interval, {'weights': solver}, CURVES)
     scaler = LossScaler(args.type_config == 'half')
     scaler.scale = job.restore().get('loss_scale', scaler.scale)
     with nn.context_scope(device_context(args.context, args.device_id, 'float')):

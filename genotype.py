@@ -1,14 +1,18 @@
-"""The architecture JSON: read, validate, describe and write derived cells.
+"""The architecture JSON: read, validate, describe, draw and write derived cells.
 
 Format (the seed's): ``{"arch_normal": {"2": [[op_id, input_node], [op_id, input_node]], ...},
 "arch_reduction": {...}}``, one key per intermediate node 2..num_nodes-2, each with exactly
 two (op id, earlier node) pairs. ``DARTS_V1`` and ``DARTS_V2`` name the paper's cells.
+
+    python genotype.py plot ARCH --out DIR     # DIR/normal_cell.png, DIR/reduction_cell.png
 """
 import json
 import os
+import sys
 
-from args import UserError
+from args import Parser, UserError, run
 from operations import OP_NAMES, ZERO
+from plots import cell_diagram
 
 CELLS = ('arch_normal', 'arch_reduction')
 PAPER_ARCHS = {
@@ -110,3 +114,30 @@ def describe(arch):
             lines.append('  ops at node {}: {}'.format(node, ', '.join(
                 '{} from node {}'.format(OP_NAMES[op], inp) for op, inp in pairs)))
     return '\n'.join(lines)
+
+
+def plot(arch, folder):
+    """Draw both cells of ``arch`` into ``folder``; returns the files written and the renderer."""
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    for cell in CELLS:
+        path = os.path.join(folder, '{}_cell.png'.format(cell[len('arch_'):]))
+        renderer = cell_diagram(nodes(arch[cell]), path)
+        written.append(path)
+    return written, renderer
+
+
+def main(argv=None):
+    parser = Parser(prog='genotype.py', description='Draw the cells of an arch JSON (or DARTS_V1, DARTS_V2).')
+    command = parser.add_subparsers(dest='command', required=True).add_parser('plot', help='draw the cells')
+    command.add_argument('arch', help='arch JSON path, or DARTS_V1 / DARTS_V2')
+    command.add_argument('--out', default='.', help='folder of normal_cell.png and reduction_cell.png')
+    command.add_argument('--num-nodes', type=int, default=7, help='nodes of a cell')
+    args = parser.parse_args(argv)
+    written, renderer = plot(load(args.arch, args.num_nodes), args.out)
+    print('{} ({})'.format(', '.join(written), renderer))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(run(main))

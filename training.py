@@ -18,6 +18,7 @@ from nnabla.monitor import Monitor, MonitorSeries
 from tqdm import tqdm
 
 from args import Stop, UserError
+from plots import learning_curves
 
 CHECKPOINT_PREFIX = 'checkpoint_'
 
@@ -254,8 +255,9 @@ class Job:
     stream, augmentation and drop path are functions of (seed, iteration).
     """
 
-    def __init__(self, state, monitor_path, save_path, epochs, iters_per_epoch, save_interval, solvers):
-        self.state, self.save_path, self.solvers = state, save_path, solvers
+    def __init__(self, state, monitor_path, save_path, epochs, iters_per_epoch, save_interval, solvers,
+                 curves=()):
+        self.state, self.save_path, self.solvers, self.curves = state, save_path, solvers, curves
         self.epochs, self.iters_per_epoch, self.save_interval = epochs, iters_per_epoch, save_interval
         self.resumed_epochs = state['epochs_done'] if 'path' in state else None
         os.makedirs(monitor_path, exist_ok=True)
@@ -288,6 +290,14 @@ class Job:
                 self.series[name] = series(self.monitor, name, self.resumed_epochs)
             self.series[name].add(epoch + 1, value)
 
+    def draw_curves(self):
+        """Refresh learning_curves.png from the series files; a failed drawing never stops the job."""
+        try:
+            learning_curves([self.monitor.save_path], os.path.join(self.monitor.save_path, 'learning_curves.png'),
+                            self.curves)
+        except Exception as e:  # matplotlib or font trouble: the numbers are in the series files
+            tqdm.write('warning: learning_curves.png not drawn: {}'.format(e))
+
     def finish_epoch(self, epoch, end_epoch, interrupts):
         """Evaluate, log the epoch's series and checkpoint."""
         values = {name: total / max(self.state['count'], 1) for name, total in self.state['sums'].items()}
@@ -295,6 +305,7 @@ class Job:
         values.update(end_epoch(epoch, interrupts))
         values['Elapsed time'] = self.elapsed()
         self.log(epoch, values)
+        self.draw_curves()
         tqdm.write('epoch {}/{}: {}'.format(epoch + 1, self.epochs, ', '.join(
             '{} {:.4g}'.format(name.lower(), value) for name, value in values.items())))
         self.state.update(epochs_done=epoch + 1, sums={}, count=0, last=values)

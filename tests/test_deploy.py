@@ -27,6 +27,7 @@ def trained(tmp_path_factory):
     archive = write_archive(folder / 'c.tar.gz', 8, 13)
     proc = train('--dataset-path', archive, '-b', 4, '-e', 2, '-m', folder / 'run')
     assert proc.returncode == 0, proc.stderr
+    assert (folder / 'run' / 'learning_curves.png').read_bytes()[:4] == b'\x89PNG'
     return archive, folder / 'run'
 
 

@@ -180,6 +180,8 @@ def test_search_cli_end_to_end_and_the_json_retrains(tmp_path, small_archive):
         lines = (folder / (name + '.series.txt')).read_text().split('\n')
         assert [line.split()[0] for line in lines if line] == ['1', '2'], name
     assert 'ops at node 2:' in proc.stdout and 'darts_train.py' in proc.stdout
+    for picture in ('normal_cell.png', 'reduction_cell.png', 'learning_curves.png'):
+        assert (folder / picture).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n', picture
     check = subprocess.run([sys.executable, 'darts_train.py', '--model-arch-name', str(folder / 'arch.json'),
                             '--summary-only', '--num-cells', '3'], cwd=ROOT, capture_output=True, text=True)
     assert check.returncode == 0 and 'trainable parameters:' in check.stdout, check.stderr
