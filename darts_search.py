@@ -15,7 +15,8 @@ from args import SEARCH, UserError, parse, run
 from data_iterator import first, load_cifar10, make_iterator, search_halves
 from model_eval import count_parameters
 from model_search import derive, split_parameters, supernet
-from training import GradClipper, Job, cosine_lr, device_context, initial_state, set_momentum_lr, write_json
+from training import (GradClipper, Job, cosine_lr, device_context, initial_state, momentum_buffers, set_momentum_lr,
+                      write_json)
 
 CURVES = (('error', ('Training error', 'Validation error')), ('loss', ('Training loss', 'Validation loss')),
           ('learning rate', ('Learning rate',)))
@@ -64,11 +65,10 @@ def unrolled_alpha_grads(graph, weights, alphas, solvers, xi, weight_decay, trai
     The weights are written in place and restored exactly at the end.
     """
     w = {k: copy_array(p.data) for k, p in weights.items()}
-    lr = solvers['weights'].learning_rate()
-    states = solvers['weights'].get_states()
+    buf = momentum_buffers(solvers['weights'])
     forward_backward(graph, train_batch, solvers.values())
-    write_weights(weights, {k: w[k] - xi * (p.grad + weight_decay * w[k] + (
-        states[k].pstate['m'].data * (MOMENTUM / lr) if k in states else 0.0)) for k, p in weights.items()})
+    write_weights(weights, {k: w[k] - xi * (p.grad + weight_decay * w[k] + (MOMENTUM * buf[k] if k in buf else 0.0))
+                            for k, p in weights.items()})
     valid = forward_backward(graph, valid_batch, solvers.values())
     dalpha = {k: copy_array(a.grad) for k, a in alphas.items()}
     dw = {k: copy_array(p.grad) for k, p in weights.items()}

@@ -56,9 +56,10 @@ def set_momentum_lr(solver, lr):
 
 
 def momentum_buffers(solver):
-    """PyTorch-style momentum buffers (v / lr) by parameter name, as numpy arrays."""
+    """PyTorch-style momentum buffers (v / lr) by parameter name, as NdArrays on the device
+    (none before the first update)."""
     lr = solver.learning_rate()
-    return {name: state.pstate['m'].d / lr for name, state in solver.get_states().items()}
+    return {name: state.pstate['m'].data * (1.0 / lr) for name, state in solver.get_states().items()}
 
 
 class GradClipper:
