@@ -1,4 +1,5 @@
-# make test: build .venv from python3.10 when missing, install, run the test suite.
+# make test: build .venv from python3.10 when missing, install, run the test suite (quick fault cases included).
+# make faults: the whole fault-injection suite of tests/faults (kills, full disk, divergence, bad data...).
 # make demo: a short CPU retrain of DARTS_V2 on CIFAR-10 (DATA=path for a local archive).
 PYTHON ?= python3.10
 VENV := .venv
@@ -6,7 +7,7 @@ PY := $(VENV)/bin/python
 DATA ?=
 DEMO_DIR ?= demo.monitor
 
-.PHONY: venv test demo clean
+.PHONY: venv test faults demo clean
 
 venv: $(VENV)/.installed
 
@@ -18,7 +19,10 @@ $(VENV)/.installed: requirements.txt
 	@touch $@
 
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not slow" tests
+
+faults: venv
+	$(PY) -m pytest -q tests/faults
 
 demo: venv
 	rm -rf $(DEMO_DIR)

@@ -4,6 +4,7 @@ Every flag is defined once here; the scripts differ only in their defaults (the 
 search and retraining recipes, REFERENCE.md) and in the few flags of their own.
 """
 import argparse
+import math
 import sys
 
 SEARCH, TRAIN = 'search', 'train'
@@ -106,8 +107,18 @@ def parse(script, argv=None):
     return args
 
 
+# float flags that must be finite (argparse's float() takes 'nan' and 'inf'); an infinite
+# --grad-clip-value-model is allowed: it means no clipping
+FINITE = ('model_lr', 'min_model_lr', 'weight_decay_model', 'arch_lr', 'weight_decay_archs', 'eta', 'dropout_rate',
+          'auxiliary_weight')
+
+
 def check(args, script):
     """Refuse impossible values in one line, before anything is built or loaded."""
+    for name in FINITE:
+        value = getattr(args, name, None)
+        if value is not None and not math.isfinite(value):
+            raise UserError('--{} must be a finite number, got {}'.format(name.replace('_', '-'), value))
     rules = [
         (args.epoch > 0, '--epoch must be positive'),
         (args.batch_size > 0, '--batch-size must be positive'),

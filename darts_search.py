@@ -12,7 +12,7 @@ import nnabla.solvers as S
 
 import genotype
 from args import SEARCH, UserError, parse, run
-from data_iterator import first, load_cifar10, make_iterator, search_halves
+from data_iterator import download_url, first, load_cifar10, make_iterator, search_halves
 from model_eval import count_parameters
 from model_search import derive, split_parameters, supernet
 from training import (GradClipper, Job, cosine_lr, device_context, initial_state, momentum_buffers, set_momentum_lr,
@@ -112,7 +112,7 @@ def main(argv=None):
                   batch_size=args.batch_size, seed=args.seed, second_order=args.second_order,
                   train_images=args.train_images)
     state = initial_state(args.monitor_path, args.model_save_path, config, args.resume)
-    train_x, train_y, _, _ = load_cifar10(args.dataset_path)
+    train_x, train_y, _, _ = load_cifar10(args.dataset_path, url=download_url())
     (wx, wy), (ax, ay) = search_halves(*first(train_x, train_y, args.train_images))
     if len(wy) < args.batch_size:
         raise UserError('--batch-size {} is larger than the {} images of each half of the training set'.format(

@@ -13,7 +13,7 @@ import nnabla.solvers as S
 
 import genotype
 from args import TRAIN, UserError, parse, run
-from data_iterator import eval_batches, first, load_cifar10, make_iterator
+from data_iterator import download_url, eval_batches, first, load_cifar10, make_iterator
 from model_eval import DropPath, count_parameters, network
 from nnabla.utils.save import save
 from plots import learning_curves, read_series
@@ -112,11 +112,15 @@ def evaluate(test, images, labels, batch_size, interrupts):
 def use_saved(arch, args, ctx):
     """--eval-only and --export-nnp: the test error or the .nnp of saved parameters."""
     nn.set_default_context(ctx)
-    if args.eval_only:
-        _, _, test_x, test_y = load_cifar10(args.dataset_path)
-        test_x, test_y = first(test_x, test_y, args.test_images)
+    if args.export_nnp:  # refused now rather than after an evaluation
+        folder = os.path.dirname(os.path.abspath(args.export_nnp))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise UserError('cannot write --export-nnp {}: {} is not a writable folder'.format(args.export_nnp, folder))
+    if args.eval_only:  # the parameters are checked before the data is read (or downloaded)
         test = build_test(arch, args, args.batch_size)
         load_into_network(args.model_load_path)
+        _, _, test_x, test_y = load_cifar10(args.dataset_path, url=download_url())
+        test_x, test_y = first(test_x, test_y, args.test_images)
         with InterruptFlag() as interrupts:
             loss, err = evaluate(test, test_x, test_y, args.batch_size, interrupts)
         print('test loss: {:.4f}\ntest error: {:.2f}%'.format(loss, 100 * err))
@@ -152,7 +156,7 @@ def main(argv=None):
     config = dict(arch=arch, num_cells=args.num_cells, channels=channels(args), auxiliary=args.auxiliary,
                   batch_size=args.batch_size, seed=args.seed, train_images=args.train_images)
     state = initial_state(args.monitor_path, args.model_save_path, config, args.resume)
-    train_x, train_y, test_x, test_y = load_cifar10(args.dataset_path)
+    train_x, train_y, test_x, test_y = load_cifar10(args.dataset_path, url=download_url())
     train_x, train_y = first(train_x, train_y, args.train_images)
     test_x, test_y = first(test_x, test_y, args.test_images)
     if len(train_y) < args.batch_size:

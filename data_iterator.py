@@ -165,6 +165,15 @@ def _fetch_archive(url, md5, home):
     return path
 
 
+def download_url():
+    """The URL the scripts download CIFAR-10 from: CIFAR10_URL, unless $DARTS_CIFAR10_URL is set.
+
+    The variable is for the tests only (a local server serving a wrong file); the md5 checked
+    is CIFAR10_MD5 whatever the URL.
+    """
+    return os.environ.get('DARTS_CIFAR10_URL') or CIFAR10_URL
+
+
 def load_cifar10(dataset_path=None, url=CIFAR10_URL, md5=CIFAR10_MD5):
     """Return (train_images, train_labels, test_images, test_labels): uint8 NCHW, int32 labels.
 

@@ -83,6 +83,8 @@ def load(name, num_nodes=7):
             raise UserError('cannot read arch file {}: {}'.format(name, e.strerror or e))
         except (ValueError, UnicodeDecodeError) as e:
             raise UserError('{} is not valid JSON: {}'.format(name, e))
+        except RecursionError:  # json's decoder recurses once per level of nesting
+            raise UserError('{} is not valid JSON: nested too deeply for an arch file'.format(name))
     validate(arch, num_nodes, name)
     return arch
 

@@ -157,11 +157,35 @@ def save_checkpoint(folder, state, solvers, keep=2):
         json.dump(state, f)
         f.flush()
         os.fsync(f.fileno())
-    shutil.rmtree(final, ignore_errors=True)
+    replaced = os.path.join(folder, '.{}replaced'.format(CHECKPOINT_PREFIX))
+    shutil.rmtree(replaced, ignore_errors=True)
+    if os.path.exists(final):  # the same iteration again (an interrupt just after a checkpoint): moved
+        os.rename(final, replaced)  # aside in one step, so that a kill never leaves it half removed
     os.rename(tmp, final)
+    shutil.rmtree(replaced, ignore_errors=True)
     for old in checkpoints(folder)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+STATE_TYPES = dict(config=dict, iteration=int, epochs_done=int, sums=dict, count=int, elapsed=(int, float),
+                   lr=dict, extra=dict, last=dict)
+
+
+def read_state(path):
+    """The state.json of a checkpoint, refused in one line if it is damaged."""
+    try:
+        with open(path, 'rb') as f:
+            state = json.loads(f.read().decode('utf-8'))
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or bad UTF-8
+        state, why = None, ' '.join(str(e).split()) or type(e).__name__
+    else:
+        why = 'not the state of a checkpoint'
+    if not (isinstance(state, dict) and all(isinstance(state.get(key), kind) and not isinstance(state.get(key), bool)
+                                            for key, kind in STATE_TYPES.items())):
+        raise UserError('--resume: {} is damaged ({}); remove its folder to resume from the checkpoint '
+                        'before it'.format(path, why))
+    return state
 
 
 def read_checkpoint_state(folder, config):
@@ -169,8 +193,7 @@ def read_checkpoint_state(folder, config):
     found = checkpoints(folder)
     if not found:
         raise UserError('--resume: no checkpoint in {}'.format(folder))
-    with open(os.path.join(found[-1], 'state.json')) as f:
-        state = json.load(f)
+    state = read_state(os.path.join(found[-1], 'state.json'))
     for key, value in config.items():
         if state['config'].get(key) != value:
             raise UserError('--resume: the checkpoint in {} was made with {} = {}, this run has {}'.format(
@@ -189,25 +212,31 @@ def load_checkpoint(path, solvers):
 def series(monitor, name, keep_until=None):
     """A ``MonitorSeries`` whose file keeps its lines up to index ``keep_until`` (for a resume).
 
-    ``MonitorSeries`` truncates its file; the lines a resumed run would write again are
-    dropped and the earlier ones written back, so a series has no gap and no duplicate.
+    The lines a resumed run would write again are dropped, so a series has no gap and no
+    duplicate. The file is replaced atomically by its kept lines (``MonitorSeries`` given the
+    monitor would truncate it first: a job killed right then would lose the earlier lines).
     """
     path = os.path.join(monitor.save_path, name.replace(' ', '-') + '.series.txt')
     kept = []
     if keep_until is not None and os.path.exists(path):
         with open(path) as f:
             kept = [line for line in f if line.split() and int(line.split()[0]) <= keep_until]
-    mon = MonitorSeries(name, monitor, interval=1, verbose=False)
-    with open(path, 'a') as f:
+    with open(path + '.tmp', 'w') as f:
         f.writelines(kept)
+    os.replace(path + '.tmp', path)
+    mon = MonitorSeries(name, None, interval=1, verbose=False)
+    mon.sp = path  # nnabla's output file of the series, set after construction: no truncation
     return mon
 
 
 def initial_state(monitor_path, save_path, config, resume):
     """The state of the newest checkpoint (``resume``) or of a new job, checked before any work."""
+    if not resume:
+        check_fresh_output(monitor_path, save_path)
+    for folder, flag in ((monitor_path, '--monitor-path'), (save_path, '--model-save-path')):
+        check_writable(folder, flag)
     if resume:
         return read_checkpoint_state(save_path, config)
-    check_fresh_output(monitor_path, save_path)
     return dict(config=config, iteration=0, epochs_done=0, sums={}, count=0, elapsed=0.0, lr={},
                 extra={}, last={})
 
@@ -221,6 +250,17 @@ def check_fresh_output(monitor_path, save_path):
         if glob.glob(os.path.join(folder, '*.series.txt')) or checkpoints(folder):
             raise UserError('{} already holds a run: pass --resume to continue it, or choose another '
                             '--monitor-path/--model-save-path'.format(folder))
+
+
+def check_writable(folder, flag):
+    """Refuse a folder the job could not write into (read-only, another user's) before any work,
+    rather than at its first checkpoint or epoch end."""
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if os.path.isdir(existing) and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError('cannot write into {} {}: {} is read-only or not writable by this user'.format(
+            flag, folder, existing))
 
 
 class LossScaler:
@@ -264,7 +304,7 @@ class Job:
         os.makedirs(monitor_path, exist_ok=True)
         os.makedirs(save_path, exist_ok=True)
         self.monitor, self.series, self.started = Monitor(monitor_path), {}, time.time()
-        self.bar, self.epoch_values = None, {}
+        self.bar, self.epoch_values, self.writing = None, {}, None
 
     def restore(self):
         """Load the resumed checkpoint into the built graph and solvers; returns the extra state."""
@@ -278,7 +318,8 @@ class Job:
         return self.state['elapsed'] + time.time() - self.started
 
     def save(self):
-        """Write a checkpoint of the current state."""
+        """Write a checkpoint of the current state (never of weights that are no longer finite)."""
+        self.check_weights()
         state = dict(self.state, elapsed=self.elapsed(),
                      lr={name: s.learning_rate() for name, s in self.solvers.items()})
         state.pop('path', None)
@@ -286,10 +327,12 @@ class Job:
 
     def log(self, epoch, values):
         """Append one point (index: epoch number from 1) to each named series."""
+        self.writing = 'the monitor series in {}'.format(self.monitor.save_path)  # their errors name no file
         for name, value in values.items():
             if name not in self.series:
                 self.series[name] = series(self.monitor, name, self.resumed_epochs)
             self.series[name].add(epoch + 1, value)
+        self.writing = None
 
     def draw_curves(self):
         """Refresh learning_curves.png from the series files; a failed drawing never stops the job."""
@@ -301,9 +344,14 @@ class Job:
 
     def finish_epoch(self, epoch, end_epoch, interrupts):
         """Evaluate, log the epoch's series and checkpoint."""
+        self.check_weights()
         values = {name: total / max(self.state['count'], 1) for name, total in self.state['sums'].items()}
         values.update(self.epoch_values)
         values.update(end_epoch(epoch, interrupts))
+        for name, value in values.items():  # a test loss can overflow while the steps' losses did not
+            if not math.isfinite(value):
+                raise Diverged('{} became {} at the end of epoch {} (iteration {}); {}'.format(
+                    name, value, epoch + 1, self.state['iteration'], self.left_as_it_was()))
         values['Elapsed time'] = self.elapsed()
         self.log(epoch, values)
         self.draw_curves()
@@ -321,14 +369,27 @@ class Job:
         """
         with InterruptFlag() as interrupts:
             try:
-                return self.loop(begin_epoch, step, end_epoch, interrupts)
-            except Interrupted as e:
-                self.close_bar()
-                e.args = ('{} at iteration {}; checkpoint saved in {}; continue with --resume'.format(
-                    e.args[0], self.state['iteration'], self.save()),)
-                raise
+                try:
+                    if 'path' not in self.state:  # a new job: a first checkpoint before the first step, so
+                        self.save()  # that a job stopped at any later moment can continue with --resume
+                    return self.loop(begin_epoch, step, end_epoch, interrupts)
+                except Interrupted as e:
+                    self.close_bar()
+                    e.args = ('{} at iteration {}; checkpoint saved in {}; continue with --resume'.format(
+                        e.args[0], self.state['iteration'], self.save()),)
+                    raise
+            except OSError as e:  # disk full, folder made read-only: what failed, and where to resume
+                raise Stop(self.write_failed(e))
             finally:
                 self.close_bar()
+
+    def write_failed(self, error):
+        """The one-line message of a failed write: the file, the reason, the checkpoint left to resume from."""
+        found = checkpoints(self.save_path)
+        return 'cannot write {}: {}; {}'.format(
+            error.filename or self.writing or 'into {}'.format(self.monitor.save_path), error.strerror or error,
+            'the last checkpoint, {}, is intact: continue with --resume once this is fixed'.format(found[-1])
+            if found else 'no checkpoint was written yet')
 
     def loop(self, begin_epoch, step, end_epoch, interrupts):
         total, ipe = self.epochs * self.iters_per_epoch, self.iters_per_epoch
@@ -360,12 +421,26 @@ class Job:
             self.bar.close()
             self.bar = None
 
+    def check_weights(self):
+        """Raise Diverged if a parameter holds NaN or infinity: the update of the last step made it so
+        (a loss computed from such weights would have stopped the job before)."""
+        for name, p in nn.get_parameters(grad_only=False).items():
+            d = p.d
+            if not np.isfinite(d).all():
+                raise Diverged('the weights became {} at iteration {} ({}); {}'.format(
+                    'nan' if np.isnan(d).any() else 'inf', self.state['iteration'] - 1, name, self.left_as_it_was()))
+
+    def left_as_it_was(self):
+        """The end of a divergence message: no checkpoint is written after a divergence."""
+        if checkpoints(self.save_path):
+            return 'the last checkpoint in {} is left as it was'.format(self.save_path)
+        return 'no checkpoint was written in {}'.format(self.save_path)
+
     def accumulate(self, it, values):
         """Check the step's values, add them to the epoch's sums and show the running means."""
         for name, value in values.items():
             if not math.isfinite(value):
-                raise Diverged('{} became {} at iteration {}; the last checkpoint in {} is left as it '
-                               'was'.format(name, value, it, self.save_path))
+                raise Diverged('{} became {} at iteration {}; {}'.format(name, value, it, self.left_as_it_was()))
             self.state['sums'][name] = self.state['sums'].get(name, 0.0) + value
         self.state['count'] += 1
         self.state['iteration'] = it + 1

@@ -414,8 +414,8 @@ def test_divergence_stops_with_exit_1_and_keeps_the_last_checkpoint(diverged):
     folder, res = diverged
     assert res.returncode == 1, res.stderr
     assert 'Traceback' not in res.stderr
-    found = re.search(r'error: Training (loss|error|objective) became (nan|inf) at iteration (\d+); '
-                      r'the last checkpoint in (\S+) is left as it was', res.stderr)
+    found = re.search(r'error: (Training loss|Training error|Training objective|the weights) became (nan|inf) '
+                      r'at iteration (\d+)(?: \(\S+\))?; the last checkpoint in (\S+) is left as it was', res.stderr)
     assert found and found.group(4) == str(folder), res.stderr
     # with -s 1 every finished iteration has a checkpoint: the newest is the one just before the bad step
     newest = checkpoint_folders(folder)[-1]
