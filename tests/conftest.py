@@ -50,6 +50,26 @@ def write_archive(path, train_per_batch, n_test, mutate=None, seed=0):
     return path
 
 
+def replace_entry(member, key, fn):
+    """A ``mutate`` for write_archive that applies ``fn`` to entry ``key`` of batch ``member`` only."""
+    def mutate(name, batch):
+        if name == member:
+            batch[key] = fn(batch[key])
+        return batch
+    return mutate
+
+
+def snapshot(folder):
+    """{relative path: bytes} of every file under ``folder`` (nothing if it does not exist)."""
+    files = {}
+    for root, _, names in os.walk(str(folder)):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, 'rb') as f:
+                files[os.path.relpath(path, str(folder))] = f.read()
+    return files
+
+
 @pytest.fixture
 def cifar_archive(tmp_path):
     """Path of a tiny archive: 5 training batches of 8 images and 10 test images, labels index % 10."""

@@ -10,7 +10,7 @@ import pytest
 
 import data_iterator as di
 from args import UserError
-from conftest import write_archive
+from conftest import replace_entry, write_archive
 
 
 def _md5(path):
@@ -71,24 +71,16 @@ def test_archive_and_folder_agree_and_layout_is_chw(tmp_path):
     assert (train_x[0, 1] == 20).all() and (train_x[0, 2] == 30).all()
 
 
-def _replace(member, key, fn):
-    """mutate() that applies `fn` to entry `key` of batch `member` only."""
-    def mutate(name, batch):
-        if name == member:
-            batch[key] = fn(batch[key])
-        return batch
-    return mutate
-
 
 MALFORMED = [
     ('missing', lambda name, b: None if name == 'data_batch_3' else b,
      'missing batch cifar-10-batches-py/data_batch_3'),
-    ('columns', _replace('data_batch_2', b'data', lambda d: d[:, :3000]), 'shape (n, 3072)'),
-    ('dtype', _replace('test_batch', b'data', lambda d: d.astype(np.int64)), 'uint8'),
-    ('label10', _replace('data_batch_4', b'labels', lambda v: v[:2] + [10] + v[3:]), 'label 10 is outside 0..9'),
-    ('label-1', _replace('test_batch', b'labels', lambda v: [-1] + v[1:]), 'label -1 is outside 0..9'),
-    ('float labels', _replace('test_batch', b'labels', lambda v: [0.5] * len(v)), 'labels must be integers'),
-    ('count', _replace('data_batch_1', b'labels', lambda v: v[:-1]), '7 labels for 8 images'),
+    ('columns', replace_entry('data_batch_2', b'data', lambda d: d[:, :3000]), 'shape (n, 3072)'),
+    ('dtype', replace_entry('test_batch', b'data', lambda d: d.astype(np.int64)), 'uint8'),
+    ('label10', replace_entry('data_batch_4', b'labels', lambda v: v[:2] + [10] + v[3:]), 'label 10 is outside 0..9'),
+    ('label-1', replace_entry('test_batch', b'labels', lambda v: [-1] + v[1:]), 'label -1 is outside 0..9'),
+    ('float labels', replace_entry('test_batch', b'labels', lambda v: [0.5] * len(v)), 'labels must be integers'),
+    ('count', replace_entry('data_batch_1', b'labels', lambda v: v[:-1]), '7 labels for 8 images'),
     ('empty', lambda name, b: pickle.dumps({b'data': np.zeros((0, 3072), np.uint8), b'labels': []}, protocol=4),
      'no images'),  # protocol 2 would pickle the empty buffer as a bytes() call, refused as such
     ('no labels', lambda name, b: {b'data': b[b'data']}, "no 'labels' entry"),

@@ -19,7 +19,7 @@ import pytest
 
 import genotype
 import model_eval
-from conftest import ROOT, write_archive
+from conftest import ROOT, snapshot, write_archive
 
 TINY = ['-c', 'cpu', '--model-arch-name', 'DARTS_V2', '--num-cells', '3', '--output-filter', '4', '-f', '0']
 SERIES = ('Training-loss', 'Training-error', 'Test-loss', 'Test-error', 'Learning-rate', 'Elapsed-time')
@@ -57,17 +57,6 @@ def read_series(folder, name):
 
 def checkpoint_folders(folder):
     return sorted(glob.glob(os.path.join(str(folder), 'checkpoint_*')))
-
-
-def snapshot(folder):
-    """{relative path: bytes} of every file under ``folder``."""
-    files = {}
-    for root, _, names in os.walk(str(folder)):
-        for name in names:
-            path = os.path.join(root, name)
-            with open(path, 'rb') as f:
-                files[os.path.relpath(path, str(folder))] = f.read()
-    return files
 
 
 def load_params(path):

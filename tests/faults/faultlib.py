@@ -22,7 +22,7 @@ for _path in (ROOT, os.path.dirname(HERE)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from conftest import write_archive  # noqa: E402,F401  (tests/conftest.py)
+from conftest import snapshot, write_archive  # noqa: E402,F401  (tests/conftest.py)
 
 TIMEOUT = 300
 
@@ -188,17 +188,6 @@ def assert_loadable(checkpoint):
             for key, value in arrays.items():
                 assert np.all(np.isfinite(value)), (checkpoint, name, key)
     return state
-
-
-def snapshot(folder):
-    """{relative path: bytes} of every file under ``folder`` (nothing if it does not exist)."""
-    files = {}
-    for root, _, names in os.walk(str(folder)):
-        for name in names:
-            path = os.path.join(root, name)
-            with open(path, 'rb') as f:
-                files[os.path.relpath(path, str(folder))] = f.read()
-    return files
 
 
 def outputs(folder, config):

@@ -14,17 +14,11 @@ import threading
 import numpy as np
 import pytest
 
+from conftest import replace_entry
 from faults.faultlib import CONFIGS, assert_identical, one_line, run_cli, tally, write_archive
 
 KIND = 'bad data'
 
-
-def _replace(member, key, fn):
-    def mutate(name, batch):
-        if name == member:
-            batch[key] = fn(batch[key])
-        return batch
-    return mutate
 
 
 class Evil:
@@ -99,14 +93,14 @@ CASES = [
     ('empty file', empty_file, ['not a tar.gz']),
     ('empty folder', empty_folder, ['missing batch data_batch_1']),
     ('empty cifar-10-batches-py', empty_batches_folder, ['missing batch data_batch_1']),
-    ('wrong shape', archive_with(_replace('data_batch_2', b'data', lambda d: d[:, :3000])), ['shape (n, 3072)']),
-    ('wrong shape (images)', archive_with(_replace('test_batch', b'data', lambda d: d.reshape(-1, 3, 32, 32))),
+    ('wrong shape', archive_with(replace_entry('data_batch_2', b'data', lambda d: d[:, :3000])), ['shape (n, 3072)']),
+    ('wrong shape (images)', archive_with(replace_entry('test_batch', b'data', lambda d: d.reshape(-1, 3, 32, 32))),
      ['shape (n, 3072)']),
-    ('wrong dtype', archive_with(_replace('data_batch_1', b'data', lambda d: d.astype(np.float32))), ['uint8']),
-    ('fewer labels', archive_with(_replace('data_batch_5', b'labels', lambda v: v[:-1])), ['7 labels for 8 images']),
-    ('label 10', archive_with(_replace('data_batch_4', b'labels', lambda v: v[:3] + [10] + v[4:])),
+    ('wrong dtype', archive_with(replace_entry('data_batch_1', b'data', lambda d: d.astype(np.float32))), ['uint8']),
+    ('fewer labels', archive_with(replace_entry('data_batch_5', b'labels', lambda v: v[:-1])), ['7 labels for 8 images']),
+    ('label 10', archive_with(replace_entry('data_batch_4', b'labels', lambda v: v[:3] + [10] + v[4:])),
      ['data_batch_4', 'label 10 is outside 0..9']),
-    ('label -1', archive_with(_replace('test_batch', b'labels', lambda v: [-1] + v[1:])),
+    ('label -1', archive_with(replace_entry('test_batch', b'labels', lambda v: [-1] + v[1:])),
      ['test_batch', 'label -1 is outside 0..9']),
     ('missing batch', archive_with(lambda name, b: None if name == 'data_batch_5' else b), ['missing batch']),
     ('pickle runs os.system', archive_with(crafted('system')), ['refusing to load', 'system']),
