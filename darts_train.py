@@ -67,11 +67,16 @@ def build_test(arch, args, batch_size):
     return test
 
 
+def inference_parameters():
+    """The built network's parameters (BN statistics included) without the aux head's."""
+    return {k: v for k, v in nn.get_parameters(grad_only=False).items() if not k.startswith('aux/')}
+
+
 def load_into_network(path):
     """Copy saved parameters (a checkpoint folder or a .h5 file) into the built network in place,
     refusing a file that does not match its architecture (extra entries such as an aux head are
     ignored)."""
-    target = {k: v for k, v in nn.get_parameters(grad_only=False).items() if not k.startswith('aux/')}
+    target = inference_parameters()
     file = os.path.join(path, 'params.h5') if os.path.isdir(path) else path
     with nn.parameter_scope('loaded'):
         try:
@@ -90,11 +95,10 @@ def load_into_network(path):
 def export_nnp(arch, args, path):
     """Write the inference network (input: normalised 3x32x32 images, output: logits) as .nnp."""
     test = build_test(arch, args, 1)
-    params = {k: v for k, v in nn.get_parameters(grad_only=False).items() if not k.startswith('aux/')}
     save(path, {'networks': [{'name': 'darts', 'batch_size': 1, 'outputs': {'y': test['logits']},
                               'names': {'x': test['x']}}],
                 'executors': [{'name': 'inference', 'network': 'darts', 'data': ['x'], 'output': ['y']}]},
-         parameters=params)
+         parameters=inference_parameters())
 
 
 def evaluate(test, images, labels, batch_size, interrupts):
@@ -116,17 +120,15 @@ def use_saved(arch, args, ctx):
         folder = os.path.dirname(os.path.abspath(args.export_nnp))
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             raise UserError('cannot write --export-nnp {}: {} is not a writable folder'.format(args.export_nnp, folder))
-    if args.eval_only:  # the parameters are checked before the data is read (or downloaded)
-        test = build_test(arch, args, args.batch_size)
-        load_into_network(args.model_load_path)
+    test = build_test(arch, args, args.batch_size)
+    load_into_network(args.model_load_path)  # checked before the data is read (or downloaded)
+    if args.eval_only:
         _, _, test_x, test_y = load_cifar10(args.dataset_path, url=download_url())
         test_x, test_y = first(test_x, test_y, args.test_images)
         with InterruptFlag() as interrupts:
             loss, err = evaluate(test, test_x, test_y, args.batch_size, interrupts)
         print('test loss: {:.4f}\ntest error: {:.2f}%'.format(loss, 100 * err))
     if args.export_nnp:
-        build_test(arch, args, 1)
-        load_into_network(args.model_load_path)
         export_nnp(arch, args, args.export_nnp)
         print('inference network written to {}'.format(args.export_nnp))
     return 0
