@@ -3,6 +3,7 @@
     python darts_search.py --context cudnn --device-id 0 --monitor-path search.monitor \\
         --model-arch-name arch.json [--second-order True]
 """
+import itertools
 import os
 import sys
 
@@ -14,7 +15,7 @@ import genotype
 from args import SEARCH, UserError, parse, run
 from data_iterator import download_url, first, load_cifar10, make_iterator, search_halves
 from model_eval import count_parameters
-from model_search import derive, split_parameters, supernet
+from model_search import ALPHA_NAMES, derive, split_parameters, supernet
 from training import (GradClipper, Job, cosine_lr, device_context, initial_state, momentum_buffers, set_momentum_lr,
                       write_json)
 
@@ -25,21 +26,46 @@ FD_RADIUS = 0.01  # eps = FD_RADIUS / ||grad_w' L_val(w', a)||, as in the paper'
 
 
 def build(args):
-    """The supernet's loss and error on one input pair, fed alternately with both data halves."""
+    """The supernet's loss and error on one input pair, fed alternately with both data halves,
+    and the graph's own Variables of the weights and of the alphas."""
     x, y = nn.Variable((args.batch_size, 3, 32, 32)), nn.Variable((args.batch_size, 1))
     logits = supernet(x, args.output_filter, args.num_cells, args.num_nodes)
     graph = dict(x=x, y=y, loss=F.mean(F.softmax_cross_entropy(logits, y)), err=F.mean(F.top_n_error(logits, y)))
     graph['loss'].persistent = graph['err'].persistent = True
+    graph['leaves'] = graph_parameters(graph['loss'])
     return graph
 
 
+def graph_parameters(output):
+    """{'weights': [...], 'alphas': [...]}: the Variables through which ``output`` reads the
+    parameters. nnabla builds graphs on unlinked copies of the parameters, so the need_grad of
+    these copies, not of nn.get_parameters()'s Variables, decides which gradients a backward
+    computes."""
+    leaves = {'weights': [], 'alphas': []}
+
+    def visit(f):
+        for v in f.inputs:
+            if v.parent is None and v.need_grad:
+                leaves['alphas' if v.name in ALPHA_NAMES else 'weights'].append(v)
+    output.visit(visit)
+    return leaves
+
+
 def forward_backward(graph, batch, solvers):
-    """Loss and error of ``batch``, with fresh gradients of every parameter of ``solvers``."""
+    """Loss and error of ``batch``, with fresh gradients of the parameters of ``solvers`` (a dict
+    with 'weights', 'alphas' or both) and no work spent on the gradients of the others."""
     graph['x'].d, graph['y'].d = batch
-    nn.forward_all([graph['loss'], graph['err']], clear_no_need_grad=True)
-    for solver in solvers:
-        solver.zero_grad()
-    graph['loss'].backward(clear_buffer=True)
+    for group, leaves in graph['leaves'].items():
+        for v in leaves:
+            v.need_grad = group in solvers
+    try:
+        nn.forward_all([graph['loss'], graph['err']], clear_no_need_grad=True)
+        for solver in solvers.values():
+            solver.zero_grad()
+        graph['loss'].backward(clear_buffer=True)
+    finally:
+        for v in itertools.chain(*graph['leaves'].values()):
+            v.need_grad = True
     return float(graph['loss'].d), float(graph['err'].d)
 
 
@@ -66,17 +92,17 @@ def unrolled_alpha_grads(graph, weights, alphas, solvers, xi, weight_decay, trai
     """
     w = {k: copy_array(p.data) for k, p in weights.items()}
     buf = momentum_buffers(solvers['weights'])
-    forward_backward(graph, train_batch, solvers.values())
+    forward_backward(graph, train_batch, {'weights': solvers['weights']})
     write_weights(weights, {k: w[k] - xi * (p.grad + weight_decay * w[k] + (MOMENTUM * buf[k] if k in buf else 0.0))
                             for k, p in weights.items()})
-    valid = forward_backward(graph, valid_batch, solvers.values())
+    valid = forward_backward(graph, valid_batch, solvers)
     dalpha = {k: copy_array(a.grad) for k, a in alphas.items()}
     dw = {k: copy_array(p.grad) for k, p in weights.items()}
     eps = FD_RADIUS / float(F.add_n(*[F.sum(d ** 2) for d in dw.values()]).data) ** 0.5
     hessian = []
     for sign in (1, -1):
         write_weights(weights, {k: w[k] + (sign * eps) * dw[k] for k in weights})
-        forward_backward(graph, train_batch, solvers.values())
+        forward_backward(graph, train_batch, {'alphas': solvers['alphas']})
         hessian.append({k: copy_array(a.grad) for k, a in alphas.items()})
     write_weights(weights, w)
     for k, a in alphas.items():
@@ -93,6 +119,38 @@ def derived(alphas, num_nodes):
     """The arch JSON of the current alphas."""
     by_name = {name.split('/')[-1]: a.d for name, a in alphas.items()}
     return derive(by_name['alpha_normal'], by_name['alpha_reduction'], num_nodes)
+
+
+def setup(args):
+    """Build the supernet once; returns its weights, alphas, solvers and ``step(train_batch,
+    valid_batch)``: the alpha step on the validation batch, then the weight step on the training
+    batch. benchmarks/bench.py times this same step."""
+    graph = build(args)
+    weights, alphas = split_parameters(nn.get_parameters(grad_only=True))
+    solvers = {'weights': S.Momentum(args.model_lr, MOMENTUM),
+               'alphas': S.Adam(args.arch_lr, beta1=0.5, beta2=0.999)}
+    solvers['weights'].set_parameters(weights)
+    solvers['alphas'].set_parameters(alphas)
+    with nn.context_scope(device_context(args.context, args.device_id, 'float')):
+        clipper = GradClipper(weights, args.grad_clip_value_model)
+
+    def step(train_batch, valid_batch):
+        if args.second_order:
+            xi = solvers['weights'].learning_rate() if args.eta is None else args.eta
+            valid = unrolled_alpha_grads(graph, weights, alphas, solvers, xi, args.weight_decay_model,
+                                         train_batch, valid_batch)
+        else:
+            valid = forward_backward(graph, valid_batch, {'alphas': solvers['alphas']})
+        solvers['alphas'].weight_decay(args.weight_decay_archs)
+        solvers['alphas'].update()
+        train = forward_backward(graph, train_batch, {'weights': solvers['weights']})
+        clipper(solvers['weights'])
+        solvers['weights'].weight_decay(args.weight_decay_model)
+        solvers['weights'].update()
+        return {'Training loss': train[0], 'Training error': train[1],
+                'Validation loss': valid[0], 'Validation error': valid[1]}
+
+    return weights, alphas, solvers, step
 
 
 def check_output_path(path, resume):
@@ -119,19 +177,12 @@ def main(argv=None):
             args.batch_size, len(wy)))
     nn.set_default_context(ctx)
     nn.seed(args.seed)
-    graph = build(args)
-    weights, alphas = split_parameters(nn.get_parameters(grad_only=True))
-    solvers = {'weights': S.Momentum(args.model_lr, MOMENTUM),
-               'alphas': S.Adam(args.arch_lr, beta1=0.5, beta2=0.999)}
-    solvers['weights'].set_parameters(weights)
-    solvers['alphas'].set_parameters(alphas)
+    weights, alphas, solvers, step = setup(args)
     print('supernet: {} weights, {} alphas; {} order'.format(
         count_parameters(weights), count_parameters(alphas), 'second' if args.second_order else 'first'))
     job = Job(state, args.monitor_path, args.model_save_path, args.epoch, len(wy) // args.batch_size,
               args.model_save_interval, solvers, CURVES)
     job.restore()
-    with nn.context_scope(device_context(args.context, args.device_id, 'float')):
-        clipper = GradClipper(weights, args.grad_clip_value_model)
     start = job.state['iteration'] * args.batch_size
     data = [make_iterator(x, y, args.batch_size, args.seed, stream=s, start=start)
             for s, (x, y) in enumerate(((wx, wy), (ax, ay)))]
@@ -141,22 +192,8 @@ def main(argv=None):
         set_momentum_lr(solvers['weights'], lr)
         return {'Learning rate': lr}
 
-    def step(it):
-        train_batch, valid_batch = data[0].next(), data[1].next()
-        if args.second_order:
-            xi = solvers['weights'].learning_rate() if args.eta is None else args.eta
-            valid = unrolled_alpha_grads(graph, weights, alphas, solvers, xi, args.weight_decay_model,
-                                         train_batch, valid_batch)
-        else:
-            valid = forward_backward(graph, valid_batch, [solvers['alphas']])
-        solvers['alphas'].weight_decay(args.weight_decay_archs)
-        solvers['alphas'].update()
-        train = forward_backward(graph, train_batch, [solvers['weights']])
-        clipper(solvers['weights'])
-        solvers['weights'].weight_decay(args.weight_decay_model)
-        solvers['weights'].update()
-        return {'Training loss': train[0], 'Training error': train[1],
-                'Validation loss': valid[0], 'Validation error': valid[1]}
+    def logged_step(it):
+        return step(data[0].next(), data[1].next())
 
     def end_epoch(epoch, interrupts):
         genotype.save(derived(alphas, args.num_nodes),
@@ -165,7 +202,7 @@ def main(argv=None):
         return {}
 
     try:
-        job.run(begin_epoch, step, end_epoch)
+        job.run(begin_epoch, logged_step, end_epoch)
     finally:
         for d in data:
             d.close()

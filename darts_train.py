@@ -58,6 +58,34 @@ def build(arch, args):
     return train
 
 
+def setup(arch, args):
+    """Build the training graph once; returns its parameters, solver, loss scaler and
+    ``step(batch, iteration, drop_prob)``: forward, backward, clip, update. benchmarks/bench.py
+    times this same step."""
+    train = build(arch, args)
+    params = nn.get_parameters(grad_only=True)
+    solver = S.Momentum(args.model_lr, 0.9)
+    solver.set_parameters(params)
+    scaler = LossScaler(args.type_config == 'half')
+    with nn.context_scope(device_context(args.context, args.device_id, 'float')):
+        clipper = GradClipper(params, args.grad_clip_value_model)
+
+    def step(batch, it, drop_prob):
+        train['x'].d, train['y'].d = batch
+        train['drop_path'].refresh(np.random.RandomState([args.seed, 3, it]), drop_prob)
+        nn.forward_all([train['loss'], train['ce'], train['err']], clear_no_need_grad=True)
+        solver.zero_grad()
+        scaler.backward(train['loss'])
+        if scaler.unscale(solver):
+            clipper(solver)
+            solver.weight_decay(args.weight_decay_model)
+            solver.update()
+        return {'Training loss': float(train['ce'].d), 'Training error': float(train['err'].d),
+                'Training objective': float(train['loss'].d)}
+
+    return params, solver, scaler, step
+
+
 def build_test(arch, args, batch_size):
     """The test graph (BN statistics, no aux head, no drop path): per-image loss and error."""
     x, y = nn.Variable((batch_size, 3, 32, 32)), nn.Variable((batch_size, 1))
@@ -167,18 +195,13 @@ def main(argv=None):
     print(genotype.describe(arch))
     nn.set_default_context(ctx)
     nn.seed(args.seed)
-    train, test = build(arch, args), build_test(arch, args, args.batch_size)
-    params = nn.get_parameters(grad_only=True)
-    solver = S.Momentum(args.model_lr, 0.9)
-    solver.set_parameters(params)
+    params, solver, scaler, step = setup(arch, args)
+    test = build_test(arch, args, args.batch_size)
     n_params = parameter_counts(params)[0]
     print('trainable parameters: {}'.format(n_params))
     job = Job(state, args.monitor_path, args.model_save_path, args.epoch, len(train_y) // args.batch_size,
               args.model_save_interval, {'weights': solver}, CURVES)
-    scaler = LossScaler(args.type_config == 'half')
     scaler.scale = job.restore().get('loss_scale', scaler.scale)
-    with nn.context_scope(device_context(args.context, args.device_id, 'float')):
-        clipper = GradClipper(params, args.grad_clip_value_model)
     data = make_iterator(train_x, train_y, args.batch_size, args.seed,
                          cutout=args.cutout_length if args.cutout else 0,
                          start=job.state['iteration'] * args.batch_size)
@@ -190,26 +213,17 @@ def main(argv=None):
         schedule['drop_prob'] = args.dropout_rate * epoch / args.epoch
         return {'Learning rate': lr}
 
-    def step(it):
-        train['x'].d, train['y'].d = data.next()
-        train['drop_path'].refresh(np.random.RandomState([args.seed, 3, it]), schedule['drop_prob'])
-        nn.forward_all([train['loss'], train['ce'], train['err']], clear_no_need_grad=True)
-        solver.zero_grad()
-        scaler.backward(train['loss'])
-        if scaler.unscale(solver):
-            clipper(solver)
-            solver.weight_decay(args.weight_decay_model)
-            solver.update()
+    def logged_step(it):
+        values = step(data.next(), it, schedule['drop_prob'])
         job.state['extra']['loss_scale'] = scaler.scale
-        return {'Training loss': float(train['ce'].d), 'Training error': float(train['err'].d),
-                'Training objective': float(train['loss'].d)}
+        return values
 
     def end_epoch(epoch, interrupts):
         loss, err = evaluate(test, test_x, test_y, args.batch_size, interrupts)
         return {'Test loss': loss, 'Test error': err}
 
     try:
-        last = job.run(begin_epoch, step, end_epoch)
+        last = job.run(begin_epoch, logged_step, end_epoch)
     finally:
         data.close()
     nn.save_parameters(os.path.join(args.model_save_path, 'params.h5'))

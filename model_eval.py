@@ -12,13 +12,14 @@ import nnabla.functions as F
 import nnabla.parametric_functions as PF
 
 from genotype import nodes
-from operations import IDENTITY, OPS, batch_norm, concat_nodes, conv, factorized_reduce, relu_conv_bn
+from operations import (IDENTITY, OPS, Node, batch_norm, concat_nodes, conv, factorized_reduce, relu, relu_conv_bn,
+                        scale)
 
 STEM_MULTIPLIER = 3
 
 
 class DropPath:
-    """Per-sample drop path: each op output is multiplied by a (B,1,1,1) input Variable.
+    """Per-sample drop path: each op output is scaled by a (B,1,1,1) input Variable.
 
     The masks (0 or 1/keep) are drawn in numpy from a generator the trainer seeds per
     iteration, so a resumed run draws exactly the masks of an uninterrupted one.
@@ -31,7 +32,7 @@ class DropPath:
         mask = nn.Variable((h.shape[0], 1, 1, 1))
         mask.d = 1.0
         self.masks.append(mask)
-        return F.mul2(h, mask)
+        return scale(h, mask)
 
     def refresh(self, rng, prob):
         """Draw new masks: each sample kept with probability 1 - prob, then scaled by 1/keep."""
@@ -51,22 +52,23 @@ def cell_channels(i, C, num_cells):
 
 
 def stem(x, C, test=False):
-    """3x3 conv to 3C channels and BN (with affine in both networks, as in the paper's code)."""
+    """Node of the 3x3 conv to 3C channels and BN (with affine in both networks, as in the paper's code)."""
     with nn.parameter_scope('stem'):
-        return batch_norm(conv(x, STEM_MULTIPLIER * C, 3, pad=1), affine=True, test=test)
+        return Node(batch_norm(conv(x, STEM_MULTIPLIER * C, 3, pad=1), affine=True, test=test))
 
 
 def preprocess(s0, s1, C, reduction_prev, bn):
-    """A cell's two inputs brought to C channels: node 0 (factorized reduction after a reduction
-    cell, else ReLU-conv-BN) and node 1 (ReLU-conv-BN)."""
+    """A cell's two input Nodes brought to C channels: node 0 (factorized reduction after a
+    reduction cell, else ReLU-conv-BN) and node 1 (ReLU-conv-BN)."""
     with nn.parameter_scope('pre0'):
         s0 = factorized_reduce(s0, C, bn) if reduction_prev else relu_conv_bn(s0, C, bn)
     with nn.parameter_scope('pre1'):
-        return [s0, relu_conv_bn(s1, C, bn)]
+        return [Node(s0), Node(relu_conv_bn(s1, C, bn))]
 
 
 def cell(s0, s1, genotype_cell, C, reduction, reduction_prev, bn, drop_path=None):
-    """One cell of a derived genotype; returns the concatenation of its intermediate nodes."""
+    """One cell of a derived genotype on Nodes ``s0``, ``s1``; returns the Node of its intermediate
+    nodes concatenated."""
     states = preprocess(s0, s1, C, reduction_prev, bn)
     for node, pairs in nodes(genotype_cell):
         hs = []
@@ -77,15 +79,16 @@ def cell(s0, s1, genotype_cell, C, reduction, reduction_prev, bn, drop_path=None
             if drop_path is not None and not (op == IDENTITY and stride == 1):
                 h = drop_path(h)
             hs.append(h)
-        states.append(F.add2(*hs))
-    return concat_nodes(states[2:])
+        states.append(Node(F.add2(*hs)))
+    return concat_nodes([s.h for s in states[2:]])
 
 
 def auxiliary_head(x, num_classes, bn):
-    """ReLU, 5x5 avg pool stride 3, 1x1 conv 128 + BN + ReLU, 2x2 conv 768 + BN + ReLU, affine."""
-    h = F.average_pooling(F.relu(x), (5, 5), (3, 3), including_pad=False)
-    h = F.relu(bn(conv(h, 128, 1, name='conv1'), name='bn1'))
-    h = F.relu(bn(conv(h, 768, 2, name='conv2'), name='bn2'))
+    """On Node ``x``: ReLU, 5x5 avg pool stride 3, 1x1 conv 128 + BN + ReLU, 2x2 conv 768 + BN +
+    ReLU, affine."""
+    h = F.average_pooling(x.relu, (5, 5), (3, 3), including_pad=False)
+    h = relu(bn(conv(h, 128, 1, name='conv1'), name='bn1'))
+    h = relu(bn(conv(h, 768, 2, name='conv2'), name='bn2'))
     return PF.affine(h, num_classes)
 
 
@@ -106,7 +109,7 @@ def network(x, arch, C, num_cells, num_classes=10, auxiliary=False, test=False, 
             with nn.parameter_scope('aux'):
                 aux_logits = auxiliary_head(s1, num_classes, bn)
     with nn.parameter_scope('classifier'):
-        logits = PF.affine(F.global_average_pooling(s1), num_classes)
+        logits = PF.affine(F.global_average_pooling(s1.h), num_classes)
     return logits, aux_logits
 
 

@@ -2,7 +2,7 @@
 
 Every edge i->j of a cell is a mixed op: sum_k softmax(alpha_ij)_k * op_k(x_i) over the eight
 ops; BN without learnable affine everywhere in the cells, and a BN after each pooling op.
-The zero op takes part in the softmax, but its output (zeros) is never computed.
+The zero op (the last op id) takes part in the softmax, but its output (zeros) is never computed.
 """
 import functools
 
@@ -13,7 +13,7 @@ import nnabla.initializer as I
 import nnabla.parametric_functions as PF
 
 from model_eval import cell_channels, preprocess, reduction_cells, stem
-from operations import OP_NAMES, OPS, POOLS, ZERO, batch_norm, concat_nodes
+from operations import IDENTITY, OP_NAMES, OPS, POOLS, ZERO, Node, batch_norm, concat_nodes, scale
 
 ALPHA_SCOPE = 'alpha'
 ALPHA_NAMES = ('alpha_normal', 'alpha_reduction')
@@ -40,24 +40,24 @@ def split_parameters(params):
 
 
 def op_weights(alpha):
-    """softmax(alpha) per edge, as one (1,1,1,1) Variable per (edge, op): built once, used by every cell."""
+    """softmax(alpha) as one (1, 1) Variable per edge and non-zero op: built once, used by every cell."""
     w = F.softmax(alpha, axis=1)
-    return [[F.reshape(F.slice(w, (e, k), (e + 1, k + 1)), (1, 1, 1, 1)) for k in range(w.shape[1])]
-            for e in range(w.shape[0])]
+    return [[F.slice(w, (e, k), (e + 1, k + 1)) for k in range(ZERO)] for e in range(w.shape[0])]
 
 
 def mixed_op(x, weights, C, stride, bn):
-    """sum_k w_k op_k(x) over the non-zero ops (w_zero * 0 adds nothing)."""
-    outs = []
-    for k, op in enumerate(OPS):
-        if k == ZERO:
-            continue
+    """sum_k w_k op_k(x) over the non-zero ops (w_zero * 0 adds nothing). Each w_k is the gamma of
+    the BN that ends op k (the pools get theirs here); only the plain identity is scaled apart."""
+    terms = []
+    for k, (op, w) in enumerate(zip(OPS, weights)):
         with nn.parameter_scope('op{}'.format(k)):
-            h = op(x, C, stride, bn)
-            if k in POOLS:
-                h = bn(h)
-        outs.append(F.mul2(h, weights[k]))
-    return F.add_n(*outs)
+            if k == IDENTITY and stride == 1:
+                terms.append(scale(x.h, w))
+            elif k in POOLS:
+                terms.append(bn(op(x, C, stride, bn), scale=w))
+            else:
+                terms.append(op(x, C, stride, bn, out_bn=functools.partial(bn, scale=w)))
+    return functools.reduce(F.add2, terms)
 
 
 def cell(s0, s1, weights, num_nodes, C, reduction, reduction_prev, bn):
@@ -69,8 +69,8 @@ def cell(s0, s1, weights, num_nodes, C, reduction, reduction_prev, bn):
             if node == j:
                 with nn.parameter_scope('edge{}_{}'.format(i, j)):
                     hs.append(mixed_op(states[i], weights[e], C, 2 if reduction and i < 2 else 1, bn))
-        states.append(F.add_n(*hs))
-    return concat_nodes(states[2:])
+        states.append(Node(functools.reduce(F.add2, hs)))  # a chain of add2 beats add_n on the CPU
+    return concat_nodes([s.h for s in states[2:]])
 
 
 def supernet(x, C, num_cells, num_nodes, num_classes=10):
@@ -86,7 +86,7 @@ def supernet(x, C, num_cells, num_nodes, num_classes=10):
             s0, s1 = s1, cell(s0, s1, weights[reduction], num_nodes, C_cell, reduction, reduction_prev, bn)
         reduction_prev = reduction
     with nn.parameter_scope('classifier'):
-        return PF.affine(F.global_average_pooling(s1), num_classes)
+        return PF.affine(F.global_average_pooling(s1.h), num_classes)
 
 
 def derive(alpha_normal, alpha_reduction, num_nodes):

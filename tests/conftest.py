@@ -74,3 +74,16 @@ def snapshot(folder):
 def cifar_archive(tmp_path):
     """Path of a tiny archive: 5 training batches of 8 images and 10 test images, labels index % 10."""
     return write_archive(tmp_path / 'cifar-10-python.tar.gz', 8, 10)
+
+
+def grouped_depthwise(x, kernel, stride=1, pad=0, dilation=1):
+    """operations.depthwise written as a grouped convolution on the same (C, k, k) weights: the
+    plain formulation, and one with a double backward (nnabla's depthwise convolution has none)."""
+    import nnabla as nn
+    import nnabla.functions as F
+    import nnabla.initializer as I
+    c = x.shape[1]
+    with nn.parameter_scope('dw/depthwise_conv'):
+        w = nn.parameter.get_parameter_or_create('W', (c, kernel, kernel), I.UniformInitializer((-0.5, 0.5)))
+    return F.convolution(x, F.reshape(w, (c, 1, kernel, kernel)), pad=(pad, pad), stride=(stride, stride),
+                         dilation=(dilation, dilation), group=c)

@@ -41,7 +41,7 @@ def param(suffix):
 def run(op, x, C, stride, bn=no_bn):
     """Build ``op`` on numpy input ``x``, forward it, return (output array, output Variable)."""
     xv = nn.Variable.from_numpy_array(x.astype(np.float32))
-    y = op(xv, C, stride, bn)
+    y = op(operations.Node(xv), C, stride, bn)
     y.forward()
     return y.d.copy(), y
 
@@ -62,7 +62,7 @@ def np_pool(x, stride, reduce):
 
 
 def np_depthwise(x, w, stride, pad, dilation):
-    """Depthwise convolution (w: (C, 1, k, k)), zero padding, as cross-correlation."""
+    """Depthwise convolution (w: (C, k, k)), zero padding, as cross-correlation."""
     B, C, H, W = x.shape
     k = w.shape[-1]
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
@@ -73,7 +73,7 @@ def np_depthwise(x, w, stride, pad, dilation):
         for b in range(k):
             patch = xp[:, :, a * dilation:a * dilation + stride * (Ho - 1) + 1:stride,
                        b * dilation:b * dilation + stride * (Wo - 1) + 1:stride]
-            out += patch * w[None, :, 0, a, b, None, None]
+            out += patch * w[None, :, a, b, None, None]
     return out
 
 
@@ -131,7 +131,7 @@ def test_pools_keep_the_channels_and_have_no_parameters():
 
 def test_identity_at_stride_1_is_the_input_itself():
     xv = nn.Variable((2, 4, 8, 8))
-    assert operations.OPS[IDENTITY_ID](xv, 4, 1, no_bn) is xv
+    assert operations.OPS[IDENTITY_ID](operations.Node(xv), 4, 1, no_bn) is xv
     assert nn.get_parameters(grad_only=False) == {}
 
 
@@ -173,9 +173,9 @@ def test_sep_conv_matches_numpy(op_id, kernel, stride):
     assert y.shape == (2, 5, Ho, Ho)
     h = x
     for i, s in enumerate((stride, 1)):
-        dw = param('sep{}/dw/conv/W'.format(i)).d.astype(np.float64)
+        dw = param('sep{}/dw/depthwise_conv/W'.format(i)).d.astype(np.float64)
         pw = param('sep{}/pw/conv/W'.format(i)).d.astype(np.float64)
-        assert dw.shape == (3, 1, kernel, kernel)
+        assert dw.shape == (3, kernel, kernel)
         h = np_pointwise(np_depthwise(relu(h), dw, s, kernel // 2, 1), pw)
     assert param('sep1/pw/conv/W').shape == (5, 3, 1, 1)
     np.testing.assert_allclose(y, h, rtol=1e-4, atol=1e-5)
@@ -186,8 +186,8 @@ def test_sep_conv_matches_numpy(op_id, kernel, stride):
 def test_dil_conv_matches_numpy_with_dilation_2(op_id, kernel, stride):
     x = np.random.RandomState(7).randn(2, 3, 11, 11)
     y, _ = run(operations.OPS[op_id], x, 4, stride)
-    dw, pw = param('dw/conv/W').d.astype(np.float64), param('pw/conv/W').d.astype(np.float64)
-    assert dw.shape == (3, 1, kernel, kernel) and pw.shape == (4, 3, 1, 1)
+    dw, pw = param('dw/depthwise_conv/W').d.astype(np.float64), param('pw/conv/W').d.astype(np.float64)
+    assert dw.shape == (3, kernel, kernel) and pw.shape == (4, 3, 1, 1)
     expected = np_pointwise(np_depthwise(relu(x), dw, stride, kernel - 1, 2), pw)
     assert y.shape == expected.shape == (2, 4, (11 - 1) // stride + 1, (11 - 1) // stride + 1)
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
@@ -198,7 +198,7 @@ def test_dil_conv_impulse_response_skips_every_other_pixel(op_id, size, rows):
     x = np.zeros((1, 2, size, size))
     x[0, 0, size // 2, size // 2] = 1.0
     xv = nn.Variable.from_numpy_array(x.astype(np.float32))
-    y = operations.OPS[op_id](xv, 2, 1, no_bn)
+    y = operations.OPS[op_id](operations.Node(xv), 2, 1, no_bn)
     for p in nn.get_parameters(grad_only=False).values():
         p.d = 1.0
     y.forward()
@@ -212,7 +212,7 @@ def test_sep_conv_3x3_impulse_response_is_two_stacked_3x3_windows():
     x = np.zeros((1, 3, 9, 9))
     x[0, 1, 4, 4] = 1.0
     xv = nn.Variable.from_numpy_array(x.astype(np.float32))
-    y = operations.OPS[2](xv, 2, 1, no_bn)
+    y = operations.OPS[2](operations.Node(xv), 2, 1, no_bn)
     for p in nn.get_parameters(grad_only=False).values():
         p.d = 1.0
     y.forward()
@@ -271,7 +271,7 @@ def test_reduction_cells_double_channels_and_aux_head_sits_at_2L_over_3(L):
         factorized = 'cell{}/pre0/conv1/conv/W'.format(i) in params
         assert factorized == (i - 1 in reductions), i
         # avg_pool from node 0 is the last op of V1's reduction cell: no params; its sep convs have
-        has_sep = 'cell{}/node2_0/sep0/dw/conv/W'.format(i) in params
+        has_sep = 'cell{}/node2_0/sep0/dw/depthwise_conv/W'.format(i) in params
         assert has_sep == (i not in reductions), i
     C_last = 4 * _channels(C, L, L - 1)
     assert params['classifier/affine/W'].shape == (C_last, 10)

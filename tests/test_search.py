@@ -1,4 +1,5 @@
 """The search: exact second-order hypergradient, derivation, and the darts_search.py CLI."""
+import functools
 import json
 import subprocess
 import sys
@@ -11,7 +12,8 @@ import pytest
 
 import darts_search
 import model_search
-from conftest import ROOT, write_archive
+import operations
+from conftest import ROOT, grouped_depthwise, write_archive
 from model_eval import count_parameters
 
 
@@ -28,9 +30,21 @@ def tiny_search_setup(seed=0, C=2, cells=3, nodes=4, batch=2):
     solvers['weights'].set_parameters(weights)
     solvers['alphas'].set_parameters(alphas)
     batches = [(rng.randn(batch, 3, 32, 32).astype(np.float32), rng.randint(0, 10, (batch, 1))) for _ in range(3)]
-    darts_search.forward_backward(graph, batches[2], [solvers['weights']])
+    darts_search.forward_backward(graph, batches[2], {'weights': solvers['weights']})
     solvers['weights'].update()
     return graph, weights, alphas, solvers, batches[0], batches[1]
+
+
+def plain_mixed_op(x, weights, C, stride, bn):
+    """The mixed op as the paper writes it, sum_k w_k op_k(x): each op on its own input node (its
+    own ReLU), a BN after the pools, each output times its (1, 1) weight by broadcasting multiply."""
+    outs = []
+    for k, (op, w) in enumerate(zip(operations.OPS, weights)):
+        with nn.parameter_scope('op{}'.format(k)):
+            h = op(operations.Node(x.h), C, stride, bn)
+            h = bn(h) if k in operations.POOLS else h
+        outs.append(F.mul2(h, F.reshape(w, (1, 1, 1, 1))))
+    return F.add_n(*outs)
 
 
 def use_computed_parameters(monkeypatch):
@@ -82,11 +96,16 @@ def test_finite_difference_hypergradient_matches_exact_double_backward(monkeypat
 
     ReLU and max pooling become softplus and average pooling here: at their kinks the gradient
     jumps, so a finite difference over a radius of 0.01 sees jumps that a second derivative
-    (zero almost everywhere) does not; with smooth ops both must agree.
+    (zero almost everywhere) does not; with smooth ops both must agree. The depthwise
+    convolutions become grouped ones (same weights), which have a double backward. The exact
+    reference uses the plain mixed op: nnabla's double backward of a BN whose gamma is computed
+    (the folded op weight) misses a term (0.25 off), while the first-order gradients that the
+    search uses agree (test_mixed_op_is_the_softmax_weighted_sum_of_all_eight_ops).
     """
     use_computed_parameters(monkeypatch)
-    monkeypatch.setattr(F, 'relu', F.softplus)
+    monkeypatch.setattr(operations, 'relu', F.softplus)
     monkeypatch.setattr(F, 'max_pooling', F.average_pooling)
+    monkeypatch.setattr(operations, 'depthwise', grouped_depthwise)
     xi, wd = 0.5, 3e-4
     graph, weights, alphas, solvers, train_batch, valid_batch = tiny_search_setup()
     before = {k: p.d.copy() for k, p in weights.items()}
@@ -94,8 +113,9 @@ def test_finite_difference_hypergradient_matches_exact_double_backward(monkeypat
     approx = alpha_grads(alphas)
     for k, p in weights.items():  # the weights are restored exactly
         assert np.array_equal(p.d, before[k]), k
+    monkeypatch.setattr(model_search, 'mixed_op', plain_mixed_op)
     exact = exact_hypergradient(weights, alphas, solvers, xi, wd, train_batch, valid_batch)
-    darts_search.forward_backward(graph, valid_batch, solvers.values())
+    darts_search.forward_backward(graph, valid_batch, solvers)
     first_order = alpha_grads(alphas)
     print('rel err fd vs exact', rel(approx, exact), 'first order vs exact', rel(first_order, exact))
     assert rel(approx, exact) < 1e-2
@@ -234,25 +254,18 @@ def test_search_refuses_bad_input_before_work(tmp_path, small_archive):
 @pytest.mark.parametrize('stride', [1, 2])
 def test_mixed_op_is_the_softmax_weighted_sum_of_all_eight_ops(stride):
     """Forward and backward against the plain formula sum_k softmax(alpha)_k op_k(x), the zero
-    op included, with the same parameters and inputs."""
-    import functools
-    import operations
+    op included, with the same parameters and inputs: each op on its own input node (its own
+    ReLU), its output (after a BN for the pools) times its weight by broadcasting multiply."""
     nn.clear_parameters()
     rng = np.random.RandomState(stride)
     x = nn.Variable.from_numpy_array(rng.randn(2, 4, 8, 8).astype(np.float32), need_grad=True)
     alpha = nn.Variable.from_numpy_array(rng.randn(1, 8).astype(np.float32), need_grad=True)
     bn = functools.partial(operations.batch_norm, affine=False, test=False)
     with nn.parameter_scope('mixed'):
-        fast = model_search.mixed_op(x, model_search.op_weights(alpha)[0], 4, stride, bn)
-    w = F.softmax(alpha, axis=1)
-    outs = []
-    with nn.parameter_scope('mixed'):  # the same parameters, used by each op on its own
-        for k, op in enumerate(operations.OPS):
-            with nn.parameter_scope('op{}'.format(k)):
-                h = op(x, 4, stride, bn)
-                h = bn(h) if k in operations.POOLS else h
-            outs.append(h * F.reshape(F.slice(w, (0, k), (1, k + 1)), (1, 1, 1, 1)))
-    plain = F.add_n(*outs)
+        fast = model_search.mixed_op(operations.Node(x), model_search.op_weights(alpha)[0], 4, stride, bn)
+    with nn.parameter_scope('mixed'):  # the same parameters
+        w = F.softmax(alpha, axis=1)
+        plain = plain_mixed_op(operations.Node(x), [F.slice(w, (0, k), (1, k + 1)) for k in range(8)], 4, stride, bn)
     results = []
     probe = nn.Variable.from_numpy_array(rng.randn(*fast.shape).astype(np.float32))
     for out in (fast, plain):

@@ -1,0 +1,155 @@
+"""Time whole steps of darts_search.py and darts_train.py on synthetic data; print one JSON line.
+
+    python benchmarks/bench.py search --num-cells 5 --output-filter 8 --batch-size 16 --steps 4 [--second-order True]
+    python benchmarks/bench.py train --model-arch-name DARTS_V2 --num-cells 8 --output-filter 8 -f 8 \\
+        --batch-size 32 --steps 6
+
+Any model flag of the two scripts is accepted (``--context`` defaults to cpu here). The step is
+the scripts' own (``setup()`` of each script): the alpha step plus the weight step of the search;
+forward, backward, clip and update of retraining, with cutout, aux head and drop path at
+``--dropout-rate``. Batches come from the scripts' data iterator over random images, as in a run.
+``--profile True`` also times every nnabla function call inside the timed steps (global function
+hooks) and reports the share of the step spent in each kind of function.
+"""
+import argparse
+import collections
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import nnabla as nn  # noqa: E402
+
+import darts_search  # noqa: E402
+import darts_train  # noqa: E402
+import genotype  # noqa: E402
+from args import SEARCH, TRAIN, boolean, parse, run  # noqa: E402
+from data_iterator import make_iterator  # noqa: E402
+from model_eval import count_parameters  # noqa: E402
+from training import device_context, set_momentum_lr  # noqa: E402
+
+KERNELS = {'Convolution': 'convolution', 'DepthwiseConvolution': 'convolution', 'BatchNormalization': 'batch norm',
+           'MaxPooling': 'pooling', 'AveragePooling': 'pooling', 'ReLU': 'ReLU', 'MaximumScalar': 'ReLU'}
+SYNTHETIC_IMAGES = 256
+
+
+def synthetic_iterator(batch_size, seed, stream, cutout=0):
+    """The scripts' iterator (augmentation on its own thread) over random images and labels."""
+    rng = np.random.RandomState([seed, stream])
+    images = rng.randint(0, 256, (SYNTHETIC_IMAGES, 3, 32, 32)).astype(np.uint8)
+    return make_iterator(images, rng.randint(0, 10, SYNTHETIC_IMAGES), batch_size, seed, stream=stream, cutout=cutout)
+
+
+def search_step(args):
+    """The search step of darts_search.py and the supernet's weight count."""
+    weights, _, solvers, step = darts_search.setup(args)
+    set_momentum_lr(solvers['weights'], args.model_lr)
+    data = [synthetic_iterator(args.batch_size, args.seed, s) for s in (0, 1)]
+    return (lambda it: step(data[0].next(), data[1].next())), count_parameters(weights), data
+
+
+def train_step(args):
+    """The retraining step of darts_train.py and the network's parameter count (aux head excluded)."""
+    arch = genotype.load(args.model_arch_name, args.num_nodes)
+    params, solver, _, step = darts_train.setup(arch, args)
+    set_momentum_lr(solver, args.model_lr)
+    data = [synthetic_iterator(args.batch_size, args.seed, 0, args.cutout_length if args.cutout else 0)]
+    return (lambda it: step(data[0].next(), it, args.dropout_rate)), darts_train.parameter_counts(params)[0], data
+
+
+class FunctionTimer:
+    """Wall time of every nnabla function call (forward and backward), by function type."""
+
+    def __init__(self):
+        self.seconds, self.started = collections.Counter(), None
+
+    def __enter__(self):
+        nn.set_function_pre_hook('bench', self.pre)
+        nn.set_function_post_hook('bench', self.post)
+        return self
+
+    def __exit__(self, *exc):
+        nn.unset_function_pre_hook('bench')
+        nn.unset_function_post_hook('bench')
+
+    def pre(self, f):
+        self.started = time.perf_counter()
+
+    def post(self, f):
+        self.seconds[self.kind(f)] += time.perf_counter() - self.started
+
+    @staticmethod
+    def kind(f):
+        """The function's type; scalar-only arithmetic (gradient norm, loss means) grouped apart."""
+        name = f.info.type_name
+        if name not in KERNELS and all(len(v.shape) <= 1 for v in f.inputs):
+            return 'scalar arithmetic'
+        return name
+
+
+def measure(step, steps, warmup, profile):
+    """Per-step wall times after ``warmup`` untimed steps, and the function timer's totals."""
+    for it in range(warmup):
+        step(it)
+    times, timer = [], FunctionTimer()
+    for it in range(warmup, warmup + steps):
+        start = time.perf_counter()
+        if profile:
+            with timer:
+                step(it)
+        else:
+            step(it)
+        times.append(time.perf_counter() - start)
+    return times, timer.seconds
+
+
+def shares(seconds, total):
+    """Shares of the step time: per kernel kind (convolution, batch norm, pooling, ReLU), their
+    sum, every other function type, and the time outside nnabla functions."""
+    kinds = collections.Counter()
+    for name, t in seconds.items():
+        kinds[KERNELS.get(name, name)] += t
+    out = {k: round(v / total, 4) for k, v in kinds.most_common()}
+    out['kernels'] = round(sum(kinds[k] for k in set(KERNELS.values())) / total, 4)
+    out['other functions'] = round(sum(v for k, v in kinds.items() if k not in KERNELS.values()) / total, 4)
+    out['outside functions (solvers, Python, data wait)'] = round(1 - sum(seconds.values()) / total, 4)
+    return out
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    own = argparse.ArgumentParser(prog='bench.py', description=__doc__.split('\n')[0])
+    own.add_argument('mode', choices=(SEARCH, TRAIN))
+    own.add_argument('--steps', type=int, default=4, help='timed steps (the median is reported)')
+    own.add_argument('--warmup', type=int, default=1, help='untimed steps first')
+    own.add_argument('--profile', type=boolean, default=False, help='time every nnabla function call too')
+    bench, rest = own.parse_known_args(argv)
+    args = parse(bench.mode, ['--context', 'cpu'] + rest)
+    nn.set_default_context(device_context(args.context, args.device_id, args.type_config))
+    nn.seed(args.seed)
+    step, parameters, data = (search_step if bench.mode == SEARCH else train_step)(args)
+    try:
+        times, seconds = measure(step, bench.steps, bench.warmup, bench.profile)
+    finally:
+        for d in data:
+            d.close()
+    result = dict(mode=bench.mode, context=args.context, num_cells=args.num_cells, batch_size=args.batch_size,
+                  channels=args.output_filter + (args.additional_filters_on_retrain if bench.mode == TRAIN else 0),
+                  sec_per_step=round(float(np.median(times)), 4), step_times=[round(t, 4) for t in times],
+                  peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                  parameters=parameters, nnabla=nn.__version__)
+    if bench.mode == SEARCH:
+        result['second_order'] = args.second_order
+    if bench.profile:
+        result['profile'] = shares(seconds, sum(times))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(run(main))
