@@ -16,8 +16,8 @@ from args import SEARCH, UserError, parse, run
 from data_iterator import download_url, first, load_cifar10, make_iterator, search_halves
 from model_eval import count_parameters
 from model_search import ALPHA_NAMES, derive, split_parameters, supernet
-from training import (GradClipper, Job, cosine_lr, device_context, initial_state, momentum_buffers, set_momentum_lr,
-                      write_json)
+from operations import scale
+from training import GradClipper, Job, cosine_lr, device_context, initial_state, set_momentum_lr, write_json
 
 CURVES = (('error', ('Training error', 'Validation error')), ('loss', ('Training loss', 'Validation loss')),
           ('learning rate', ('Learning rate',)))
@@ -69,20 +69,76 @@ def forward_backward(graph, batch, solvers):
     return float(graph['loss'].d), float(graph['err'].d)
 
 
-def copy_array(array):
-    """A new NdArray with the contents of ``array`` (on the same device)."""
-    out = nn.NdArray(array.shape)
-    out.copy_from(array)
-    return out
+def write_weights(assignment):
+    """Run one of an Unroller's graphs, which write the parameters in place."""
+    assignment.forward(clear_no_need_grad=False, clear_buffer=False)
 
 
-def write_weights(weights, arrays):
-    """Write new values into the parameters in place, so that the built graph uses them."""
-    for name, p in weights.items():
-        p.data.copy_from(arrays[name])
+def assign(targets, values):
+    """A graph that writes each ``values[k]`` into the array of ``targets[k]`` (a Variable)."""
+    for k, v in values.items():
+        v.data = targets[k].data
+    return F.sink(*values.values())
 
 
-def unrolled_alpha_grads(graph, weights, alphas, solvers, xi, weight_decay, train_batch, valid_batch):
+class Unroller:
+    """The weight arithmetic of the second-order step as static graphs, built once on Variables
+    that share the arrays of the weights, their gradients and the solver's momentum: a graph call
+    per operation, where per-parameter Python arithmetic took about a second a step."""
+
+    def __init__(self, weights, solver, weight_decay):
+        def shared(arrays):
+            out = {}
+            for k, array in arrays.items():
+                out[k] = nn.Variable(array.shape)
+                out[k].data = array
+            return out
+        self.solver = solver
+        self.param = shared({k: p.data for k, p in weights.items()})
+        grad = shared({k: p.grad for k, p in weights.items()})
+        self.momentum = {k: nn.Variable(p.shape) for k, p in weights.items()}  # bound to the solver's in save()
+        self.saved = {k: nn.Variable(p.shape) for k, p in weights.items()}
+        self.direction = {k: nn.Variable(p.shape) for k, p in weights.items()}
+        self.xi, self.buffer_scale, self.step = (nn.Variable((1, 1)) for _ in range(3))
+        self.save_graph = assign(self.saved, {k: F.identity(v) for k, v in self.param.items()})
+        self.unroll_graph = assign(self.param, {  # w - xi (grad + wd w + 0.9 m / lr)
+            k: F.sub2(w, scale(F.add2(F.add2(grad[k], F.mul_scalar(w, weight_decay)),
+                                      scale(F.identity(self.momentum[k]), self.buffer_scale)), self.xi))
+            for k, w in self.saved.items()})  # identity: a reshape would keep the array it was built with
+        self.direction_graph = assign(self.direction, {k: F.identity(g) for k, g in grad.items()})
+        self.norm = F.add_n(*[F.sum(F.pow_scalar(d, 2.0)) for d in self.direction.values()]) ** 0.5
+        self.perturb_graph = assign(self.param, {k: F.add2(w, scale(self.direction[k], self.step))
+                                                 for k, w in self.saved.items()})
+        self.restore_graph = assign(self.param, {k: F.identity(w) for k, w in self.saved.items()})
+
+    def save(self, xi):
+        """Keep the current weights (and the solver's momentum, the unrolled step's xi)."""
+        for k, state in self.solver.get_states().items():
+            self.momentum[k].data = state.pstate['m'].data
+        self.xi.d, self.buffer_scale.d = xi, MOMENTUM / self.solver.learning_rate()
+        self.save_graph.forward(clear_no_need_grad=False, clear_buffer=False)
+
+    def unroll(self):
+        """w' = w - xi (0.9 buf + grad + wd w), the gradient being the one now in the weights' .grad."""
+        write_weights(self.unroll_graph)
+
+    def keep_direction(self):
+        """Keep the weights' current gradient as the direction of perturb(); returns its 2-norm."""
+        self.direction_graph.forward(clear_no_need_grad=False, clear_buffer=False)
+        self.norm.forward(clear_buffer=True)
+        return float(self.norm.d)
+
+    def perturb(self, step):
+        """w = saved w + step * direction."""
+        self.step.d = step
+        write_weights(self.perturb_graph)
+
+    def restore(self):
+        """The saved weights back, exactly."""
+        write_weights(self.restore_graph)
+
+
+def unrolled_alpha_grads(graph, unroller, alphas, solvers, xi, train_batch, valid_batch):
     """Leave in the alphas' .grad the second-order gradient of the paper (eq. 7-8); returns the
     validation loss and error at the unrolled weights.
 
@@ -90,23 +146,20 @@ def unrolled_alpha_grads(graph, weights, alphas, solvers, xi, weight_decay, trai
     xi (grad_a L_train(w+) - grad_a L_train(w-)) / (2 eps), w+- = w +- eps grad_w' L_val(w').
     The weights are written in place and restored exactly at the end.
     """
-    w = {k: copy_array(p.data) for k, p in weights.items()}
-    buf = momentum_buffers(solvers['weights'])
+    unroller.save(xi)
     forward_backward(graph, train_batch, {'weights': solvers['weights']})
-    write_weights(weights, {k: w[k] - xi * (p.grad + weight_decay * w[k] + (MOMENTUM * buf[k] if k in buf else 0.0))
-                            for k, p in weights.items()})
+    unroller.unroll()
     valid = forward_backward(graph, valid_batch, solvers)
-    dalpha = {k: copy_array(a.grad) for k, a in alphas.items()}
-    dw = {k: copy_array(p.grad) for k, p in weights.items()}
-    eps = FD_RADIUS / float(F.add_n(*[F.sum(d ** 2) for d in dw.values()]).data) ** 0.5
+    dalpha = {k: a.g.copy() for k, a in alphas.items()}
+    eps = FD_RADIUS / unroller.keep_direction()
     hessian = []
     for sign in (1, -1):
-        write_weights(weights, {k: w[k] + (sign * eps) * dw[k] for k in weights})
+        unroller.perturb(sign * eps)
         forward_backward(graph, train_batch, {'alphas': solvers['alphas']})
-        hessian.append({k: copy_array(a.grad) for k, a in alphas.items()})
-    write_weights(weights, w)
+        hessian.append({k: a.g.copy() for k, a in alphas.items()})
+    unroller.restore()
     for k, a in alphas.items():
-        a.grad.copy_from(dalpha[k] - (xi / (2 * eps)) * (hessian[0][k] - hessian[1][k]))
+        a.g = dalpha[k] - (xi / (2 * eps)) * (hessian[0][k] - hessian[1][k])
     return valid
 
 
@@ -133,12 +186,12 @@ def setup(args):
     solvers['alphas'].set_parameters(alphas)
     with nn.context_scope(device_context(args.context, args.device_id, 'float')):
         clipper = GradClipper(weights, args.grad_clip_value_model)
+        unroller = Unroller(weights, solvers['weights'], args.weight_decay_model) if args.second_order else None
 
     def step(train_batch, valid_batch):
         if args.second_order:
             xi = solvers['weights'].learning_rate() if args.eta is None else args.eta
-            valid = unrolled_alpha_grads(graph, weights, alphas, solvers, xi, args.weight_decay_model,
-                                         train_batch, valid_batch)
+            valid = unrolled_alpha_grads(graph, unroller, alphas, solvers, xi, train_batch, valid_batch)
         else:
             valid = forward_backward(graph, valid_batch, {'alphas': solvers['alphas']})
         solvers['alphas'].weight_decay(args.weight_decay_archs)

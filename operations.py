@@ -57,7 +57,7 @@ def batch_norm(x, affine, test, name='bn', scale=None):
         return PF.batch_normalization(x, batch_stat=not test, no_scale=not affine, no_bias=not affine,
                                       name=name)
     shape = (1, x.shape[1], 1, 1)
-    with nn.parameter_scope(name):  # the running statistics of PF.batch_normalization, by name
+    with nn.parameter_scope(name), nn.parameter_scope('bn'):  # PF.batch_normalization's names
         mean = nn.parameter.get_parameter_or_create('mean', shape, I.ConstantInitializer(0), False)
         var = nn.parameter.get_parameter_or_create('var', shape, I.ConstantInitializer(1), False)
     gamma = F.broadcast(F.reshape(scale, (1, 1, 1, 1)), shape)

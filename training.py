@@ -55,13 +55,6 @@ def set_momentum_lr(solver, lr):
     solver.set_learning_rate(lr)
 
 
-def momentum_buffers(solver):
-    """PyTorch-style momentum buffers (v / lr) by parameter name, as NdArrays on the device
-    (none before the first update)."""
-    lr = solver.learning_rate()
-    return {name: state.pstate['m'].data * (1.0 / lr) for name, state in solver.get_states().items()}
-
-
 class GradClipper:
     """Clips the global gradient norm of a set of parameters with a graph built once.
 

@@ -109,7 +109,8 @@ def test_finite_difference_hypergradient_matches_exact_double_backward(monkeypat
     xi, wd = 0.5, 3e-4
     graph, weights, alphas, solvers, train_batch, valid_batch = tiny_search_setup()
     before = {k: p.d.copy() for k, p in weights.items()}
-    darts_search.unrolled_alpha_grads(graph, weights, alphas, solvers, xi, wd, train_batch, valid_batch)
+    unroller = darts_search.Unroller(weights, solvers['weights'], wd)
+    darts_search.unrolled_alpha_grads(graph, unroller, alphas, solvers, xi, train_batch, valid_batch)
     approx = alpha_grads(alphas)
     for k, p in weights.items():  # the weights are restored exactly
         assert np.array_equal(p.d, before[k]), k

@@ -1,0 +1,199 @@
+"""Each formulation chosen for speed against a plain formulation of the same math, on the same
+inputs and weights, forward and backward (benchmarks/bench.py measures what they save)."""
+import functools
+
+import numpy as np
+import nnabla as nn
+import nnabla.functions as F
+import nnabla.parametric_functions as PF
+import nnabla.solvers as S
+import pytest
+
+import darts_search
+import genotype
+import model_eval
+import model_search
+import operations
+from conftest import grouped_depthwise
+
+RTOL, ATOL = 1e-4, 1e-6
+
+
+@pytest.fixture(autouse=True)
+def fresh_parameters():
+    nn.clear_parameters()
+    yield
+    nn.clear_parameters()
+
+
+def variable(rng, shape, need_grad=True):
+    return nn.Variable.from_numpy_array(rng.randn(*shape).astype(np.float32), need_grad=need_grad)
+
+
+def forward_backward(outputs, inputs, rng):
+    """Outputs and the gradients of sum(output * random probe) w.r.t. ``inputs`` and every parameter."""
+    probes = [nn.Variable.from_numpy_array(np.random.RandomState(99).randn(*y.shape).astype(np.float32))
+              for y in outputs]
+    loss = F.add_n(*[F.sum(y * p) for y, p in zip(outputs, probes)])
+    targets = list(inputs) + list(nn.get_parameters().values())
+    for v in targets:
+        v.grad.zero()
+    loss.forward()
+    loss.backward()
+    return [y.d.copy() for y in outputs], [v.g.copy() for v in targets]
+
+
+def assert_same(fast, plain):
+    """Equal up to float32 rounding (sums taken in another order), relative to each array's scale."""
+    for a, b in zip(fast[0] + fast[1], plain[0] + plain[1]):
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=RTOL * max(np.abs(b).max(), ATOL))
+
+
+def test_relu_is_max_with_zero_and_has_relus_gradient_at_zero():
+    x = nn.Variable.from_numpy_array(np.array([[-2.0, -0.0, 0.0, 1e-8, 3.0]], np.float32), need_grad=True)
+    rng = np.random.RandomState(0)
+    assert_same(forward_backward([operations.relu(x)], [x], rng), forward_backward([F.relu(x)], [x], rng))
+    y = operations.relu(x)
+    x.grad.zero()
+    y.forward()
+    y.backward(np.ones((1, 5), np.float32))
+    np.testing.assert_array_equal(x.g, [[0, 0, 0, 1, 1]])
+
+
+@pytest.mark.parametrize('per_sample', [False, True])
+def test_scale_is_the_broadcasting_multiply(per_sample):
+    rng = np.random.RandomState(1)
+    h = variable(rng, (4, 3, 5, 5))
+    s = variable(rng, (4, 1, 1, 1) if per_sample else (1, 1))
+    broadcast = s if per_sample else F.reshape(s, (1, 1, 1, 1))
+    assert_same(forward_backward([operations.scale(h, s)], [h, s], rng),
+                forward_backward([F.mul2(h, broadcast)], [h, s], rng))
+
+
+def test_scaled_batch_norm_is_the_weight_times_the_plain_batch_norm():
+    rng = np.random.RandomState(2)
+    x, w = variable(rng, (4, 3, 6, 6)), variable(rng, (1, 1))
+    fast = operations.batch_norm(x, affine=False, test=False, scale=w)
+    plain = F.mul2(operations.batch_norm(x, affine=False, test=False), F.reshape(w, (1, 1, 1, 1)))
+    assert sorted(nn.get_parameters(grad_only=False)) == ['bn/bn/mean', 'bn/bn/var']  # one BN, shared
+    assert_same(forward_backward([fast], [x, w], rng), forward_backward([plain], [x, w], rng))
+    running = [p.d.copy() for p in nn.get_parameters(grad_only=False).values()]
+    fast.forward()
+    after_fast = [p.d.copy() for p in nn.get_parameters(grad_only=False).values()]
+    for p, v in zip(nn.get_parameters(grad_only=False).values(), running):
+        p.d = v
+    plain.forward()
+    for p, v in zip(nn.get_parameters(grad_only=False).values(), after_fast):  # same running statistics
+        np.testing.assert_allclose(p.d, v, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize('kernel, stride, dilation', [(3, 1, 1), (5, 2, 1), (3, 2, 2), (5, 1, 2)])
+def test_depthwise_convolution_is_the_grouped_convolution(kernel, stride, dilation):
+    rng = np.random.RandomState(3)
+    x = variable(rng, (2, 4, 9, 9))
+    pad = dilation * (kernel - 1) // 2
+    fast = operations.depthwise(x, kernel, stride, pad, dilation)
+    plain = grouped_depthwise(x, kernel, stride, pad, dilation)
+    assert len(nn.get_parameters()) == 1  # the same (C, k, k) weights
+    assert_same(forward_backward([fast], [x], rng), forward_backward([plain], [x], rng))
+
+
+def one_relu_per_op(monkeypatch):
+    """Make every op compute its own ReLU of its input node (the plain network)."""
+    monkeypatch.setattr(operations.Node, 'relu', property(lambda node: operations.relu(node.h)))
+
+
+def test_one_relu_per_node_gives_the_network_of_one_relu_per_op(monkeypatch):
+    rng = np.random.RandomState(4)
+    x = variable(rng, (2, 3, 32, 32))
+    drop = model_eval.DropPath()
+    fast = model_eval.network(x, genotype.PAPER_ARCHS['DARTS_V2'], 4, 5, auxiliary=True, drop_path=drop)
+    drop.refresh(np.random.RandomState(5), 0.3)
+    n = len(drop.masks)
+    fast_result = forward_backward(list(fast), [x], rng)
+    one_relu_per_op(monkeypatch)
+    plain = model_eval.network(x, genotype.PAPER_ARCHS['DARTS_V2'], 4, 5, auxiliary=True, drop_path=drop)
+    assert len(drop.masks) == 2 * n
+    for m_fast, m_plain in zip(drop.masks[:n], drop.masks[n:]):
+        m_plain.d = m_fast.d
+    assert_same(fast_result, forward_backward(list(plain), [x], rng))
+
+
+def test_supernet_with_shared_relus_and_folded_weights_is_the_plain_supernet(monkeypatch):
+    """The whole supernet against one built from the plain mixed op of test_search (each op on its
+    own ReLU, a broadcasting multiply per op output)."""
+    from test_search import plain_mixed_op
+    rng = np.random.RandomState(6)
+    x = variable(rng, (2, 3, 32, 32))
+    fast = model_search.supernet(x, 2, 3, 5)
+    for a in model_search.split_parameters(nn.get_parameters())[1].values():
+        a.d = rng.randn(*a.shape)
+    fast_result = forward_backward([fast], [x], rng)
+    one_relu_per_op(monkeypatch)
+    monkeypatch.setattr(model_search, 'mixed_op', plain_mixed_op)
+    n = len(nn.get_parameters(grad_only=False))
+    plain = model_search.supernet(x, 2, 3, 5)
+    assert len(nn.get_parameters(grad_only=False)) == n  # built on the same parameters
+    assert_same(fast_result, forward_backward([plain], [x], rng))
+
+
+def tiny_search_graph(seed=7):
+    nn.seed(seed)
+    args = type('A', (), dict(batch_size=2, output_filter=2, num_cells=3, num_nodes=4))
+    graph = darts_search.build(args)
+    weights, alphas = model_search.split_parameters(nn.get_parameters(grad_only=True))
+    rng = np.random.RandomState(seed)
+    for a in alphas.values():
+        a.d = rng.randn(*a.shape)
+    solvers = {'weights': S.Momentum(0.1, 0.9), 'alphas': S.Adam(3e-4, 0.5, 0.999)}
+    solvers['weights'].set_parameters(weights)
+    solvers['alphas'].set_parameters(alphas)
+    batch = rng.randn(2, 3, 32, 32).astype(np.float32), rng.randint(0, 10, (2, 1))
+    return graph, weights, alphas, solvers, batch
+
+
+@pytest.mark.parametrize('only', ['alphas', 'weights'])
+def test_a_pass_for_one_group_computes_its_gradients_and_leaves_the_others(only):
+    graph, weights, alphas, solvers, batch = tiny_search_graph()
+    groups = {'weights': weights, 'alphas': alphas}
+    full = darts_search.forward_backward(graph, batch, solvers)
+    reference = {k: p.g.copy() for k, p in {**weights, **alphas}.items()}
+    for p in {**weights, **alphas}.values():
+        p.g = 7.0  # a sentinel for gradients the pass must not touch
+    assert darts_search.forward_backward(graph, batch, {only: solvers[only]}) == full
+    for group, params in groups.items():
+        for k, p in params.items():
+            if group == only:
+                np.testing.assert_allclose(p.g, reference[k], rtol=1e-5, atol=1e-7, err_msg=k)
+            else:
+                assert (p.g == 7.0).all(), k
+    assert all(v.need_grad for vs in graph['leaves'].values() for v in vs)  # flags restored
+    assert len(graph['leaves']['alphas']) == 2 and len(graph['leaves']['weights']) >= len(weights)
+
+
+def test_unroller_weight_arithmetic_is_numpys():
+    graph, weights, alphas, solvers, batch = tiny_search_graph()
+    darts_search.forward_backward(graph, batch, {'weights': solvers['weights']})
+    solvers['weights'].update()  # non-zero momentum
+    solvers['weights'].set_learning_rate(0.05)
+    xi, wd = 0.3, 1e-2
+    unroller = darts_search.Unroller(weights, solvers['weights'], wd)
+    w = {k: p.d.astype(np.float64) for k, p in weights.items()}
+    buf = {k: s.pstate['m'].d / 0.05 for k, s in solvers['weights'].get_states().items()}
+    unroller.save(xi)
+    darts_search.forward_backward(graph, batch, {'weights': solvers['weights']})
+    g = {k: p.g.astype(np.float64) for k, p in weights.items()}
+    unroller.unroll()
+    for k, p in weights.items():
+        np.testing.assert_allclose(p.d, w[k] - xi * (g[k] + wd * w[k] + 0.9 * buf[k]), rtol=1e-5, atol=1e-6)
+    norm = unroller.keep_direction()
+    assert norm == pytest.approx(np.sqrt(sum((v ** 2).sum() for v in g.values())), rel=1e-5)
+    for p in weights.values():
+        p.g = 0  # the direction was copied, not shared
+    for step in (0.5, -0.25):
+        unroller.perturb(step)
+        for k, p in weights.items():
+            np.testing.assert_allclose(p.d, w[k] + step * g[k], rtol=1e-5, atol=1e-6)
+    unroller.restore()
+    for k, p in weights.items():
+        assert np.array_equal(p.d, w[k].astype(np.float32)), k
