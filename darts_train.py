@@ -18,7 +18,7 @@ from model_eval import DropPath, count_parameters, network
 from nnabla.utils.save import save
 from plots import learning_curves, read_series
 from training import (GradClipper, InterruptFlag, Job, LossScaler, cosine_lr, device_context, initial_state,
-                      set_momentum_lr, write_json)
+                      load_parameters_into, set_momentum_lr, write_json)
 
 
 CURVES = (('error', ('Training error', 'Test error')), ('loss', ('Training loss', 'Test loss')),
@@ -101,23 +101,9 @@ def inference_parameters():
 
 
 def load_into_network(path):
-    """Copy saved parameters (a checkpoint folder or a .h5 file) into the built network in place,
-    refusing a file that does not match its architecture (extra entries such as an aux head are
-    ignored)."""
-    target = inference_parameters()
+    """Copy saved parameters (a checkpoint folder or a .h5 file) into the built network in place."""
     file = os.path.join(path, 'params.h5') if os.path.isdir(path) else path
-    with nn.parameter_scope('loaded'):
-        try:
-            nn.load_parameters(file)
-        except Exception as e:  # h5py and protobuf errors for anything that is not a parameter file
-            raise UserError('cannot load parameters from {}: {}'.format(path, str(e).splitlines()[0]))
-        loaded = nn.get_parameters(grad_only=False)
-    nn.parameter.pop_parameter('loaded')
-    for name, p in target.items():
-        if name not in loaded or loaded[name].shape != p.shape:
-            raise UserError('{} does not match this architecture: {} is {} there, {} here'.format(
-                path, name, loaded[name].shape if name in loaded else 'missing', p.shape))
-        p.data.copy_from(loaded[name].data)
+    load_parameters_into(inference_parameters(), file, path)
 
 
 def export_nnp(arch, args, path):

@@ -12,8 +12,7 @@ import nnabla.functions as F
 import nnabla.parametric_functions as PF
 
 from genotype import nodes
-from operations import (IDENTITY, OPS, Node, batch_norm, concat_nodes, conv, factorized_reduce, relu, relu_conv_bn,
-                        scale)
+from operations import IDENTITY, OPS, Node, batch_norm, concat_nodes, conv, factorized_reduce, relu_conv_bn, scale
 
 STEM_MULTIPLIER = 3
 
@@ -87,8 +86,8 @@ def auxiliary_head(x, num_classes, bn):
     """On Node ``x``: ReLU, 5x5 avg pool stride 3, 1x1 conv 128 + BN + ReLU, 2x2 conv 768 + BN +
     ReLU, affine."""
     h = F.average_pooling(x.relu, (5, 5), (3, 3), including_pad=False)
-    h = relu(bn(conv(h, 128, 1, name='conv1'), name='bn1'))
-    h = relu(bn(conv(h, 768, 2, name='conv2'), name='bn2'))
+    h = F.relu(bn(conv(h, 128, 1, name='conv1'), name='bn1'))
+    h = F.relu(bn(conv(h, 768, 2, name='conv2'), name='bn2'))
     return PF.affine(h, num_classes)
 
 

@@ -6,9 +6,9 @@ of the network being built (``batch_norm`` with its affine and batch-statistics 
 ``out_bn``, the BN that ends the op if it ends with one (default ``bn``; the pools do not).
 
 Some formulations here are chosen for speed on nnabla's CPU kernels, each with the values and
-gradients of the plain one (tested): ``relu`` as max(x, 0); one ReLU per node shared by all the
-ops that leave it (``Node``); ``scale`` as a batched matrix product instead of a broadcasting
-multiply; a BN's gamma as a mixed op's weight; ``depthwise`` convolution rather than grouped.
+gradients of the plain one (tested): one ReLU per node shared by all the ops that leave it
+(``Node``); ``scale`` as a batched matrix product instead of a broadcasting multiply; a BN's
+gamma as a mixed op's weight; ``depthwise`` convolution rather than a grouped one.
 """
 import functools
 
@@ -22,12 +22,6 @@ OP_NAMES = ('dil_conv_3x3', 'dil_conv_5x5', 'sep_conv_3x3', 'sep_conv_5x5',
 POOLS = (4, 5)
 IDENTITY = 6
 ZERO = 7
-
-
-def relu(x):
-    """ReLU as max(x, 0): the values and gradients of nnabla's relu (zero gradient at 0), ~15x
-    faster on the CPU than its ReLU kernel."""
-    return F.maximum_scalar(x, 0.0)
 
 
 def scale(h, s):
@@ -46,7 +40,7 @@ class Node:
 
     @functools.cached_property
     def relu(self):
-        return relu(self.h)
+        return F.relu(self.h)
 
 
 def batch_norm(x, affine, test, name='bn', scale=None):
@@ -92,7 +86,7 @@ def sep_conv(x, C, stride, bn, kernel, out_bn=None):
     with nn.parameter_scope('sep0'):
         h = bn(conv(depthwise(x.relu, kernel, stride, kernel // 2), x.h.shape[1], 1, name='pw'))
     with nn.parameter_scope('sep1'):
-        return (out_bn or bn)(conv(depthwise(relu(h), kernel, 1, kernel // 2), C, 1, name='pw'))
+        return (out_bn or bn)(conv(depthwise(F.relu(h), kernel, 1, kernel // 2), C, 1, name='pw'))
 
 
 def max_pool(x, C, stride, bn, out_bn=None):

@@ -195,9 +195,28 @@ def read_checkpoint_state(folder, config):
     return state
 
 
+def load_parameters_into(params, file, source):
+    """Copy the parameters saved in ``file`` into ``params`` (name -> Variable of the built graph)
+    in place, refusing a file that lacks one of them or holds it in another shape (a checkpoint
+    of another architecture, or of an earlier version of this code); entries the graph does not
+    have, such as an aux head, are ignored."""
+    with nn.parameter_scope('loaded'):
+        try:
+            nn.load_parameters(file)
+        except Exception as e:  # h5py and protobuf errors for anything that is not a parameter file
+            raise UserError('cannot load parameters from {}: {}'.format(source, str(e).splitlines()[0]))
+        loaded = nn.get_parameters(grad_only=False)
+    nn.parameter.pop_parameter('loaded')
+    for name, p in params.items():
+        if name not in loaded or loaded[name].shape != p.shape:
+            raise UserError('{} does not match this architecture: {} is {} there, {} here'.format(
+                source, name, loaded[name].shape if name in loaded else 'missing', p.shape))
+        p.data.copy_from(loaded[name].data)
+
+
 def load_checkpoint(path, solvers):
     """Load parameters and solver states of a checkpoint into the built graph, in place."""
-    nn.load_parameters(os.path.join(path, 'params.h5'))
+    load_parameters_into(nn.get_parameters(grad_only=False), os.path.join(path, 'params.h5'), path)
     for name, solver in solvers.items():
         solver.load_states(os.path.join(path, 'solver_{}.h5'.format(name)))
 

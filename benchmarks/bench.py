@@ -34,7 +34,7 @@ from model_eval import count_parameters  # noqa: E402
 from training import device_context, set_momentum_lr  # noqa: E402
 
 KERNELS = {'Convolution': 'convolution', 'DepthwiseConvolution': 'convolution', 'BatchNormalization': 'batch norm',
-           'MaxPooling': 'pooling', 'AveragePooling': 'pooling', 'ReLU': 'ReLU', 'MaximumScalar': 'ReLU'}
+           'MaxPooling': 'pooling', 'AveragePooling': 'pooling', 'ReLU': 'ReLU'}
 SYNTHETIC_IMAGES = 256
 
 

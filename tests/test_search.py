@@ -103,7 +103,7 @@ def test_finite_difference_hypergradient_matches_exact_double_backward(monkeypat
     search uses agree (test_mixed_op_is_the_softmax_weighted_sum_of_all_eight_ops).
     """
     use_computed_parameters(monkeypatch)
-    monkeypatch.setattr(operations, 'relu', F.softplus)
+    monkeypatch.setattr(F, 'relu', F.softplus)
     monkeypatch.setattr(F, 'max_pooling', F.average_pooling)
     monkeypatch.setattr(operations, 'depthwise', grouped_depthwise)
     xi, wd = 0.5, 3e-4

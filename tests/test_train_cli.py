@@ -265,6 +265,27 @@ def test_resume_with_another_num_cells_is_refused(reference, archive, tmp_path):
     assert snapshot(folder) == before
 
 
+def test_resume_from_a_checkpoint_of_another_code_version_is_refused(reference, archive, tmp_path):
+    """A checkpoint whose parameters the network no longer has (here: depthwise weights saved
+    under the earlier grouped-convolution name and shape) is refused, not silently half-loaded."""
+    import h5py
+    folder = tmp_path / 'A'
+    shutil.copytree(str(reference[0]), str(folder))
+    params = os.path.join(checkpoint_folders(folder)[-1], 'params.h5')
+    with h5py.File(params, 'r+') as f:
+        names = []
+        f.visit(lambda name: names.append(name) if isinstance(f[name], h5py.Dataset) else None)
+        old = [n for n in names if n.endswith('dw/depthwise_conv/W')][0]
+        data, attrs = f[old][()], dict(f[old].attrs)
+        del f[old]
+        f[old.replace('depthwise_conv', 'conv')] = data[:, None]  # (C, 1, k, k) as grouped conv kept it
+        f[old.replace('depthwise_conv', 'conv')].attrs.update(attrs)
+    before = snapshot(folder)
+    res = train(*TINY, '--dataset-path', archive, '-b', 4, '-e', 3, '-m', folder, '--resume', 'True')
+    assert_refused(res, 'does not match this architecture', old, 'missing')
+    assert snapshot(folder) == before
+
+
 # ---------------------------------------------------------------- refused flags
 
 

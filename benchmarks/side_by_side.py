@@ -1,0 +1,91 @@
+"""Run benchmarks/bench.py and the PyTorch measuring stick (../shared/tools/torch_ref.py) one after
+the other on the configurations of README "Speed and memory", and print the table.
+
+    python benchmarks/side_by_side.py [--torch-python /tmp/torchref/bin/python]
+        [--torch-ref ../shared/tools/torch_ref.py] [--full-size True]
+
+Each measurement is its own process, run alone; peak memory is that process's maximum resident
+set size (from wait4). torch_ref runs single-threaded.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CONFIGS = [  # (label, bench.py arguments, torch_ref.py arguments or None)
+    ('search, first order (C=8, L=5, batch 16)',
+     ['search', '--num-cells', '5', '--output-filter', '8', '--batch-size', '16', '--steps', '4'],
+     ['search', '8', '5', '16', '4', '1']),
+    ('search, second order (C=8, L=5, batch 16)',
+     ['search', '--num-cells', '5', '--output-filter', '8', '--batch-size', '16', '--steps', '4', '--second-order', 'True'],
+     None),
+    ('retrain DARTS_V2 (C=16, L=8, batch 32)',
+     ['train', '--model-arch-name', 'DARTS_V2', '--num-cells', '8', '--output-filter', '8', '-f', '8',
+      '--batch-size', '32', '--steps', '6'],
+     ['train', '16', '8', '32', '6', '1']),
+]
+PROFILED = (0, 2)  # the configurations profiled afterwards (bench.py --profile True)
+PROFILE_ROWS = (('convolution (dense and depthwise)', ('convolution',)), ('batch norm', ('batch norm',)),
+                ('pooling', ('pooling',)), ('ReLU', ('ReLU',)), ('nnabla kernels together', ('kernels',)),
+                ('other functions (mixing, drop path, sums, concatenation, slices, clip norm)', ('other functions',)),
+                ('outside functions (solvers, Python, data)', ('outside functions (solvers, Python, data wait)',)))
+FULL_SIZE = ('search, full size (C=16, L=8, batch 64), one step',
+             ['search', '--num-cells', '8', '--output-filter', '16', '--batch-size', '64', '--steps', '1', '--warmup', '0'],
+             ['search', '16', '8', '64', '1', '1'])
+
+
+def run(command):
+    """Run ``command`` alone; its last JSON line plus its peak resident memory (MB)."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    out = proc.stdout.read()
+    proc.stdout.close()
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        sys.exit('failed: {}'.format(' '.join(command)))
+    result = json.loads(out.strip().splitlines()[-1])
+    result['peak_mb'] = round(usage.ru_maxrss / 1024)
+    return result
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--torch-python', default='/tmp/torchref/bin/python')
+    p.add_argument('--torch-ref', default=os.path.join(ROOT, '..', 'shared', 'tools', 'torch_ref.py'))
+    p.add_argument('--full-size', default='True', choices=('True', 'False'))
+    args = p.parse_args()
+    if not (os.path.exists(args.torch_python) and os.path.exists(args.torch_ref)):
+        sys.exit('torch_ref not found: give --torch-python and --torch-ref (setup: see torch_ref.py)')
+    rows, ours = [], {}
+    for label, bench_args, torch_args in CONFIGS + ([FULL_SIZE] if args.full_size == 'True' else []):
+        mine = run([sys.executable, os.path.join(HERE, 'bench.py')] + bench_args)
+        ours[label] = mine
+        print(json.dumps({'config': label, 'nnabla': mine}), flush=True)
+        ref = run([args.torch_python, args.torch_ref] + torch_args) if torch_args else None
+        if ref:
+            print(json.dumps({'config': label, 'torch_ref': ref}), flush=True)
+        rows.append((label, mine, ref))
+    print('\n| step | nnabla s/step | torch_ref s/step | ratio | nnabla peak MB | torch_ref peak MB | parameters |')
+    print('|---|---|---|---|---|---|---|')
+    for label, mine, ref in rows:
+        print('| {} | {:.2f} | {} | {} | {} | {} | {} |'.format(
+            label, mine['sec_per_step'], '{:.2f}'.format(ref['sec_per_step']) if ref else '-',
+            '{:.2f}x'.format(mine['sec_per_step'] / ref['sec_per_step']) if ref else '-',
+            mine['peak_mb'], ref['peak_mb'] if ref else '-',
+            mine['parameters'] if not ref or ref['params'] == mine['parameters'] else '{} vs {}'.format(
+                mine['parameters'], ref['params'])))
+    first, second = (ours[CONFIGS[i][0]]['sec_per_step'] for i in (0, 1))
+    print('\nsecond order / first order: {:.2f}x'.format(second / first))
+    profiles = [run([sys.executable, os.path.join(HERE, 'bench.py')] + CONFIGS[i][1] + ['--profile', 'True'])['profile']
+                for i in PROFILED]
+    print('\n| share of a step | ' + ' | '.join(CONFIGS[i][0] for i in PROFILED) + ' |')
+    print('|---|' + '---|' * len(PROFILED))
+    for label, keys in PROFILE_ROWS:
+        print('| {} | {} |'.format(label, ' | '.join('{:.1f} %'.format(100 * sum(p.get(k, 0) for k in keys))
+                                                     for p in profiles)))
+
+
+if __name__ == '__main__':
+    main()
