@@ -1,0 +1,51 @@
+"""benchmarks/bench.py as a user runs it: one JSON line about the scripts' own steps."""
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+def bench(*argv):
+    return subprocess.run([sys.executable, 'benchmarks/bench.py'] + [str(a) for a in argv], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def summary_count(*flags):
+    """The trainable-parameter count darts_train.py --summary-only prints for ``flags``."""
+    proc = subprocess.run([sys.executable, 'darts_train.py', '--summary-only'] + list(flags), cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    return int(re.search(r'trainable parameters: (\d+)', proc.stdout).group(1))
+
+
+@pytest.mark.parametrize('order', ['False', 'True'])
+def test_search_step_is_timed_and_profiled(order):
+    proc = bench('search', '--num-cells', 2, '--output-filter', 2, '--num-nodes', 4, '--batch-size', 2,
+                 '--steps', 3, '--second-order', order, '--profile', 'True')
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result['mode'] == 'search' and result['second_order'] == (order == 'True')
+    assert len(result['step_times']) == 3 and result['sec_per_step'] == sorted(result['step_times'])[1]
+    assert result['peak_rss_mb'] > 50 and result['parameters'] > 0
+    shares = result['profile']
+    assert 0 < shares['kernels'] < 1 and shares['convolution'] > 0 and shares['batch norm'] > 0
+    assert shares['kernels'] + shares['other functions'] + shares['outside functions (solvers, Python, data wait)'] \
+        == pytest.approx(1, abs=2e-3)
+
+
+def test_train_step_counts_the_parameters_of_the_summary():
+    flags = ['--model-arch-name', 'DARTS_V2', '--num-cells', '3', '--output-filter', '4', '-f', '0']
+    proc = bench('train', *flags, '--batch-size', 2, '--steps', 1)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result['mode'] == 'train' and len(result['step_times']) == 1 and 'profile' not in result
+    assert result['parameters'] == summary_count(*flags)
+
+
+def test_a_bad_flag_is_one_line():
+    proc = bench('train', '--model-arch-name', 'no_such_arch.json')
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        'error: cannot read arch file no_such_arch.json: No such file or directory']
