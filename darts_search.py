@@ -17,7 +17,8 @@ from data_iterator import download_url, first, load_cifar10, make_iterator, sear
 from model_eval import count_parameters
 from model_search import ALPHA_NAMES, derive, split_parameters, supernet
 from operations import scale
-from training import GradClipper, Job, cosine_lr, device_context, initial_state, set_momentum_lr, write_json
+from training import (GradClipper, Job, cosine_lr, device_context, initial_state, norm_graph, set_momentum_lr,
+                      sharing, write_json)
 
 CURVES = (('error', ('Training error', 'Validation error')), ('loss', ('Training loss', 'Validation loss')),
           ('learning rate', ('Learning rate',)))
@@ -87,15 +88,9 @@ class Unroller:
     per operation, where per-parameter Python arithmetic took about a second a step."""
 
     def __init__(self, weights, solver, weight_decay):
-        def shared(arrays):
-            out = {}
-            for k, array in arrays.items():
-                out[k] = nn.Variable(array.shape)
-                out[k].data = array
-            return out
         self.solver = solver
-        self.param = shared({k: p.data for k, p in weights.items()})
-        grad = shared({k: p.grad for k, p in weights.items()})
+        self.param = sharing({k: p.data for k, p in weights.items()})
+        grad = sharing({k: p.grad for k, p in weights.items()})
         self.momentum = {k: nn.Variable(p.shape) for k, p in weights.items()}  # bound to the solver's in save()
         self.saved = {k: nn.Variable(p.shape) for k, p in weights.items()}
         self.direction = {k: nn.Variable(p.shape) for k, p in weights.items()}
@@ -106,7 +101,7 @@ class Unroller:
                                       scale(F.identity(self.momentum[k]), self.buffer_scale)), self.xi))
             for k, w in self.saved.items()})  # identity: a reshape would keep the array it was built with
         self.direction_graph = assign(self.direction, {k: F.identity(g) for k, g in grad.items()})
-        self.norm = F.add_n(*[F.sum(F.pow_scalar(d, 2.0)) for d in self.direction.values()]) ** 0.5
+        self.norm = norm_graph(self.direction.values())
         self.perturb_graph = assign(self.param, {k: F.add2(w, scale(self.direction[k], self.step))
                                                  for k, w in self.saved.items()})
         self.restore_graph = assign(self.param, {k: F.identity(w) for k, w in self.saved.items()})

@@ -79,7 +79,7 @@ def cell(s0, s1, genotype_cell, C, reduction, reduction_prev, bn, drop_path=None
                 h = drop_path(h)
             hs.append(h)
         states.append(Node(F.add2(*hs)))
-    return concat_nodes([s.h for s in states[2:]])
+    return concat_nodes(states[2:])
 
 
 def auxiliary_head(x, num_classes, bn):

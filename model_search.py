@@ -70,7 +70,7 @@ def cell(s0, s1, weights, num_nodes, C, reduction, reduction_prev, bn):
                 with nn.parameter_scope('edge{}_{}'.format(i, j)):
                     hs.append(mixed_op(states[i], weights[e], C, 2 if reduction and i < 2 else 1, bn))
         states.append(Node(functools.reduce(F.add2, hs)))  # a chain of add2 beats add_n on the CPU
-    return concat_nodes([s.h for s in states[2:]])
+    return concat_nodes(states[2:])
 
 
 def supernet(x, C, num_cells, num_nodes, num_classes=10):

@@ -118,9 +118,9 @@ def zero(x, C, stride, bn, out_bn=None):
     return F.mul_scalar(h, 0.0)
 
 
-def concat_nodes(states):
-    """A cell's output Node: its intermediate nodes concatenated on channels."""
-    return Node(states[0] if len(states) == 1 else F.concatenate(*states, axis=1))
+def concat_nodes(nodes):
+    """A cell's output Node: its intermediate Nodes concatenated on channels."""
+    return Node(nodes[0].h if len(nodes) == 1 else F.concatenate(*[n.h for n in nodes], axis=1))
 
 
 OPS = (functools.partial(dil_conv, kernel=3), functools.partial(dil_conv, kernel=5),

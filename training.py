@@ -55,6 +55,21 @@ def set_momentum_lr(solver, lr):
     solver.set_learning_rate(lr)
 
 
+def sharing(arrays):
+    """name -> a Variable whose data is ``arrays[name]`` itself, not a copy: a graph built on these
+    reads (and may write) those arrays at every forward."""
+    out = {}
+    for name, array in arrays.items():
+        out[name] = nn.Variable(array.shape)
+        out[name].data = array
+    return out
+
+
+def norm_graph(variables):
+    """A graph of the 2-norm of ``variables`` taken together (its forward gives the current value)."""
+    return F.add_n(*[F.sum(v ** 2) for v in variables]) ** 0.5
+
+
 class GradClipper:
     """Clips the global gradient norm of a set of parameters with a graph built once.
 
@@ -64,12 +79,7 @@ class GradClipper:
 
     def __init__(self, params, max_norm):
         self.max_norm = max_norm
-        grads = []
-        for p in params.values():
-            g = nn.Variable(p.shape)
-            g.data = p.grad
-            grads.append(F.sum(g ** 2))
-        self.norm = F.add_n(*grads) ** 0.5
+        self.norm = norm_graph(sharing({k: p.grad for k, p in params.items()}).values())
 
     def global_norm(self):
         """The 2-norm of all gradients together."""

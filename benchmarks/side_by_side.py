@@ -28,10 +28,10 @@ CONFIGS = [  # (label, bench.py arguments, torch_ref.py arguments or None)
      ['train', '16', '8', '32', '6', '1']),
 ]
 PROFILED = (0, 2)  # the configurations profiled afterwards (bench.py --profile True)
-PROFILE_ROWS = (('convolution (dense and depthwise)', ('convolution',)), ('batch norm', ('batch norm',)),
-                ('pooling', ('pooling',)), ('ReLU', ('ReLU',)), ('nnabla kernels together', ('kernels',)),
-                ('other functions (mixing, drop path, sums, concatenation, slices, clip norm)', ('other functions',)),
-                ('outside functions (solvers, Python, data)', ('outside functions (solvers, Python, data wait)',)))
+PROFILE_ROWS = (('convolution (dense and depthwise)', 'convolution'), ('batch norm', 'batch norm'),
+                ('pooling', 'pooling'), ('ReLU', 'ReLU'), ('nnabla kernels together', 'kernels'),
+                ('other functions (mixing, drop path, sums, concatenation, slices, clip norm)', 'other functions'),
+                ('outside functions (solvers, Python, data)', 'outside functions (solvers, Python, data wait)'))
 FULL_SIZE = ('search, full size (C=16, L=8, batch 64), one step',
              ['search', '--num-cells', '8', '--output-filter', '16', '--batch-size', '64', '--steps', '1', '--warmup', '0'],
              ['search', '16', '8', '64', '1', '1'])
@@ -82,9 +82,8 @@ def main():
                 for i in PROFILED]
     print('\n| share of a step | ' + ' | '.join(CONFIGS[i][0] for i in PROFILED) + ' |')
     print('|---|' + '---|' * len(PROFILED))
-    for label, keys in PROFILE_ROWS:
-        print('| {} | {} |'.format(label, ' | '.join('{:.1f} %'.format(100 * sum(p.get(k, 0) for k in keys))
-                                                     for p in profiles)))
+    for label, key in PROFILE_ROWS:
+        print('| {} | {} |'.format(label, ' | '.join('{:.1f} %'.format(100 * p.get(key, 0)) for p in profiles)))
 
 
 if __name__ == '__main__':

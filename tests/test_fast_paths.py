@@ -1,12 +1,9 @@
 """Each formulation chosen for speed against a plain formulation of the same math, on the same
 inputs and weights, forward and backward (benchmarks/bench.py measures what they save)."""
-import functools
 
 import numpy as np
 import nnabla as nn
 import nnabla.functions as F
-import nnabla.parametric_functions as PF
-import nnabla.solvers as S
 import pytest
 
 import darts_search
@@ -15,6 +12,7 @@ import model_eval
 import model_search
 import operations
 from conftest import grouped_depthwise
+from test_search import plain_mixed_op, tiny_search_setup
 
 RTOL, ATOL = 1e-4, 1e-6
 
@@ -111,7 +109,6 @@ def test_one_relu_per_node_gives_the_network_of_one_relu_per_op(monkeypatch):
 def test_supernet_with_shared_relus_and_folded_weights_is_the_plain_supernet(monkeypatch):
     """The whole supernet against one built from the plain mixed op of test_search (each op on its
     own ReLU, a broadcasting multiply per op output)."""
-    from test_search import plain_mixed_op
     rng = np.random.RandomState(6)
     x = variable(rng, (2, 3, 32, 32))
     fast = model_search.supernet(x, 2, 3, 5)
@@ -126,24 +123,9 @@ def test_supernet_with_shared_relus_and_folded_weights_is_the_plain_supernet(mon
     assert_same(fast_result, forward_backward([plain], [x], rng))
 
 
-def tiny_search_graph(seed=7):
-    nn.seed(seed)
-    args = type('A', (), dict(batch_size=2, output_filter=2, num_cells=3, num_nodes=4))
-    graph = darts_search.build(args)
-    weights, alphas = model_search.split_parameters(nn.get_parameters(grad_only=True))
-    rng = np.random.RandomState(seed)
-    for a in alphas.values():
-        a.d = rng.randn(*a.shape)
-    solvers = {'weights': S.Momentum(0.1, 0.9), 'alphas': S.Adam(3e-4, 0.5, 0.999)}
-    solvers['weights'].set_parameters(weights)
-    solvers['alphas'].set_parameters(alphas)
-    batch = rng.randn(2, 3, 32, 32).astype(np.float32), rng.randint(0, 10, (2, 1))
-    return graph, weights, alphas, solvers, batch
-
-
 @pytest.mark.parametrize('only', ['alphas', 'weights'])
 def test_a_pass_for_one_group_computes_its_gradients_and_leaves_the_others(only):
-    graph, weights, alphas, solvers, batch = tiny_search_graph()
+    graph, weights, alphas, solvers, batch, _ = tiny_search_setup(seed=7)
     groups = {'weights': weights, 'alphas': alphas}
     full = darts_search.forward_backward(graph, batch, solvers)
     reference = {k: p.g.copy() for k, p in {**weights, **alphas}.items()}
@@ -161,7 +143,7 @@ def test_a_pass_for_one_group_computes_its_gradients_and_leaves_the_others(only)
 
 
 def test_unroller_weight_arithmetic_is_numpys():
-    graph, weights, alphas, solvers, batch = tiny_search_graph()
+    graph, weights, alphas, solvers, batch, _ = tiny_search_setup(seed=7)
     darts_search.forward_backward(graph, batch, {'weights': solvers['weights']})
     solvers['weights'].update()  # non-zero momentum
     solvers['weights'].set_learning_rate(0.05)
