@@ -1,11 +1,12 @@
-"""Command-line arguments of darts_search.py and darts_train.py, and the user-error type.
+"""Command-line flags of darts_search.py and darts_train.py, and the checks of their values.
 
 Every flag is defined once here; the scripts differ only in their defaults (the paper's
-search and retraining recipes, REFERENCE.md) and in the few flags of their own.
+search and retraining recipes, docs/reference.md) and in the few flags of their own.
 """
 import argparse
 import math
-import sys
+
+from errors import UserError
 
 SEARCH, TRAIN = 'search', 'train'
 DEFAULTS = {
@@ -16,16 +17,6 @@ DEFAULTS = {
                 additional_filters_on_retrain=20, model_lr=0.025, min_model_lr=0.0,
                 monitor_path='train.monitor', model_arch_name='DARTS_arch.json'),
 }
-
-
-class Stop(Exception):
-    """Ends a job with a one-line message on stderr and exit code ``code``."""
-    code = 1
-
-
-class UserError(Stop):
-    """A mistake of the user's (bad flag, bad file, bad data): exit code 2, before any long work."""
-    code = 2
 
 
 class Parser(argparse.ArgumentParser):
@@ -151,18 +142,3 @@ def check(args, script):
     for ok, message in rules:
         if not ok:
             raise UserError(message)
-
-
-def run(main, argv=None):
-    """Call ``main(argv)``; a Stop or a failed write becomes one line on stderr and its exit code."""
-    try:
-        return main(argv)
-    except Stop as e:
-        print('error: {}'.format(e), file=sys.stderr)
-        return e.code
-    except KeyboardInterrupt:  # before training started: nothing to save
-        print('error: interrupted', file=sys.stderr)
-        return 130
-    except OSError as e:  # disk full, read-only folder: the last checkpoint is still intact
-        print('error: {}'.format(e), file=sys.stderr)
-        return 1

@@ -11,15 +11,19 @@ import nnabla as nn
 import nnabla.functions as F
 import nnabla.solvers as S
 
+import checkpoint
 import genotype
-from args import TRAIN, UserError, parse, run
-from data_iterator import download_url, eval_batches, first, load_cifar10, make_iterator
-from model_eval import DropPath, count_parameters, network
-from nnabla.utils.save import save
+from args import TRAIN, parse
+from backbone import count_parameters
+from data_iterator import download_url, eval_batches, load_cifar10, make_iterator, take_first
+from device import device_context, float_context
+from errors import UserError, run
+from export import load_into_network, save_nnp
+from files import check_output, write_json
+from loop import InterruptFlag, Log, TrainingLoop
+from model_eval import DropPath, network
+from numerics import MOMENTUM, GradClipper, LossScaler, cosine_lr, set_momentum_lr
 from plots import learning_curves, read_series
-from training import (GradClipper, InterruptFlag, Job, LossScaler, cosine_lr, device_context, initial_state,
-                      load_parameters_into, set_momentum_lr, write_json)
-
 
 CURVES = (('error', ('Training error', 'Test error')), ('loss', ('Training loss', 'Test loss')),
           ('learning rate', ('Learning rate',)))
@@ -44,6 +48,20 @@ def summary(arch, args):
         genotype.describe(arch), body, aux if args.auxiliary else 'off')
 
 
+def single_value_batch_norms(output):
+    """The names of the BNs of ``output`` that normalise over one value per channel (their
+    variance is 0: such a batch trains nothing and drives the weights to NaN)."""
+    found = []
+
+    def visit(f):
+        if f.info.type_name == 'BatchNormalization' and f.info.args['batch_stat']:
+            x = f.inputs[0]
+            if x.size // x.shape[1] < 2:
+                found.append(f.name)
+    output.visit(visit)
+    return found
+
+
 def build(arch, args):
     """The training graph: loss with the aux head and drop path, main-head loss and error."""
     x, y = nn.Variable((args.batch_size, 3, 32, 32)), nn.Variable((args.batch_size, 1))
@@ -52,6 +70,9 @@ def build(arch, args):
                                  drop_path=drop_path)
     ce = F.mean(F.softmax_cross_entropy(logits, y))
     loss = ce + args.auxiliary_weight * F.mean(F.softmax_cross_entropy(aux_logits, y)) if args.auxiliary else ce
+    if single_value_batch_norms(loss):
+        raise UserError('--batch-size {} leaves one value per channel in a batch normalisation (the aux head '
+                        'ends on 1x1 maps): use --batch-size 2 or more, or --auxiliary False'.format(args.batch_size))
     train = dict(x=x, y=y, loss=loss, ce=ce, err=F.mean(F.top_n_error(logits, y)), drop_path=drop_path)
     for v in (loss, ce, train['err']):
         v.persistent = True  # read after forward: never let buffer clearing reuse them
@@ -64,10 +85,10 @@ def setup(arch, args):
     times this same step."""
     train = build(arch, args)
     params = nn.get_parameters(grad_only=True)
-    solver = S.Momentum(args.model_lr, 0.9)
+    solver = S.Momentum(args.model_lr, MOMENTUM)
     solver.set_parameters(params)
     scaler = LossScaler(args.type_config == 'half')
-    with nn.context_scope(device_context(args.context, args.device_id, 'float')):
+    with nn.context_scope(float_context(nn.get_current_context())):
         clipper = GradClipper(params, args.grad_clip_value_model)
 
     def step(batch, it, drop_prob):
@@ -95,24 +116,10 @@ def build_test(arch, args, batch_size):
     return test
 
 
-def inference_parameters():
-    """The built network's parameters (BN statistics included) without the aux head's."""
-    return {k: v for k, v in nn.get_parameters(grad_only=False).items() if not k.startswith('aux/')}
-
-
-def load_into_network(path):
-    """Copy saved parameters (a checkpoint folder or a .h5 file) into the built network in place."""
-    file = os.path.join(path, 'params.h5') if os.path.isdir(path) else path
-    load_parameters_into(inference_parameters(), file, path)
-
-
 def export_nnp(arch, args, path):
-    """Write the inference network (input: normalised 3x32x32 images, output: logits) as .nnp."""
+    """Write the inference network (batch size 1; any batch size runs it) as .nnp."""
     test = build_test(arch, args, 1)
-    save(path, {'networks': [{'name': 'darts', 'batch_size': 1, 'outputs': {'y': test['logits']},
-                              'names': {'x': test['x']}}],
-                'executors': [{'name': 'inference', 'network': 'darts', 'data': ['x'], 'output': ['y']}]},
-         parameters=inference_parameters())
+    save_nnp(path, test['x'], test['logits'])
 
 
 def evaluate(test, images, labels, batch_size, interrupts):
@@ -127,18 +134,15 @@ def evaluate(test, images, labels, batch_size, interrupts):
     return loss / len(labels), err / len(labels)
 
 
-def use_saved(arch, args, ctx):
+def use_saved(arch, args):
     """--eval-only and --export-nnp: the test error or the .nnp of saved parameters."""
-    nn.set_default_context(ctx)
     if args.export_nnp:  # refused now rather than after an evaluation
-        folder = os.path.dirname(os.path.abspath(args.export_nnp))
-        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-            raise UserError('cannot write --export-nnp {}: {} is not a writable folder'.format(args.export_nnp, folder))
+        check_output(args.export_nnp, '--export-nnp')
     test = build_test(arch, args, args.batch_size)
     load_into_network(args.model_load_path)  # checked before the data is read (or downloaded)
     if args.eval_only:
         _, _, test_x, test_y = load_cifar10(args.dataset_path, url=download_url())
-        test_x, test_y = first(test_x, test_y, args.test_images)
+        test_x, test_y = take_first(test_x, test_y, args.test_images)
         with InterruptFlag() as interrupts:
             loss, err = evaluate(test, test_x, test_y, args.batch_size, interrupts)
         print('test loss: {:.4f}\ntest error: {:.2f}%'.format(loss, 100 * err))
@@ -166,31 +170,30 @@ def main(argv=None):
     if args.summary_only:
         print(summary(arch, args))
         return 0
-    ctx = device_context(args.context, args.device_id, args.type_config)
+    nn.set_default_context(device_context(args.context, args.device_id, args.type_config))
     if args.eval_only or args.export_nnp:
-        return use_saved(arch, args, ctx)
+        return use_saved(arch, args)
     config = dict(arch=arch, num_cells=args.num_cells, channels=channels(args), auxiliary=args.auxiliary,
                   batch_size=args.batch_size, seed=args.seed, train_images=args.train_images)
-    state = initial_state(args.monitor_path, args.model_save_path, config, args.resume)
+    state, resumed_from = checkpoint.start(args.monitor_path, args.model_save_path, config, args.resume)
+    nn.seed(args.seed)
+    params, solver, scaler, step = setup(arch, args)
+    test = build_test(arch, args, args.batch_size)
     train_x, train_y, test_x, test_y = load_cifar10(args.dataset_path, url=download_url())
-    train_x, train_y = first(train_x, train_y, args.train_images)
-    test_x, test_y = first(test_x, test_y, args.test_images)
+    train_x, train_y = take_first(train_x, train_y, args.train_images)
+    test_x, test_y = take_first(test_x, test_y, args.test_images)
     if len(train_y) < args.batch_size:
         raise UserError('--batch-size {} is larger than the {} training images'.format(
             args.batch_size, len(train_y)))
     print(genotype.describe(arch))
-    nn.set_default_context(ctx)
-    nn.seed(args.seed)
-    params, solver, scaler, step = setup(arch, args)
-    test = build_test(arch, args, args.batch_size)
     n_params = parameter_counts(params)[0]
     print('trainable parameters: {}'.format(n_params))
-    job = Job(state, args.monitor_path, args.model_save_path, args.epoch, len(train_y) // args.batch_size,
-              args.model_save_interval, {'weights': solver}, CURVES)
-    scaler.scale = job.restore().get('loss_scale', scaler.scale)
+    loop = TrainingLoop(state, resumed_from, args.epoch, len(train_y) // args.batch_size, args.model_save_interval,
+                        args.model_save_path, {'weights': solver},
+                        Log(args.monitor_path, CURVES, state['epochs_done'] if resumed_from else None))
+    scaler.scale = loop.restore().get('loss_scale', scaler.scale)
     data = make_iterator(train_x, train_y, args.batch_size, args.seed,
-                         cutout=args.cutout_length if args.cutout else 0,
-                         start=job.state['iteration'] * args.batch_size)
+                         cutout=args.cutout_length if args.cutout else 0, start=state['iteration'] * args.batch_size)
     schedule = {}
 
     def begin_epoch(epoch):
@@ -199,9 +202,9 @@ def main(argv=None):
         schedule['drop_prob'] = args.dropout_rate * epoch / args.epoch
         return {'Learning rate': lr}
 
-    def logged_step(it):
+    def train_step(it):
         values = step(data.next(), it, schedule['drop_prob'])
-        job.state['extra']['loss_scale'] = scaler.scale
+        state['extra']['loss_scale'] = scaler.scale
         return values
 
     def end_epoch(epoch, interrupts):
@@ -209,13 +212,13 @@ def main(argv=None):
         return {'Test loss': loss, 'Test error': err}
 
     try:
-        last = job.run(begin_epoch, logged_step, end_epoch)
+        last = loop.run(begin_epoch, train_step, end_epoch)
     finally:
         data.close()
     nn.save_parameters(os.path.join(args.model_save_path, 'params.h5'))
     export_nnp(arch, args, os.path.join(args.model_save_path, 'model.nnp'))
     results = dict(test_error=last['Test error'], test_loss=last['Test loss'], epochs=args.epoch,
-                   iterations=job.state['iteration'], parameters=n_params, seconds=job.elapsed(),
+                   iterations=state['iteration'], parameters=n_params, seconds=loop.elapsed(),
                    arch=args.model_arch_name)
     write_json(results, os.path.join(args.monitor_path, 'results.json'), indent=1)
     print('test error: {:.2f}%'.format(100 * last['Test error']))

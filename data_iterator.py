@@ -20,7 +20,8 @@ from nnabla.utils.data_iterator import data_iterator
 from nnabla.utils.data_source import DataSource
 from nnabla.utils.download import download, get_data_home
 
-from args import UserError
+from errors import UserError
+from files import MB, check_input
 
 CIFAR10_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz'
 CIFAR10_MD5 = 'c58f30108f718f92721af3b95e74349a'
@@ -29,6 +30,7 @@ STD = (0.2470, 0.2435, 0.2616)
 
 ARCHIVE_NAME = 'cifar-10-python.tar.gz'
 FOLDER = 'cifar-10-batches-py'
+MAX_ARCHIVE = 1024 * MB  # the official archive is 163 MB
 BATCHES = ('data_batch_1', 'data_batch_2', 'data_batch_3', 'data_batch_4', 'data_batch_5', 'test_batch')
 _NUMPY_GLOBALS = frozenset([
     ('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
@@ -182,19 +184,15 @@ def load_cifar10(dataset_path=None, url=CIFAR10_URL, md5=CIFAR10_MD5):
     """
     if dataset_path is None:
         dataset_path = _fetch_archive(url, md5, get_data_home())
-    if os.path.isdir(dataset_path):
-        batches = _batches_from_folder(dataset_path)
-    elif os.path.isfile(dataset_path):
-        batches = _batches_from_tar(dataset_path)
-    else:
-        raise UserError('dataset path {} does not exist'.format(dataset_path))
+    check_input(dataset_path, 'dataset', MAX_ARCHIVE, folder_ok=True)
+    batches = (_batches_from_folder if os.path.isdir(dataset_path) else _batches_from_tar)(dataset_path)
     train = [batches[b] for b in BATCHES[:5]]
     test_images, test_labels = batches['test_batch']
     return (np.concatenate([b[0] for b in train]), np.concatenate([b[1] for b in train]),
             test_images, test_labels)
 
 
-def first(images, labels, n):
+def take_first(images, labels, n):
     """The first ``n`` images and labels (all of them when n is 0): quick trials on a subset."""
     return (images[:n], labels[:n]) if n else (images, labels)
 

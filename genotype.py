@@ -1,4 +1,5 @@
-"""The architecture JSON: read, validate, describe, draw and write derived cells.
+"""Architectures as data: the alphas' edge order, the derivation of cells from alphas, and the
+arch JSON (read, validate, describe, write).
 
 Format (the seed's): ``{"arch_normal": {"2": [[op_id, input_node], [op_id, input_node]], ...},
 "arch_reduction": {...}}``, one key per intermediate node 2..num_nodes-2, each with exactly
@@ -10,11 +11,15 @@ import json
 import os
 import sys
 
-from args import Parser, UserError, run
+import numpy as np
+
+from args import Parser
+from errors import UserError, run
+from files import MB, check_input, write_atomic
 from operations import OP_NAMES, ZERO
-from plots import cell_diagram
 
 CELLS = ('arch_normal', 'arch_reduction')
+ALPHA_NAMES = ('alpha_normal', 'alpha_reduction')  # the alphas of the normal and the reduction cell
 PAPER_ARCHS = {
     'DARTS_V2': {'arch_normal': {'2': [[2, 0], [2, 1]], '3': [[2, 0], [2, 1]],
                                  '4': [[2, 1], [6, 0]], '5': [[6, 0], [0, 2]]},
@@ -25,6 +30,26 @@ PAPER_ARCHS = {
                  'arch_reduction': {'2': [[4, 0], [4, 1]], '3': [[6, 2], [4, 0]],
                                     '4': [[4, 0], [6, 2]], '5': [[6, 2], [5, 0]]}},
 }
+
+
+def edges(num_nodes):
+    """(input, node) of every edge in the alphas' row order: 0->2, 1->2, 0->3, 1->3, 2->3, 0->4, ..."""
+    return [(i, j) for j in range(2, num_nodes - 1) for i in range(j)]
+
+
+def derive(alpha_normal, alpha_reduction, num_nodes):
+    """The arch of the alphas (DARTS's rule): per node the two edges whose strongest non-zero op has
+    the largest softmax weight, each with that op (strongest edge first)."""
+    arch = {}
+    for cell, alpha in zip(CELLS, (alpha_normal, alpha_reduction)):
+        w = np.exp(alpha - alpha.max(axis=1, keepdims=True))
+        w = np.delete(w / w.sum(axis=1, keepdims=True), ZERO, axis=1)
+        arch[cell] = {}
+        for j in range(2, num_nodes - 1):
+            rows = [e for e, (i, node) in enumerate(edges(num_nodes)) if node == j]
+            best = sorted(rows, key=lambda e: -w[e].max())[:2]
+            arch[cell][str(j)] = [[int(w[e].argmax()), edges(num_nodes)[e][0]] for e in best]
+    return arch
 
 
 def is_int(value):
@@ -76,6 +101,7 @@ def load(name, num_nodes=7):
     if name in PAPER_ARCHS and not os.path.exists(name):
         arch = PAPER_ARCHS[name]
     else:
+        check_input(name, 'arch file', MB)
         try:
             with open(name) as f:
                 arch = json.load(f)
@@ -93,13 +119,8 @@ def save(arch, path):
     """Write ``arch`` as JSON atomically (temporary file, then rename)."""
     normal = arch.get(CELLS[0]) if isinstance(arch, dict) else None
     validate(arch, len(normal) + 3 if isinstance(normal, dict) else 7, path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        f.write('{\n' + ',\n'.join('  "{}": {}'.format(cell, json.dumps(arch[cell]))
-                                   for cell in CELLS) + '\n}\n')
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: f.write('{\n' + ',\n'.join(
+        '  "{}": {}'.format(cell, json.dumps(arch[cell])) for cell in CELLS) + '\n}\n'))
 
 
 def nodes(cell):
@@ -118,15 +139,9 @@ def describe(arch):
     return '\n'.join(lines)
 
 
-def plot(arch, folder):
-    """Draw both cells of ``arch`` into ``folder``; returns the files written and the renderer."""
-    os.makedirs(folder, exist_ok=True)
-    written = []
-    for cell in CELLS:
-        path = os.path.join(folder, '{}_cell.png'.format(cell[len('arch_'):]))
-        renderer = cell_diagram(nodes(arch[cell]), path)
-        written.append(path)
-    return written, renderer
+def cells(arch):
+    """{'normal': nodes, 'reduction': nodes}: the cells of ``arch`` by their diagram names."""
+    return {cell[len('arch_'):]: nodes(arch[cell]) for cell in CELLS}
 
 
 def main(argv=None):
@@ -136,7 +151,8 @@ def main(argv=None):
     command.add_argument('--out', default='.', help='folder of normal_cell.png and reduction_cell.png')
     command.add_argument('--num-nodes', type=int, default=7, help='nodes of a cell')
     args = parser.parse_args(argv)
-    written, renderer = plot(load(args.arch, args.num_nodes), args.out)
+    import plots  # matplotlib is loaded to draw, never to read or build a network
+    written, renderer = plots.draw_cells(cells(load(args.arch, args.num_nodes)), args.out)
     print('{} ({})'.format(', '.join(written), renderer))
     return 0
 

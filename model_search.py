@@ -1,27 +1,21 @@
-"""The DARTS supernet (REFERENCE.md, "Networks", search) and the derivation of its cells.
+"""The DARTS supernet: the shared backbone with a mixed op on every edge of every cell.
 
 Every edge i->j of a cell is a mixed op: sum_k softmax(alpha_ij)_k * op_k(x_i) over the eight
-ops; BN without learnable affine everywhere in the cells, and a BN after each pooling op.
-The zero op (the last op id) takes part in the softmax, but its output (zeros) is never computed.
+ops (the alphas' rows follow ``genotype.edges``); BN without learnable affine everywhere in the
+cells, and a BN after each pooling op. The zero op (the last op id) takes part in the softmax,
+but its output (zeros) is never computed.
 """
 import functools
 
-import numpy as np
 import nnabla as nn
 import nnabla.functions as F
 import nnabla.initializer as I
-import nnabla.parametric_functions as PF
 
-from model_eval import cell_channels, preprocess, reduction_cells, stem
-from operations import IDENTITY, OP_NAMES, OPS, POOLS, ZERO, Node, batch_norm, concat_nodes, scale
+from backbone import backbone, preprocess
+from genotype import ALPHA_NAMES, edges
+from operations import IDENTITY, OP_NAMES, OPS, POOLS, ZERO, NodeOutput, batch_norm, concat_nodes, scale
 
 ALPHA_SCOPE = 'alpha'
-ALPHA_NAMES = ('alpha_normal', 'alpha_reduction')
-
-
-def edges(num_nodes):
-    """(input, node) of every edge in the alphas' row order: 0->2, 1->2, 0->3, 1->3, 2->3, 0->4, ..."""
-    return [(i, j) for j in range(2, num_nodes - 1) for i in range(j)]
 
 
 def alphas(num_nodes):
@@ -54,9 +48,9 @@ def mixed_op(x, weights, C, stride, bn):
             if k == IDENTITY and stride == 1:
                 terms.append(scale(x.h, w))
             elif k in POOLS:
-                terms.append(bn(op(x, C, stride, bn), scale=w))
+                terms.append(bn(op(x, C, stride, bn), gamma=w))
             else:
-                terms.append(op(x, C, stride, bn, out_bn=functools.partial(bn, scale=w)))
+                terms.append(op(x, C, stride, bn, out_bn=functools.partial(bn, gamma=w)))
     return functools.reduce(F.add2, terms)
 
 
@@ -69,7 +63,7 @@ def cell(s0, s1, weights, num_nodes, C, reduction, reduction_prev, bn):
             if node == j:
                 with nn.parameter_scope('edge{}_{}'.format(i, j)):
                     hs.append(mixed_op(states[i], weights[e], C, 2 if reduction and i < 2 else 1, bn))
-        states.append(Node(functools.reduce(F.add2, hs)))  # a chain of add2 beats add_n on the CPU
+        states.append(NodeOutput(functools.reduce(F.add2, hs)))  # a chain of add2 beats add_n on the CPU
     return concat_nodes(states[2:])
 
 
@@ -77,28 +71,8 @@ def supernet(x, C, num_cells, num_nodes, num_classes=10):
     """Logits of the search network on ``x``, with the alphas of ``alphas(num_nodes)``."""
     bn = functools.partial(batch_norm, affine=False, test=False)
     weights = [op_weights(a) for a in alphas(num_nodes)]
-    s0 = s1 = stem(x, C)
-    reduction_prev = False
-    for i in range(num_cells):
-        reduction = i in reduction_cells(num_cells)
-        C_cell = cell_channels(i, C, num_cells)
-        with nn.parameter_scope('cell{}'.format(i)):
-            s0, s1 = s1, cell(s0, s1, weights[reduction], num_nodes, C_cell, reduction, reduction_prev, bn)
-        reduction_prev = reduction
-    with nn.parameter_scope('classifier'):
-        return PF.affine(F.global_average_pooling(s1.h), num_classes)
 
+    def make_cell(s0, s1, C_cell, reduction, reduction_prev):
+        return cell(s0, s1, weights[reduction], num_nodes, C_cell, reduction, reduction_prev, bn)
 
-def derive(alpha_normal, alpha_reduction, num_nodes):
-    """The arch JSON of the alphas: per node the two edges whose strongest non-zero op has the
-    largest softmax weight, each with that op (strongest edge first)."""
-    arch = {}
-    for cell, alpha in zip(('arch_normal', 'arch_reduction'), (alpha_normal, alpha_reduction)):
-        w = np.exp(alpha - alpha.max(axis=1, keepdims=True))
-        w = np.delete(w / w.sum(axis=1, keepdims=True), ZERO, axis=1)
-        arch[cell] = {}
-        for j in range(2, num_nodes - 1):
-            rows = [e for e, (i, node) in enumerate(edges(num_nodes)) if node == j]
-            best = sorted(rows, key=lambda e: -w[e].max())[:2]
-            arch[cell][str(j)] = [[int(w[e].argmax()), edges(num_nodes)[e][0]] for e in best]
-    return arch
+    return backbone(x, C, num_cells, make_cell, num_classes=num_classes)

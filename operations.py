@@ -1,13 +1,13 @@
 """The op library of DARTS: the eight candidate ops on an edge, with the seed's op ids.
 
-Every op takes ``(x, C, stride, bn, out_bn=None)``: the input ``Node``, output channels, stride
+Every op takes ``(x, C, stride, bn, out_bn=None)``: the input ``NodeOutput``, output channels, stride
 (2 on the edges out of the two input nodes of a reduction cell), ``bn``, the batch normalisation
 of the network being built (``batch_norm`` with its affine and batch-statistics choice), and
 ``out_bn``, the BN that ends the op if it ends with one (default ``bn``; the pools do not).
 
 Some formulations here are chosen for speed on nnabla's CPU kernels, each with the values and
 gradients of the plain one (tested): one ReLU per node shared by all the ops that leave it
-(``Node``); ``scale`` as a batched matrix product instead of a broadcasting multiply; a BN's
+(``NodeOutput``); ``scale`` as a batched matrix product instead of a broadcasting multiply; a BN's
 gamma as a mixed op's weight; ``depthwise`` convolution rather than a grouped one.
 """
 import functools
@@ -31,7 +31,7 @@ def scale(h, s):
     return F.reshape(F.batch_matmul(F.reshape(s, (b, 1, 1)), F.reshape(h, (b, 1, h.size // b))), h.shape)
 
 
-class Node:
+class NodeOutput:
     """A node's output ``h`` and its ReLU, built on first use and then shared: every op that
     leaves a node and starts with a ReLU reads this one (one ReLU output in memory, not one per op)."""
 
@@ -43,19 +43,19 @@ class Node:
         return F.relu(self.h)
 
 
-def batch_norm(x, affine, test, name='bn', scale=None):
+def batch_norm(x, affine, test, name='bn', gamma=None):
     """BN over channels; without learnable scale and shift when not ``affine`` (search). A (1, 1)
-    Variable ``scale`` (without affine) multiplies the output as the BN's gamma: how a mixed op
-    weighs an op that ends with BN, at no extra cost."""
-    if scale is None:
+    Variable ``gamma`` (without affine) is the BN's scale: how a mixed op weighs an op that ends
+    with BN, at no extra cost."""
+    if gamma is None:
         return PF.batch_normalization(x, batch_stat=not test, no_scale=not affine, no_bias=not affine,
                                       name=name)
     shape = (1, x.shape[1], 1, 1)
     with nn.parameter_scope(name), nn.parameter_scope('bn'):  # PF.batch_normalization's names
         mean = nn.parameter.get_parameter_or_create('mean', shape, I.ConstantInitializer(0), False)
         var = nn.parameter.get_parameter_or_create('var', shape, I.ConstantInitializer(1), False)
-    gamma = F.broadcast(F.reshape(scale, (1, 1, 1, 1)), shape)
-    return F.batch_normalization(x, None, gamma, mean, var, batch_stat=not test)
+    return F.batch_normalization(x, None, F.broadcast(F.reshape(gamma, (1, 1, 1, 1)), shape), mean, var,
+                                 batch_stat=not test)
 
 
 def conv(x, C, kernel, stride=1, pad=0, name='conv'):
@@ -71,7 +71,7 @@ def depthwise(x, kernel, stride=1, pad=0, dilation=1):
 
 
 def relu_conv_bn(x, C, bn, kernel=1, stride=1, pad=0):
-    """ReLU, convolution, BN of a Node: the preprocessing of a cell's inputs."""
+    """ReLU, convolution, BN of a NodeOutput: the preprocessing of a cell's inputs."""
     return bn(conv(x.relu, C, kernel, stride, pad))
 
 
@@ -119,8 +119,8 @@ def zero(x, C, stride, bn, out_bn=None):
 
 
 def concat_nodes(nodes):
-    """A cell's output Node: its intermediate Nodes concatenated on channels."""
-    return Node(nodes[0].h if len(nodes) == 1 else F.concatenate(*[n.h for n in nodes], axis=1))
+    """A cell's output NodeOutput: its intermediate Nodes concatenated on channels."""
+    return NodeOutput(nodes[0].h if len(nodes) == 1 else F.concatenate(*[n.h for n in nodes], axis=1))
 
 
 OPS = (functools.partial(dil_conv, kernel=3), functools.partial(dil_conv, kernel=5),

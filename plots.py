@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch
 from matplotlib.ticker import MaxNLocator
 
+from files import series_path
 from operations import IDENTITY, OP_NAMES
 
 INPUTS = ('c_{k-2}', 'c_{k-1}')
@@ -90,9 +91,21 @@ def cell_diagram(cell_nodes, path):
     return 'matplotlib'
 
 
+def draw_cells(cells, folder):
+    """Draw each cell of ``cells`` ({name: nodes}) as ``folder/<name>_cell.png``; returns the files
+    written and the renderer."""
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    for name, cell_nodes in cells.items():
+        path = os.path.join(folder, '{}_cell.png'.format(name))
+        renderer = cell_diagram(cell_nodes, path)
+        written.append(path)
+    return written, renderer
+
+
 def read_series(folder, name):
     """(epochs, values) of a monitor series file, or None when the run has no such series."""
-    path = os.path.join(folder, name.replace(' ', '-') + '.series.txt')
+    path = series_path(folder, name)
     if not os.path.exists(path):
         return None
     data = np.loadtxt(path, ndmin=2)

@@ -28,10 +28,12 @@ import nnabla as nn  # noqa: E402
 import darts_search  # noqa: E402
 import darts_train  # noqa: E402
 import genotype  # noqa: E402
-from args import SEARCH, TRAIN, boolean, parse, run  # noqa: E402
+from args import SEARCH, TRAIN, boolean, parse  # noqa: E402
+from backbone import count_parameters  # noqa: E402
 from data_iterator import make_iterator  # noqa: E402
-from model_eval import count_parameters  # noqa: E402
-from training import device_context, set_momentum_lr  # noqa: E402
+from device import device_context  # noqa: E402
+from errors import run  # noqa: E402
+from numerics import set_momentum_lr  # noqa: E402
 
 KERNELS = {'Convolution': 'convolution', 'DepthwiseConvolution': 'convolution', 'BatchNormalization': 'batch norm',
            'MaxPooling': 'pooling', 'AveragePooling': 'pooling', 'ReLU': 'ReLU'}

@@ -48,4 +48,4 @@ def test_train_step_counts_the_parameters_of_the_summary():
 def test_a_bad_flag_is_one_line():
     proc = bench('train', '--model-arch-name', 'no_such_arch.json')
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        'error: cannot read arch file no_such_arch.json: No such file or directory']
+        'error: cannot read arch file no_such_arch.json: it does not exist']

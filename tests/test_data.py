@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import data_iterator as di
-from args import UserError
+from errors import UserError
 from conftest import replace_entry, write_archive
 
 

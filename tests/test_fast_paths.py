@@ -6,7 +6,7 @@ import nnabla as nn
 import nnabla.functions as F
 import pytest
 
-import darts_search
+import architect
 import genotype
 import model_eval
 import model_search
@@ -60,7 +60,7 @@ def test_scale_is_the_broadcasting_multiply(per_sample):
 def test_scaled_batch_norm_is_the_weight_times_the_plain_batch_norm():
     rng = np.random.RandomState(2)
     x, w = variable(rng, (4, 3, 6, 6)), variable(rng, (1, 1))
-    fast = operations.batch_norm(x, affine=False, test=False, scale=w)
+    fast = operations.batch_norm(x, affine=False, test=False, gamma=w)
     plain = F.mul2(operations.batch_norm(x, affine=False, test=False), F.reshape(w, (1, 1, 1, 1)))
     assert sorted(nn.get_parameters(grad_only=False)) == ['bn/bn/mean', 'bn/bn/var']  # one BN, shared
     assert_same(forward_backward([fast], [x, w], rng), forward_backward([plain], [x, w], rng))
@@ -87,7 +87,7 @@ def test_depthwise_convolution_is_the_grouped_convolution(kernel, stride, dilati
 
 def one_relu_per_op(monkeypatch):
     """Make every op compute its own ReLU of its input node (the plain network)."""
-    monkeypatch.setattr(operations.Node, 'relu', property(lambda node: F.relu(node.h)))
+    monkeypatch.setattr(operations.NodeOutput, 'relu', property(lambda node: F.relu(node.h)))
 
 
 def test_one_relu_per_node_gives_the_network_of_one_relu_per_op(monkeypatch):
@@ -127,11 +127,11 @@ def test_supernet_with_shared_relus_and_folded_weights_is_the_plain_supernet(mon
 def test_a_pass_for_one_group_computes_its_gradients_and_leaves_the_others(only):
     graph, weights, alphas, solvers, batch, _ = tiny_search_setup(seed=7)
     groups = {'weights': weights, 'alphas': alphas}
-    full = darts_search.forward_backward(graph, batch, solvers)
+    full = architect.forward_backward(graph, batch, solvers)
     reference = {k: p.g.copy() for k, p in {**weights, **alphas}.items()}
     for p in {**weights, **alphas}.values():
         p.g = 7.0  # a sentinel for gradients the pass must not touch
-    assert darts_search.forward_backward(graph, batch, {only: solvers[only]}) == full
+    assert architect.forward_backward(graph, batch, {only: solvers[only]}) == full
     for group, params in groups.items():
         for k, p in params.items():
             if group == only:
@@ -144,15 +144,15 @@ def test_a_pass_for_one_group_computes_its_gradients_and_leaves_the_others(only)
 
 def test_unroller_weight_arithmetic_is_numpys():
     graph, weights, alphas, solvers, batch, _ = tiny_search_setup(seed=7)
-    darts_search.forward_backward(graph, batch, {'weights': solvers['weights']})
+    architect.forward_backward(graph, batch, {'weights': solvers['weights']})
     solvers['weights'].update()  # non-zero momentum
     solvers['weights'].set_learning_rate(0.05)
     xi, wd = 0.3, 1e-2
-    unroller = darts_search.Unroller(weights, solvers['weights'], wd)
+    unroller = architect.Unroller(weights, solvers['weights'], wd)
     w = {k: p.d.astype(np.float64) for k, p in weights.items()}
     buf = {k: s.pstate['m'].d / 0.05 for k, s in solvers['weights'].get_states().items()}
     unroller.save(xi)
-    darts_search.forward_backward(graph, batch, {'weights': solvers['weights']})
+    architect.forward_backward(graph, batch, {'weights': solvers['weights']})
     g = {k: p.g.astype(np.float64) for k, p in weights.items()}
     unroller.unroll()
     for k, p in weights.items():

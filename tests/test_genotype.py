@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import genotype
-from args import UserError
+from errors import UserError
 from conftest import ROOT
 
 # Op ids of the reference, written out here rather than taken from operations.OP_NAMES.
@@ -166,7 +166,7 @@ def test_load_refuses_missing_and_unreadable_files(tmp_path):
     missing = str(tmp_path / 'nowhere' / 'arch.json')
     with pytest.raises(UserError) as e:
         genotype.load(missing)
-    assert 'cannot read' in str(e.value) and missing in str(e.value) and 'No such file' in str(e.value)
+    assert 'cannot read' in str(e.value) and missing in str(e.value) and 'does not exist' in str(e.value)
     folder = tmp_path / 'a_folder.json'
     folder.mkdir()
     with pytest.raises(UserError, match='cannot read arch file'):

@@ -8,10 +8,11 @@ import nnabla.functions as F
 import nnabla.solvers as S
 import pytest
 
+import backbone
 import genotype
 import model_eval
 import operations
-import training
+import numerics
 
 DARTS_V2 = genotype.PAPER_ARCHS['DARTS_V2']
 DARTS_V1 = genotype.PAPER_ARCHS['DARTS_V1']
@@ -41,7 +42,7 @@ def param(suffix):
 def run(op, x, C, stride, bn=no_bn):
     """Build ``op`` on numpy input ``x``, forward it, return (output array, output Variable)."""
     xv = nn.Variable.from_numpy_array(x.astype(np.float32))
-    y = op(operations.Node(xv), C, stride, bn)
+    y = op(operations.NodeOutput(xv), C, stride, bn)
     y.forward()
     return y.d.copy(), y
 
@@ -131,7 +132,7 @@ def test_pools_keep_the_channels_and_have_no_parameters():
 
 def test_identity_at_stride_1_is_the_input_itself():
     xv = nn.Variable((2, 4, 8, 8))
-    assert operations.OPS[IDENTITY_ID](operations.Node(xv), 4, 1, no_bn) is xv
+    assert operations.OPS[IDENTITY_ID](operations.NodeOutput(xv), 4, 1, no_bn) is xv
     assert nn.get_parameters(grad_only=False) == {}
 
 
@@ -198,7 +199,7 @@ def test_dil_conv_impulse_response_skips_every_other_pixel(op_id, size, rows):
     x = np.zeros((1, 2, size, size))
     x[0, 0, size // 2, size // 2] = 1.0
     xv = nn.Variable.from_numpy_array(x.astype(np.float32))
-    y = operations.OPS[op_id](operations.Node(xv), 2, 1, no_bn)
+    y = operations.OPS[op_id](operations.NodeOutput(xv), 2, 1, no_bn)
     for p in nn.get_parameters(grad_only=False).values():
         p.d = 1.0
     y.forward()
@@ -212,7 +213,7 @@ def test_sep_conv_3x3_impulse_response_is_two_stacked_3x3_windows():
     x = np.zeros((1, 3, 9, 9))
     x[0, 1, 4, 4] = 1.0
     xv = nn.Variable.from_numpy_array(x.astype(np.float32))
-    y = operations.OPS[2](operations.Node(xv), 2, 1, no_bn)
+    y = operations.OPS[2](operations.NodeOutput(xv), 2, 1, no_bn)
     for p in nn.get_parameters(grad_only=False).values():
         p.d = 1.0
     y.forward()
@@ -243,7 +244,7 @@ def test_parameter_counts_of_the_paper_networks(name, auxiliary, expected):
     model_eval.network(nn.Variable((1, 3, 32, 32)), genotype.load(name), 36, 20, auxiliary=auxiliary)
     params = nn.get_parameters(grad_only=True)
     assert _count(params) == expected
-    assert model_eval.count_parameters(params) == expected
+    assert backbone.count_parameters(params) == expected
     # the reduction cells are cells 6 and 13: each doubles the channels of the cells from it on
     for i in range(20):
         C = 36 * 2 ** ((i >= 6) + (i >= 13))
@@ -409,7 +410,7 @@ def test_grad_clipper_global_norm_and_clipping_on_a_real_network():
     solver = S.Sgd(0.1)
     solver.set_parameters(params)
     rng = np.random.RandomState(11)
-    measure = training.GradClipper(params, 1e9)  # built once, before any backward
+    measure = numerics.GradClipper(params, 1e9)  # built once, before any backward
     norms = []
     for batch in range(2):  # two batches: the shared gradient buffers must be read afresh
         x.d, y.d = rng.randn(*x.shape), rng.randint(0, 10, y.shape)
@@ -421,12 +422,12 @@ def test_grad_clipper_global_norm_and_clipping_on_a_real_network():
         assert measure.global_norm() == pytest.approx(norm, rel=1e-5)
         norms.append(norm)
         # larger max_norm: nothing changes
-        assert training.GradClipper(params, norm * 1.5)(solver) == pytest.approx(norm, rel=1e-5)
+        assert numerics.GradClipper(params, norm * 1.5)(solver) == pytest.approx(norm, rel=1e-5)
         for k, p in params.items():
             np.testing.assert_array_equal(p.g, before[k].astype(np.float32))
         # smaller max_norm: the norm becomes max_norm, every direction stays
         max_norm = norm / (3 + batch)
-        assert training.GradClipper(params, max_norm)(solver) == pytest.approx(norm, rel=1e-5)
+        assert numerics.GradClipper(params, max_norm)(solver) == pytest.approx(norm, rel=1e-5)
         after = _grads(params)
         assert _norm(after) == pytest.approx(max_norm, rel=1e-5)
         assert measure.global_norm() == pytest.approx(max_norm, rel=1e-5)
@@ -462,7 +463,7 @@ def test_set_momentum_lr_follows_pytorch_sgd_semantics():
         buf = 0.9 * buf + g
         w = w - lr * buf
         torch_trace.append(w.copy())
-    trace, solver = run_solver(training.set_momentum_lr)
+    trace, solver = run_solver(numerics.set_momentum_lr)
     for got, want in zip(trace, torch_trace):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     m = solver.get_states()['w'].pstate['m'].d  # nnabla's v == lr * PyTorch's buf (the unrolled step relies on it)
@@ -482,7 +483,7 @@ def test_set_momentum_lr_follows_pytorch_sgd_semantics():
 
 def test_cosine_lr():
     E, lr_max, lr_min = 10, 0.025, 0.001
-    values = [training.cosine_lr(e, E, lr_max, lr_min) for e in range(E + 1)]
+    values = [numerics.cosine_lr(e, E, lr_max, lr_min) for e in range(E + 1)]
     assert values[0] == pytest.approx(lr_max, rel=1e-12)
     assert values[E // 2] == pytest.approx((lr_max + lr_min) / 2, rel=1e-12)
     assert values[E] == pytest.approx(lr_min, rel=1e-12)
@@ -490,4 +491,4 @@ def test_cosine_lr():
     assert all(lr_min <= v <= lr_max for v in values)
     for e in range(E + 1):
         assert values[e] == pytest.approx(lr_min + (lr_max - lr_min) * (1 + math.cos(math.pi * e / E)) / 2)
-    assert training.cosine_lr(1, 2, 0.025, 0.0) == pytest.approx(0.0125)
+    assert numerics.cosine_lr(1, 2, 0.025, 0.0) == pytest.approx(0.0125)

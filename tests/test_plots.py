@@ -31,7 +31,7 @@ def renderer(request, monkeypatch):
 def test_cell_diagrams_are_images_that_depend_on_the_arch(tmp_path, renderer):
     pictures = {}
     for name in ('DARTS_V1', 'DARTS_V2'):
-        written, used = genotype.plot(genotype.load(name), str(tmp_path / name))
+        written, used = plots.draw_cells(genotype.cells(genotype.load(name)), str(tmp_path / name))
         assert used == renderer
         assert [p.split('/')[-1] for p in written] == ['normal_cell.png', 'reduction_cell.png']
         pictures[name] = [image(p) for p in written]

@@ -10,11 +10,12 @@ import nnabla.functions as F
 import nnabla.solvers as S
 import pytest
 
-import darts_search
+import architect
+import genotype
 import model_search
 import operations
 from conftest import ROOT, grouped_depthwise, write_archive
-from model_eval import count_parameters
+from backbone import count_parameters
 
 
 def tiny_search_setup(seed=0, C=2, cells=3, nodes=4, batch=2):
@@ -22,7 +23,7 @@ def tiny_search_setup(seed=0, C=2, cells=3, nodes=4, batch=2):
     nn.clear_parameters()
     nn.seed(seed)
     rng = np.random.RandomState(seed)
-    graph = darts_search.build(type('A', (), dict(batch_size=batch, output_filter=C, num_cells=cells, num_nodes=nodes)))
+    graph = architect.search_graph(batch, C, cells, nodes)
     weights, alphas = model_search.split_parameters(nn.get_parameters(grad_only=True))
     for a in alphas.values():
         a.d = rng.randn(*a.shape)  # far from uniform so that the ops differ in weight
@@ -30,7 +31,7 @@ def tiny_search_setup(seed=0, C=2, cells=3, nodes=4, batch=2):
     solvers['weights'].set_parameters(weights)
     solvers['alphas'].set_parameters(alphas)
     batches = [(rng.randn(batch, 3, 32, 32).astype(np.float32), rng.randint(0, 10, (batch, 1))) for _ in range(3)]
-    darts_search.forward_backward(graph, batches[2], {'weights': solvers['weights']})
+    architect.forward_backward(graph, batches[2], {'weights': solvers['weights']})
     solvers['weights'].update()
     return graph, weights, alphas, solvers, batches[0], batches[1]
 
@@ -41,7 +42,7 @@ def plain_mixed_op(x, weights, C, stride, bn):
     outs = []
     for k, (op, w) in enumerate(zip(operations.OPS, weights)):
         with nn.parameter_scope('op{}'.format(k)):
-            h = op(operations.Node(x.h), C, stride, bn)
+            h = op(operations.NodeOutput(x.h), C, stride, bn)
             h = bn(h) if k in operations.POOLS else h
         outs.append(F.mul2(h, F.reshape(w, (1, 1, 1, 1))))
     return F.add_n(*outs)
@@ -109,16 +110,15 @@ def test_finite_difference_hypergradient_matches_exact_double_backward(monkeypat
     xi, wd = 0.5, 3e-4
     graph, weights, alphas, solvers, train_batch, valid_batch = tiny_search_setup()
     before = {k: p.d.copy() for k, p in weights.items()}
-    unroller = darts_search.Unroller(weights, solvers['weights'], wd)
-    darts_search.unrolled_alpha_grads(graph, unroller, alphas, solvers, xi, train_batch, valid_batch)
+    unroller = architect.Unroller(weights, solvers['weights'], wd)
+    architect.unrolled_alpha_grads(graph, unroller, alphas, solvers, xi, train_batch, valid_batch)
     approx = alpha_grads(alphas)
     for k, p in weights.items():  # the weights are restored exactly
         assert np.array_equal(p.d, before[k]), k
     monkeypatch.setattr(model_search, 'mixed_op', plain_mixed_op)
     exact = exact_hypergradient(weights, alphas, solvers, xi, wd, train_batch, valid_batch)
-    darts_search.forward_backward(graph, valid_batch, solvers)
+    architect.forward_backward(graph, valid_batch, solvers)
     first_order = alpha_grads(alphas)
-    print('rel err fd vs exact', rel(approx, exact), 'first order vs exact', rel(first_order, exact))
     assert rel(approx, exact) < 1e-2
     assert rel(first_order, exact) > 10 * rel(approx, exact)
 
@@ -133,8 +133,8 @@ def test_supernet_sizes_match_the_paper():
 
 
 def test_edge_order_is_the_alpha_row_order():
-    assert model_search.edges(7)[:6] == [(0, 2), (1, 2), (0, 3), (1, 3), (2, 3), (0, 4)]
-    assert len(model_search.edges(7)) == 14 and len(model_search.edges(5)) == 5
+    assert genotype.edges(7)[:6] == [(0, 2), (1, 2), (0, 3), (1, 3), (2, 3), (0, 4)]
+    assert len(genotype.edges(7)) == 14 and len(genotype.edges(5)) == 5
 
 
 def softmax_rows(a):
@@ -152,15 +152,14 @@ def test_derive_picks_edges_by_softmax_weight_of_the_best_non_zero_op():
     a[3] = [0, 0, 0, 0, 0, 0, 2, 0]     # 1->3: identity
     a[4] = [0, 1.5, 0, 0, 0, 0, 0, 0]   # 2->3: dil_conv_5x5
     assert a[0].max() > a[1].max() and softmax_rows(a)[0, :7].max() < softmax_rows(a)[1, :7].max()
-    arch = model_search.derive(a, a.copy(), nodes)
+    arch = genotype.derive(a, a.copy(), nodes)
     assert arch['arch_normal'] == {'2': [[2, 1], [0, 0]], '3': [[6, 1], [1, 2]]}
     assert arch['arch_reduction'] == arch['arch_normal']
 
 
 def test_derive_works_for_the_paper_size():
     rng = np.random.RandomState(3)
-    arch = model_search.derive(rng.randn(14, 8), rng.randn(14, 8), 7)
-    import genotype
+    arch = genotype.derive(rng.randn(14, 8), rng.randn(14, 8), 7)
     genotype.validate(arch)  # raises on anything malformed
     for cell in arch.values():
         for node, pairs in cell.items():
@@ -196,7 +195,7 @@ def test_search_cli_end_to_end_and_the_json_retrains(tmp_path, small_archive):
     assert read(folder / 'arch_epoch_2.json') == arch
     alphas = read(folder / 'alphas.json')
     assert np.array(alphas['alpha_normal']).shape == (14, 8) and np.array(alphas['alpha_reduction']).shape == (14, 8)
-    assert model_search.derive(np.array(alphas['alpha_normal']), np.array(alphas['alpha_reduction']), 7) == arch
+    assert genotype.derive(np.array(alphas['alpha_normal']), np.array(alphas['alpha_reduction']), 7) == arch
     for name in ('Training-loss', 'Training-error', 'Validation-loss', 'Validation-error', 'Learning-rate'):
         lines = (folder / (name + '.series.txt')).read_text().split('\n')
         assert [line.split()[0] for line in lines if line] == ['1', '2'], name
@@ -263,10 +262,10 @@ def test_mixed_op_is_the_softmax_weighted_sum_of_all_eight_ops(stride):
     alpha = nn.Variable.from_numpy_array(rng.randn(1, 8).astype(np.float32), need_grad=True)
     bn = functools.partial(operations.batch_norm, affine=False, test=False)
     with nn.parameter_scope('mixed'):
-        fast = model_search.mixed_op(operations.Node(x), model_search.op_weights(alpha)[0], 4, stride, bn)
+        fast = model_search.mixed_op(operations.NodeOutput(x), model_search.op_weights(alpha)[0], 4, stride, bn)
     with nn.parameter_scope('mixed'):  # the same parameters
         w = F.softmax(alpha, axis=1)
-        plain = plain_mixed_op(operations.Node(x), [F.slice(w, (0, k), (1, k + 1)) for k in range(8)], 4, stride, bn)
+        plain = plain_mixed_op(operations.NodeOutput(x), [F.slice(w, (0, k), (1, k + 1)) for k in range(8)], 4, stride, bn)
     results = []
     probe = nn.Variable.from_numpy_array(rng.randn(*fast.shape).astype(np.float32))
     for out in (fast, plain):

@@ -37,14 +37,17 @@ sys.path.insert(0, ROOT)
 import h5py  # noqa: E402
 import nnabla.monitor  # noqa: E402
 
-import args as cli  # noqa: E402
+import architect  # noqa: E402
+import checkpoint  # noqa: E402
 import darts_search  # noqa: E402
 import darts_train  # noqa: E402
+import errors  # noqa: E402
 import genotype  # noqa: E402
-import training  # noqa: E402
+import loop  # noqa: E402
+import numerics  # noqa: E402
 
 ACTIONS = ('kill', 'sigint', 'sigterm', 'enospc', 'eacces', 'partial')
-TMP = '.' + training.CHECKPOINT_PREFIX + 'tmp'
+TMP = '.' + checkpoint.PREFIX + 'tmp'
 _open, _io_open, _os_open = builtins.open, io.open, os.open
 
 
@@ -187,7 +190,7 @@ def partial_rmtree(point, when):
 
 
 def series_open(point):
-    """Patch training.MonitorSeries so that the point acts right after training.series created a
+    """Patch checkpoint.MonitorSeries so that the point acts right after resumable_series created a
     series (a resumed run reopening its series files: nnabla's MonitorSeries truncates the file
     it is given, and the earlier points must survive a kill there)."""
 
@@ -197,7 +200,7 @@ def series_open(point):
             if point.reached():
                 point.act(getattr(self, 'sp', ''))
 
-    training.MonitorSeries = Series
+    checkpoint.MonitorSeries = Series
 
 
 def _ckpt(name):
@@ -224,11 +227,11 @@ def install(point):
     """Patch the function of ``point`` (a Point)."""
     name = point.name
     if name == 'step':  # inside a training step: after the backward pass, before the weight update
-        wrap(training.GradClipper, '__call__', point)
+        wrap(numerics.GradClipper, '__call__', point)
     elif name == 'accumulate':  # a step done, its values not yet counted
-        wrap(training.Job, 'accumulate', point)
+        wrap(loop.TrainingLoop, 'add_step', point)
     elif name == 'unrolled':  # inside the second-order step, weights temporarily moved
-        wrap(darts_search, 'write_weights', point)
+        wrap(architect, 'write_weights', point)
     elif name == 'eval':  # before a test batch of the retraining's evaluation
         wrap_generator(darts_train, 'eval_batches', point)
     elif name == 'epoch_json':  # the search's arch_epoch_N.json (and, last, the final arch JSON)
@@ -238,9 +241,9 @@ def install(point):
     elif name == 'series_open':
         series_open(point)
     elif name == 'curves':  # learning_curves.png
-        wrap(training, 'learning_curves', point, path_arg=1)
-    elif name == 'save':  # Job.save, before anything of the checkpoint is written
-        wrap(training.Job, 'save', point)
+        wrap(loop, 'learning_curves', point, path_arg=1)
+    elif name == 'save':  # TrainingLoop.save, before anything of the checkpoint is written
+        wrap(loop.TrainingLoop, 'save', point)
     elif name in ('ckpt_params', 'ckpt_solver', 'final_params'):
         h5_writes(point, {'ckpt_params': _ckpt('params.h5'), 'ckpt_solver': _ckpt('solver'),
                           'final_params': _final_h5}[name])
@@ -252,7 +255,7 @@ def install(point):
         wrap(os, 'rename', point, when=lambda src, dst, *a, **k: os.path.basename(src) == TMP, after=True)
     elif name == 'ckpt_rmtree':  # removal of an existing checkpoint folder (pruned, or replaced by
         # one of the same iteration), not of the temporary one
-        partial_rmtree(point, lambda p: training.CHECKPOINT_PREFIX in os.path.basename(os.fspath(p))
+        partial_rmtree(point, lambda p: checkpoint.PREFIX in os.path.basename(os.fspath(p))
                        and os.path.basename(os.fspath(p)) != TMP)
     elif name == 'nnp':  # the retraining's model.nnp
         wrap(darts_train, 'export_nnp', point, path_arg=2)
@@ -263,7 +266,7 @@ def install(point):
         for module in (darts_train, darts_search):
             wrap(module, 'load_cifar10', point)
     elif name == 'plot':  # the search's final cell diagrams
-        wrap(genotype, 'plot', point, path_arg=1)
+        wrap(darts_search, 'draw_cells', point, path_arg=1)
     else:
         raise SystemExit('inject.py: unknown point {!r}'.format(name))
 
@@ -379,7 +382,7 @@ def main(argv=None):
         install(Point(name, int(nth), action))
     script = darts_train if opts.script == 'train' else darts_search
     sys.argv = ['darts_{}.py'.format(opts.script)] + flags
-    return cli.run(script.main, flags)
+    return errors.run(script.main, flags)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,219 @@
+"""The outer loop of both jobs: epochs of steps, the epoch's series, checkpoints, interrupts.
+
+    for each epoch not yet finished:
+        schedule = begin_epoch(epoch)            # {name: value} logged with the epoch (lr, ...)
+        for each iteration of the epoch not yet run:
+            values = step(iteration)             # {series name: value}, averaged over the epoch
+            a checkpoint every save_interval iterations
+        values += end_epoch(epoch, interrupts)   # evaluation, per-epoch files
+        log the epoch's values, then a checkpoint
+
+A job resumed from a checkpoint enters this loop at the checkpoint's iteration with the
+checkpoint's epoch sums, so it logs and saves exactly what the uninterrupted job would have.
+"""
+import math
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import nnabla as nn
+from tqdm import tqdm
+
+import checkpoint
+from errors import Stop
+from files import series_path
+from plots import learning_curves
+
+
+class Interrupted(Stop):
+    """SIGINT or SIGTERM arrived: the job saves a checkpoint and exits 128 + signal number."""
+
+    def __init__(self, signum):
+        super().__init__('interrupted by {}'.format(signal.Signals(signum).name))
+        self.code = 128 + signum
+
+
+class Diverged(Stop):
+    """A loss or a weight became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+class InterruptFlag:
+    """While entered, SIGINT/SIGTERM only set a flag that the loops check between steps."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self):
+        self.signum = None
+        self.previous = [signal.signal(sig, self.handle) for sig in self.SIGNALS]
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in zip(self.SIGNALS, self.previous):
+            signal.signal(sig, handler)
+
+    def handle(self, signum, frame):
+        self.signum = signum
+
+    def check(self):
+        """Raise Interrupted if a signal came since the last check."""
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+
+def progress_bar(epoch, epochs, done, total):
+    """The epoch's bar: redrawn often on a terminal, seldom into a log file."""
+    return tqdm(total=total, initial=done, dynamic_ncols=True, mininterval=0.2 if sys.stderr.isatty() else 60,
+                desc='epoch {}/{}'.format(epoch + 1, epochs))
+
+
+def bar_label(name):
+    """A series name as the progress bar shows it: 'Training loss' -> 'loss', 'Learning rate' -> 'lr'."""
+    return name.lower().replace('training ', '').replace('learning rate', 'lr')
+
+
+class TrainingLoop:
+    """Runs ``epochs`` epochs of ``iters_per_epoch`` steps from ``state`` (a new job's, or that of
+    the checkpoint ``resumed_from``), logging into ``log`` and checkpointing into ``save_path``."""
+
+    def __init__(self, state, resumed_from, epochs, iters_per_epoch, save_interval, save_path, solvers, log):
+        self.state, self.resumed_from = state, resumed_from
+        self.epochs, self.iters_per_epoch, self.save_interval = epochs, iters_per_epoch, save_interval
+        self.save_path, self.solvers, self.log = save_path, solvers, log
+        self.started = time.time()
+
+    def restore(self):
+        """Load the checkpoint resumed from into the built graph and solvers; returns its extra state."""
+        if self.resumed_from:
+            checkpoint.restore(self.resumed_from, self.solvers)
+            for name, lr in self.state['lr'].items():
+                self.solvers[name].set_learning_rate(lr)
+        return self.state['extra']
+
+    def elapsed(self):
+        return self.state['elapsed'] + time.time() - self.started
+
+    def save(self):
+        """Write a checkpoint of the current state (never of weights that are no longer finite)."""
+        self.check_weights()
+        state = dict(self.state, elapsed=self.elapsed(),
+                     lr={name: s.learning_rate() for name, s in self.solvers.items()})
+        return checkpoint.save(self.save_path, state, self.solvers)
+
+    def run(self, begin_epoch, step, end_epoch):
+        """Run to the last epoch; returns the values logged at its end. A SIGINT/SIGTERM saves a
+        checkpoint and raises Interrupted; a failed write is one line naming the file."""
+        try:
+            with InterruptFlag() as interrupts:
+                try:
+                    if self.resumed_from is None:  # a first checkpoint before the first step: a job
+                        self.save()  # stopped at any later moment can continue with --resume
+                    for epoch in range(self.state['epochs_done'], self.epochs):
+                        schedule = begin_epoch(epoch)
+                        self.run_steps(epoch, schedule, step, interrupts)
+                        self.finish_epoch(epoch, schedule, end_epoch, interrupts)
+                    return self.state['last']
+                except Interrupted as e:
+                    e.args = ('{} at iteration {}; checkpoint saved in {}; continue with --resume'.format(
+                        e, self.state['iteration'], self.save()),)
+                    raise
+        except OSError as e:  # disk full, folder made read-only: what failed, and where to resume
+            raise Stop(self.write_failed(e))
+
+    def run_steps(self, epoch, schedule, step, interrupts):
+        """The epoch's steps from the current iteration, with checkpoints every save_interval."""
+        ipe, first = self.iters_per_epoch, self.state['iteration']
+        end = (epoch + 1) * ipe
+        if first == end:
+            return
+        bar = progress_bar(epoch, self.epochs, first - epoch * ipe, ipe)
+        try:
+            for it in range(first, end):
+                self.add_step(it, step(it), schedule, bar)
+                if self.save_interval and (it + 1) % self.save_interval == 0 and it + 1 < end:
+                    self.save()
+                interrupts.check()
+        finally:
+            bar.close()
+
+    def add_step(self, it, values, schedule, bar):
+        """Check the step's values, add them to the epoch's sums and show the running means."""
+        for name, value in values.items():
+            if not math.isfinite(value):
+                raise Diverged('{} became {} at iteration {}; {}'.format(name, value, it, self.left_as_it_was()))
+            self.state['sums'][name] = self.state['sums'].get(name, 0.0) + value
+        self.state['count'] += 1
+        self.state['iteration'] = it + 1
+        bar.update(1)
+        shown = {name: total / self.state['count'] for name, total in self.state['sums'].items()}
+        shown.update(schedule)
+        bar.set_postfix({bar_label(name): '{:.4g}'.format(v) for name, v in shown.items()}, refresh=False)
+
+    def finish_epoch(self, epoch, schedule, end_epoch, interrupts):
+        """The epoch's means and end values logged, then a checkpoint."""
+        self.check_weights()
+        values = {name: total / max(self.state['count'], 1) for name, total in self.state['sums'].items()}
+        values.update(schedule)
+        values.update(end_epoch(epoch, interrupts))
+        for name, value in values.items():  # a test loss can overflow while the steps' losses did not
+            if not math.isfinite(value):
+                raise Diverged('{} became {} at the end of epoch {} (iteration {}); {}'.format(
+                    name, value, epoch + 1, self.state['iteration'], self.left_as_it_was()))
+        values['Elapsed time'] = self.elapsed()
+        self.log.write(epoch, self.epochs, values)
+        self.state.update(epochs_done=epoch + 1, sums={}, count=0, last=values)
+        self.save()
+
+    def check_weights(self):
+        """Raise Diverged if a parameter holds NaN or infinity: the update of the last step made it so
+        (a loss computed from such weights would have stopped the job before)."""
+        for name, p in nn.get_parameters(grad_only=False).items():
+            d = p.d
+            if not np.isfinite(d).all():
+                raise Diverged('the weights became {} at iteration {} ({}); {}'.format(
+                    'nan' if np.isnan(d).any() else 'inf', self.state['iteration'] - 1, name, self.left_as_it_was()))
+
+    def left_as_it_was(self):
+        """The end of a divergence message: no checkpoint is written after a divergence."""
+        if checkpoint.checkpoints(self.save_path):
+            return 'the last checkpoint in {} is left as it was'.format(self.save_path)
+        return 'no checkpoint was written in {}'.format(self.save_path)
+
+    def write_failed(self, error):
+        """The one-line message of a failed write: the file, the reason, the checkpoint left to resume from."""
+        found = checkpoint.checkpoints(self.save_path)
+        return 'cannot write {}: {}; {}'.format(
+            error.filename or 'into {}'.format(self.log.folder), error.strerror or error,
+            'the last checkpoint, {}, is intact: continue with --resume once this is fixed'.format(found[-1])
+            if found else 'no checkpoint was written yet')
+
+
+class Log:
+    """A job's monitor folder: a series file per logged value (index: the epoch, from 1), the
+    learning curves redrawn from them, and a summary line per epoch. A resumed job's series
+    keep their lines up to the epochs done, so they continue without gap or duplicate."""
+
+    def __init__(self, folder, curves, epochs_done=None):
+        os.makedirs(folder, exist_ok=True)
+        self.folder, self.curves, self.epochs_done, self.series = folder, curves, epochs_done, {}
+
+    def write(self, epoch, epochs, values):
+        """Append the epoch's point to each named series, redraw the curves, print the line."""
+        for name, value in values.items():
+            try:
+                if name not in self.series:
+                    self.series[name] = checkpoint.resumable_series(self.folder, name, self.epochs_done)
+                self.series[name].add(epoch + 1, value)
+            except OSError as e:  # a failed write into an open file names no file
+                raise OSError(e.errno, e.strerror, e.filename or series_path(self.folder, name)) from e
+        self.draw_curves()
+        tqdm.write('epoch {}/{}: {}'.format(epoch + 1, epochs, ', '.join(
+            '{} {:.4g}'.format(name.lower(), value) for name, value in values.items())))
+
+    def draw_curves(self):
+        """Refresh learning_curves.png from the series files; a failed drawing never stops the job."""
+        try:
+            learning_curves([self.folder], os.path.join(self.folder, 'learning_curves.png'), self.curves)
+        except Exception as e:  # matplotlib or font trouble: the numbers are in the series files
+            tqdm.write('warning: learning_curves.png not drawn: {}'.format(e))
