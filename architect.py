@@ -16,7 +16,7 @@ import itertools
 import nnabla as nn
 import nnabla.functions as F
 
-from genotype import ALPHA_NAMES
+from genotype import ALPHA_NAMES, BETA_NAMES
 from model_search import supernet
 from numerics import MOMENTUM, global_norm, variables_on
 from operations import scale
@@ -24,11 +24,12 @@ from operations import scale
 FD_RADIUS = 0.01  # eps = FD_RADIUS / ||grad_w' L_val(w', a)||, as in the paper's code
 
 
-def search_graph(batch_size, C, num_cells, num_nodes):
+def search_graph(batch_size, C, num_cells, num_nodes, partial_channels=1, edge_normalization=False):
     """The supernet's loss and error on one input pair, fed alternately with both data halves,
-    and the graph's own Variables of the weights and of the alphas."""
+    and the graph's own Variables of the weights and of the alphas (betas included)."""
     x, y = nn.Variable((batch_size, 3, 32, 32)), nn.Variable((batch_size, 1))
-    logits = supernet(x, C, num_cells, num_nodes)
+    logits = supernet(x, C, num_cells, num_nodes, partial_channels=partial_channels,
+                      edge_normalization=edge_normalization)
     graph = dict(x=x, y=y, loss=F.mean(F.softmax_cross_entropy(logits, y)), err=F.mean(F.top_n_error(logits, y)))
     graph['loss'].persistent = graph['err'].persistent = True
     graph['leaves'] = graph_parameters(graph['loss'])
@@ -45,7 +46,7 @@ def graph_parameters(output):
     def visit(f):
         for v in f.inputs:
             if v.parent is None and v.need_grad:
-                leaves['alphas' if v.name in ALPHA_NAMES else 'weights'].append(v)
+                leaves['alphas' if v.name in ALPHA_NAMES + BETA_NAMES else 'weights'].append(v)
     output.visit(visit)
     return leaves
 

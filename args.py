@@ -75,6 +75,12 @@ def parse(script, argv=None):
         add('--second-order', type=boolean, default=False, help='second-order (unrolled) alpha gradient')
         add('--eta', type=float, default=None,
             help='xi of the unrolled step (default: the current weight learning rate, as in the paper)')
+        add('--partial-channels', type=int, default=1,
+            help='PC-DARTS: 1/K of each edge\'s channels through its mixed op (1: DARTS)')
+        add('--edge-normalization', type=boolean, default=False,
+            help='PC-DARTS: weigh the edges into each node by a softmax over their betas')
+        add('--arch-warmup-epochs', type=int, default=0,
+            help='epochs before the alphas (and betas) are first updated (PC-DARTS: 15)')
     else:
         add('--dropout-rate', type=float, default=0.2, help='final drop-path probability')
         add('--auxiliary', type=boolean, default=True, help='auxiliary head')
@@ -132,7 +138,11 @@ def check(args, script):
                    'computes in float (its finite differences need the precision)'),
                   (args.arch_lr > 0, '--arch-lr must be positive'),
                   (args.weight_decay_archs >= 0, '--weight-decay-archs must be non-negative'),
-                  (args.eta is None or args.eta >= 0, '--eta must be non-negative')]
+                  (args.eta is None or args.eta >= 0, '--eta must be non-negative'),
+                  (args.partial_channels >= 1 and args.output_filter % args.partial_channels == 0
+                   and args.output_filter // args.partial_channels >= 2,
+                   '--partial-channels must be at least 1 and divide --output-filter into parts of 2 or more channels'),
+                  (args.arch_warmup_epochs >= 0, '--arch-warmup-epochs must be non-negative')]
     else:
         rules += [(0 <= args.dropout_rate < 1, '--dropout-rate must be in [0, 1)'),
                   (args.auxiliary_weight >= 0, '--auxiliary-weight must be non-negative'),

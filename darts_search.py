@@ -28,10 +28,12 @@ CURVES = (('error', ('Training error', 'Validation error')), ('loss', ('Training
 
 
 def setup(args):
-    """Build the supernet once; returns its weights, alphas, solvers and ``step(train_batch,
-    valid_batch)``: the alpha step on the validation batch, then the weight step on the training
-    batch. benchmarks/bench.py times this same step."""
-    graph = search_graph(args.batch_size, args.output_filter, args.num_cells, args.num_nodes)
+    """Build the supernet once; returns its weights, alphas (betas included), solvers and
+    ``step(train_batch, valid_batch, update_arch=True)``: the alpha step on the validation batch
+    (skipped in a warm-up), then the weight step on the training batch. benchmarks/bench.py times
+    this same step."""
+    graph = search_graph(args.batch_size, args.output_filter, args.num_cells, args.num_nodes, args.partial_channels,
+                         args.edge_normalization)
     weights, alphas = split_parameters(nn.get_parameters(grad_only=True))
     solvers = {'weights': S.Momentum(args.model_lr, MOMENTUM),
                'alphas': S.Adam(args.arch_lr, beta1=0.5, beta2=0.999)}
@@ -40,20 +42,22 @@ def setup(args):
     clipper = GradClipper(weights, args.grad_clip_value_model)
     unroller = Unroller(weights, solvers['weights'], args.weight_decay_model) if args.second_order else None
 
-    def step(train_batch, valid_batch):
-        if args.second_order:
-            xi = solvers['weights'].learning_rate() if args.eta is None else args.eta
-            valid = unrolled_alpha_grads(graph, unroller, alphas, solvers, xi, train_batch, valid_batch)
-        else:
-            valid = forward_backward(graph, valid_batch, {'alphas': solvers['alphas']})
-        solvers['alphas'].weight_decay(args.weight_decay_archs)
-        solvers['alphas'].update()
+    def step(train_batch, valid_batch, update_arch=True):
+        values = {}
+        if update_arch:
+            if args.second_order:
+                xi = solvers['weights'].learning_rate() if args.eta is None else args.eta
+                valid = unrolled_alpha_grads(graph, unroller, alphas, solvers, xi, train_batch, valid_batch)
+            else:
+                valid = forward_backward(graph, valid_batch, {'alphas': solvers['alphas']})
+            solvers['alphas'].weight_decay(args.weight_decay_archs)
+            solvers['alphas'].update()
+            values = {'Validation loss': valid[0], 'Validation error': valid[1]}
         train = forward_backward(graph, train_batch, {'weights': solvers['weights']})
         clipper(solvers['weights'])
         solvers['weights'].weight_decay(args.weight_decay_model)
         solvers['weights'].update()
-        return {'Training loss': train[0], 'Training error': train[1],
-                'Validation loss': valid[0], 'Validation error': valid[1]}
+        return dict({'Training loss': train[0], 'Training error': train[1]}, **values)
 
     return weights, alphas, solvers, step
 
@@ -64,9 +68,10 @@ def alpha_dict(alphas):
 
 
 def arch_of(alphas, num_nodes):
-    """The arch JSON that the current alphas derive."""
+    """The arch JSON that the current alphas (and betas, with edge normalisation) derive."""
     by_name = {name.split('/')[-1]: a.d for name, a in alphas.items()}
-    return genotype.derive(*[by_name[name] for name in genotype.ALPHA_NAMES], num_nodes)
+    betas = [by_name[name] for name in genotype.BETA_NAMES] if genotype.BETA_NAMES[0] in by_name else None
+    return genotype.derive(*[by_name[name] for name in genotype.ALPHA_NAMES], num_nodes, betas)
 
 
 def main(argv=None):
@@ -79,6 +84,8 @@ def main(argv=None):
     config = dict(num_cells=args.num_cells, channels=args.output_filter, num_nodes=args.num_nodes,
                   batch_size=args.batch_size, seed=args.seed, second_order=args.second_order,
                   train_images=args.train_images)
+    if args.partial_channels > 1 or args.edge_normalization:  # absent from the checkpoints of DARTS runs
+        config.update(partial_channels=args.partial_channels, edge_normalization=args.edge_normalization)
     state, resumed_from = checkpoint.start(args.monitor_path, args.model_save_path, config, args.resume)
     train_x, train_y, _, _ = load_cifar10(args.dataset_path, url=download_url())
     (wx, wy), (ax, ay) = search_halves(*take_first(train_x, train_y, args.train_images))
@@ -88,9 +95,11 @@ def main(argv=None):
     nn.set_default_context(ctx)
     nn.seed(args.seed)
     weights, alphas, solvers, step = setup(args)
-    print('supernet: {} weights, {} alphas; {} order'.format(
-        count_parameters(weights), count_parameters(alphas), 'second' if args.second_order else 'first'))
-    loop = TrainingLoop(state, resumed_from, args.epoch, len(wy) // args.batch_size, args.model_save_interval,
+    print('supernet: {} weights, {} alphas; {} order{}'.format(
+        count_parameters(weights), count_parameters(alphas), 'second' if args.second_order else 'first',
+        '; partial channels 1/{}'.format(args.partial_channels) if args.partial_channels > 1 else ''))
+    iters_per_epoch = len(wy) // args.batch_size
+    loop = TrainingLoop(state, resumed_from, args.epoch, iters_per_epoch, args.model_save_interval,
                         args.model_save_path, solvers,
                         Log(args.monitor_path, CURVES, state['epochs_done'] if resumed_from else None))
     loop.restore()
@@ -104,7 +113,7 @@ def main(argv=None):
         return {'Learning rate': lr}
 
     def search_step(it):
-        return step(data[0].next(), data[1].next())
+        return step(data[0].next(), data[1].next(), it // iters_per_epoch >= args.arch_warmup_epochs)
 
     def end_epoch(epoch, interrupts):
         genotype.save(arch_of(alphas, args.num_nodes),

@@ -20,6 +20,7 @@ from operations import OP_NAMES, ZERO
 
 CELLS = ('arch_normal', 'arch_reduction')
 ALPHA_NAMES = ('alpha_normal', 'alpha_reduction')  # the alphas of the normal and the reduction cell
+BETA_NAMES = ('beta_normal', 'beta_reduction')  # PC-DARTS's edge-normalisation betas, one per edge
 PAPER_ARCHS = {
     'DARTS_V2': {'arch_normal': {'2': [[2, 0], [2, 1]], '3': [[2, 0], [2, 1]],
                                  '4': [[2, 1], [6, 0]], '5': [[6, 0], [0, 2]]},
@@ -37,17 +38,26 @@ def edges(num_nodes):
     return [(i, j) for j in range(2, num_nodes - 1) for i in range(j)]
 
 
-def derive(alpha_normal, alpha_reduction, num_nodes):
+def softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def derive(alpha_normal, alpha_reduction, num_nodes, betas=None):
     """The arch of the alphas (DARTS's rule): per node the two edges whose strongest non-zero op has
-    the largest softmax weight, each with that op (strongest edge first)."""
+    the largest softmax weight, each with that op (strongest edge first). With PC-DARTS's ``betas``
+    (normal, reduction), an edge's strength is that weight times its beta normalised over the
+    node's incoming edges."""
     arch = {}
-    for cell, alpha in zip(CELLS, (alpha_normal, alpha_reduction)):
-        w = np.exp(alpha - alpha.max(axis=1, keepdims=True))
-        w = np.delete(w / w.sum(axis=1, keepdims=True), ZERO, axis=1)
+    for c, (cell, alpha) in enumerate(zip(CELLS, (alpha_normal, alpha_reduction))):
+        w = np.delete(softmax(alpha, 1), ZERO, axis=1)
         arch[cell] = {}
         for j in range(2, num_nodes - 1):
             rows = [e for e, (i, node) in enumerate(edges(num_nodes)) if node == j]
-            best = sorted(rows, key=lambda e: -w[e].max())[:2]
+            strength = w[rows].max(axis=1)
+            if betas is not None:
+                strength = strength * softmax(np.ravel(betas[c])[rows], 0)
+            best = [rows[r] for r in sorted(range(len(rows)), key=lambda r: -strength[r])[:2]]
             arch[cell][str(j)] = [[int(w[e].argmax()), edges(num_nodes)[e][0]] for e in best]
     return arch
 

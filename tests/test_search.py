@@ -18,12 +18,13 @@ from conftest import ROOT, grouped_depthwise, write_archive
 from backbone import count_parameters
 
 
-def tiny_search_setup(seed=0, C=2, cells=3, nodes=4, batch=2):
-    """A tiny supernet, its solvers after one real weight step (so momentum is non-zero), and two batches."""
+def tiny_search_setup(seed=0, C=2, cells=3, nodes=4, batch=2, **options):
+    """A tiny supernet (with PC-DARTS ``options``), its solvers after one real weight step (so
+    momentum is non-zero), and two batches."""
     nn.clear_parameters()
     nn.seed(seed)
     rng = np.random.RandomState(seed)
-    graph = architect.search_graph(batch, C, cells, nodes)
+    graph = architect.search_graph(batch, C, cells, nodes, **options)
     weights, alphas = model_search.split_parameters(nn.get_parameters(grad_only=True))
     for a in alphas.values():
         a.d = rng.randn(*a.shape)  # far from uniform so that the ops differ in weight
@@ -60,7 +61,8 @@ def use_computed_parameters(monkeypatch):
         monkeypatch.setattr(module, 'get_parameter_or_create', linked)
 
 
-def exact_hypergradient(weights, alphas, solvers, xi, wd, train_batch, valid_batch, C=2, cells=3, nodes=4):
+def exact_hypergradient(weights, alphas, solvers, xi, wd, train_batch, valid_batch, C=2, cells=3, nodes=4,
+                        **options):
     """grad_a L_val(w - xi (0.9 buf + grad_w L_train(w, a) + wd w), a) by nnabla's double backward."""
     lr = solvers['weights'].learning_rate()
     states = solvers['weights'].get_states()
@@ -69,7 +71,7 @@ def exact_hypergradient(weights, alphas, solvers, xi, wd, train_batch, valid_bat
     with nn.parameter_scope('exact_train'):
         for k, v in everything.items():
             nn.parameter.set_parameter(k, v)
-        loss = F.mean(F.softmax_cross_entropy(model_search.supernet(x, C, cells, nodes), y))
+        loss = F.mean(F.softmax_cross_entropy(model_search.supernet(x, C, cells, nodes, **options), y))
     names = list(weights)
     grads = nn.grad([loss], [weights[k] for k in names])
     unrolled = {k: weights[k] - xi * (g + wd * weights[k] + nn.Variable.from_numpy_array(
@@ -78,7 +80,7 @@ def exact_hypergradient(weights, alphas, solvers, xi, wd, train_batch, valid_bat
     with nn.parameter_scope('exact_valid'):
         for k, v in everything.items():
             nn.parameter.set_parameter(k, unrolled.get(k, v))
-        loss_val = F.mean(F.softmax_cross_entropy(model_search.supernet(xv, C, cells, nodes), yv))
+        loss_val = F.mean(F.softmax_cross_entropy(model_search.supernet(xv, C, cells, nodes, **options), yv))
     result = nn.grad([loss_val], list(alphas.values()))
     F.sink(*result).forward()
     return np.concatenate([r.d.ravel() for r in result])
@@ -92,7 +94,9 @@ def rel(a, b):
     return np.linalg.norm(a - b) / np.linalg.norm(b)
 
 
-def test_finite_difference_hypergradient_matches_exact_double_backward(monkeypatch):
+@pytest.mark.parametrize('C, options', [(2, {}), (8, dict(partial_channels=4, edge_normalization=True))],
+                         ids=['darts', 'pc-darts'])
+def test_finite_difference_hypergradient_matches_exact_double_backward(monkeypatch, C, options):
     """The unrolled step and the finite-difference Hessian-vector product against nn.grad.
 
     ReLU and max pooling become softplus and average pooling here: at their kinks the gradient
@@ -108,7 +112,7 @@ def test_finite_difference_hypergradient_matches_exact_double_backward(monkeypat
     monkeypatch.setattr(F, 'max_pooling', F.average_pooling)
     monkeypatch.setattr(operations, 'depthwise', grouped_depthwise)
     xi, wd = 0.5, 3e-4
-    graph, weights, alphas, solvers, train_batch, valid_batch = tiny_search_setup()
+    graph, weights, alphas, solvers, train_batch, valid_batch = tiny_search_setup(C=C, **options)
     before = {k: p.d.copy() for k, p in weights.items()}
     unroller = architect.Unroller(weights, solvers['weights'], wd)
     architect.unrolled_alpha_grads(graph, unroller, alphas, solvers, xi, train_batch, valid_batch)
@@ -116,7 +120,7 @@ def test_finite_difference_hypergradient_matches_exact_double_backward(monkeypat
     for k, p in weights.items():  # the weights are restored exactly
         assert np.array_equal(p.d, before[k]), k
     monkeypatch.setattr(model_search, 'mixed_op', plain_mixed_op)
-    exact = exact_hypergradient(weights, alphas, solvers, xi, wd, train_batch, valid_batch)
+    exact = exact_hypergradient(weights, alphas, solvers, xi, wd, train_batch, valid_batch, C, **options)
     architect.forward_backward(graph, valid_batch, solvers)
     first_order = alpha_grads(alphas)
     assert rel(approx, exact) < 1e-2
