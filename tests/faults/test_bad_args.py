@@ -135,7 +135,7 @@ def test_darts_search_refuses_an_impossible_flag(extra, fragments, tmp_path):
 @pytest.mark.slow
 def test_paths_that_cannot_be_used(tmp_path, archive):
     """Folders that are files, a search arch JSON that exists, files to evaluate or plot that
-    are not there or not parameters, an .nnp into a missing folder."""
+    are not there or not parameters, an .nnp under a file."""
     afile = tmp_path / 'a-file'
     afile.write_text('not a folder')
     params = tmp_path / 'params.h5'
@@ -149,8 +149,8 @@ def test_paths_that_cannot_be_used(tmp_path, archive):
          ['none.h5']),
         ('darts_train.py', TRAIN_BASE, ['--eval-only', '--model-load-path', params], ['cannot load parameters']),
         ('darts_train.py', TRAIN_BASE, ['--eval-only', '--model-load-path', archive], ['does not match']),
-        ('darts_train.py', TRAIN_BASE, ['--export-nnp', tmp_path / 'no' / 'm.nnp', '--model-load-path', params],
-         ['--export-nnp', str(tmp_path / 'no')]),
+        ('darts_train.py', TRAIN_BASE, ['--export-nnp', afile / 'm.nnp', '--model-load-path', params],
+         ['--export-nnp', str(afile), 'not a folder']),
         ('darts_train.py', TRAIN_BASE, ['--plot', tmp_path / 'nothing'], ['nothing', 'Test-error']),
     ]
     for program, base, extra, fragments in cases:
