@@ -4,6 +4,8 @@ Every edge i->j of a cell is a mixed op: sum_k softmax(alpha_ij)_k * op_k(x_i) o
 ops (the alphas' rows follow ``genotype.edges``); BN without learnable affine everywhere in the
 cells, and a BN after each pooling op. The zero op (the last op id) takes part in the softmax,
 but its output (zeros) is never computed.
+
+Shapes, parameter counts and the derivation of cells: docs/reference.md.
 """
 import functools
 
