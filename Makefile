@@ -1,11 +1,13 @@
 # make test: build .venv from python3.10 when missing, install, run the test suite (quick fault cases included).
 # make faults: the whole fault-injection suite of tests/faults (kills, full disk, divergence, bad data...).
-# make demo: a short CPU retrain of DARTS_V2 on CIFAR-10 (DATA=path for a local archive).
+# make demo: the whole pipeline on the CPU in a few minutes: a short search, the derived cells
+#   retrained briefly, and the pictures (DATA=path for a local archive; DEMO_DIR=output folder).
 PYTHON ?= python3.10
 VENV := .venv
 PY := $(VENV)/bin/python
 DATA ?=
 DEMO_DIR ?= demo.monitor
+DATASET := $(if $(DATA),--dataset-path $(DATA),)
 
 .PHONY: venv test faults demo clean
 
@@ -26,9 +28,11 @@ faults: venv
 
 demo: venv
 	rm -rf $(DEMO_DIR)
-	$(PY) darts_train.py -c cpu --model-arch-name DARTS_V2 --num-cells 5 --output-filter 8 -f 0 \
-		-b 64 -e 3 --cutout True --train-images 5000 --test-images 1000 -m $(DEMO_DIR) \
-		$(if $(DATA),--dataset-path $(DATA),)
+	$(PY) darts_search.py -c cpu --num-cells 5 --output-filter 8 -b 32 -e 1 --train-images 1280 \
+		-m $(DEMO_DIR)/search --model-arch-name $(DEMO_DIR)/search/arch.json $(DATASET)
+	$(PY) darts_train.py -c cpu --model-arch-name $(DEMO_DIR)/search/arch.json --num-cells 5 --output-filter 8 -f 0 \
+		-b 64 -e 2 --cutout True --train-images 3000 --test-images 1000 -m $(DEMO_DIR)/train $(DATASET)
+	@echo "pictures:"; ls $(DEMO_DIR)/search/*.png $(DEMO_DIR)/train/*.png
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)

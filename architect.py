@@ -10,6 +10,8 @@ buf the PyTorch-style momentum buffer (numerics.py):
 
 The weights are written in place (a built graph keeps the arrays it was built on) and restored
 exactly; the graph computes only the gradients that a pass needs.
+
+The formula, its passes and the momentum buffer it reads: docs/reference.md.
 """
 import itertools
 

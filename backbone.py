@@ -7,6 +7,8 @@
 
 The networks differ only in their cells (mixed ops on every edge in the search, the derived
 ops in retraining) and their BN (no affine, batch statistics in the search).
+
+The shapes of both networks and their parameter counts: docs/reference.md.
 """
 import nnabla as nn
 import nnabla.functions as F

@@ -4,6 +4,8 @@ BN with affine, an auxiliary head, and drop path.
 Each intermediate node sums its two ops (the arch's [op id, input node] pairs); a reduction
 cell's edges out of its two input nodes have stride 2. The auxiliary head reads the output
 of cell 2L//3. Drop path scales every op output but the plain identity by a per-sample mask.
+
+Shapes of the head, the drop-path schedule, parameter counts: docs/reference.md.
 """
 import functools
 

@@ -10,6 +10,8 @@ partial channels K, where only the first C/K channels of an edge's input go thro
 (ops of C/K channels) and the others bypass it (through a 2x2 max pooling of stride 2 on a
 reduction edge), the two parts concatenated and the channels shuffled with K groups; and edge
 normalisation, where each node weighs its incoming edges by a softmax over their betas.
+
+Shapes, parameter counts and the derivation of cells: docs/reference.md.
 """
 import functools
 

@@ -5,6 +5,8 @@ nnabla's ``S.Momentum`` keeps v = 0.9 v + lr g and subtracts v; the paper's PyTo
 buf = 0.9 buf + g and subtracts lr * buf. The two agree while the lr is constant (v = lr buf);
 ``set_momentum_lr`` keeps them equal when it changes, and the second-order step reads buf as
 v / lr. The paper clips the global 2-norm of all weight gradients (not each tensor's).
+
+Both conventions side by side, with the recipes of both jobs: docs/reference.md.
 """
 import math
 

@@ -9,6 +9,8 @@ Some formulations here are chosen for speed on nnabla's CPU kernels, each with t
 gradients of the plain one (tested): one ReLU per node shared by all the ops that leave it
 (``NodeOutput``); ``scale`` as a batched matrix product instead of a broadcasting multiply; a BN's
 gamma as a mixed op's weight; ``depthwise`` convolution rather than a grouped one.
+
+What each op id computes: docs/reference.md.
 """
 import functools
 

@@ -1,11 +1,13 @@
-"""Run benchmarks/bench.py and the PyTorch measuring stick (../shared/tools/torch_ref.py) one after
-the other on the configurations of README "Speed and memory", and print the table.
+"""Run benchmarks/bench.py and a PyTorch measuring stick (torch_ref, not part of this repository)
+one after the other on the configurations of docs/speed.md, and print the table.
 
-    python benchmarks/side_by_side.py [--torch-python /tmp/torchref/bin/python]
-        [--torch-ref ../shared/tools/torch_ref.py] [--full-size True]
+    python benchmarks/side_by_side.py --torch-ref PATH/TO/torch_ref.py
+        [--torch-python /tmp/torchref/bin/python] [--full-size True]
 
-Each measurement is its own process, run alone; peak memory is that process's maximum resident
-set size (from wait4). torch_ref runs single-threaded.
+torch_ref is called with the arguments of CONFIGS (search or train, C, L, batch size, steps, 1)
+and must print, as its last line, a JSON object with 'sec_per_step' and 'params'. Each
+measurement is its own process, run alone; peak memory is that process's maximum resident set
+size (from wait4). torch_ref runs single-threaded.
 """
 import argparse
 import json
@@ -53,11 +55,11 @@ def run(command):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--torch-python', default='/tmp/torchref/bin/python')
-    p.add_argument('--torch-ref', default=os.path.join(ROOT, '..', 'shared', 'tools', 'torch_ref.py'))
+    p.add_argument('--torch-ref', default='', help='the PyTorch measuring stick (a Python script)')
     p.add_argument('--full-size', default='True', choices=('True', 'False'))
     args = p.parse_args()
     if not (os.path.exists(args.torch_python) and os.path.exists(args.torch_ref)):
-        sys.exit('torch_ref not found: give --torch-python and --torch-ref (setup: see torch_ref.py)')
+        sys.exit('torch_ref not found: give --torch-python and --torch-ref (docs/speed.md)')
     rows, ours = [], {}
     for label, bench_args, torch_args in CONFIGS + ([FULL_SIZE] if args.full_size == 'True' else []):
         mine = run([sys.executable, os.path.join(HERE, 'bench.py')] + bench_args)
