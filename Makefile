@@ -1,4 +1,5 @@
-# make test: build .venv from python3.10 when missing, install, run the test suite (quick fault cases included).
+# make test: build .venv from python3.10 when missing, install (with the ONNX export extras), run the test
+# suite (quick fault cases included).
 # make faults: the whole fault-injection suite of tests/faults (kills, full disk, divergence, bad data...).
 # make demo: a short CPU retrain of DARTS_V2 on CIFAR-10 (DATA=path for a local archive).
 PYTHON ?= python3.10
@@ -11,11 +12,12 @@ DEMO_DIR ?= demo.monitor
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-export.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; nnabla 1.39 has wheels only for Python 3.8-3.10 (install 3.10, e.g. with pyenv)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt pytest
+	$(PY) -m pip install --quiet --no-deps -r requirements-export.txt
 	@touch $@
 
 test: venv
