@@ -1,4 +1,5 @@
-# make test: build .venv from python3.10 when missing, install, run the test suite (quick fault cases included).
+# make test: build .venv from python3.10 when missing, install (with the ONNX export extras), run the test
+# suite (quick fault cases included).
 # make faults: the whole fault-injection suite of tests/faults (kills, full disk, divergence, bad data...).
 # make demo: the whole pipeline on the CPU in a few minutes: a short search, the derived cells
 #   retrained briefly, and the pictures (DATA=path for a local archive; DEMO_DIR=output folder).
@@ -13,11 +14,12 @@ DATASET := $(if $(DATA),--dataset-path $(DATA),)
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-export.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; nnabla 1.39 has wheels only for Python 3.8-3.10 (install 3.10, e.g. with pyenv)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt pytest
+	$(PY) -m pip install --quiet --no-deps -r requirements-export.txt
 	@touch $@
 
 test: venv

@@ -97,6 +97,9 @@ def parse(script, argv=None):
             help='draw the learning curves of finished runs side by side into performance.png, then exit')
         add('--export-nnp', default=None,
             help='write the inference network of --model-load-path as this .nnp file, then exit')
+        add('--export-onnx', default=None,
+            help='write the inference network of --model-load-path as this ONNX file (opset 11, any batch '
+                 'size), then exit; needs requirements-export.txt')
     args = p.parse_args(argv)
     check(args, script)
     if args.model_save_path is None:
@@ -147,8 +150,8 @@ def check(args, script):
         rules += [(0 <= args.dropout_rate < 1, '--dropout-rate must be in [0, 1)'),
                   (args.auxiliary_weight >= 0, '--auxiliary-weight must be non-negative'),
                   (0 < args.cutout_length <= 32 or not args.cutout, '--cutout-length must be in 1..32'),
-                  (args.model_load_path or not (args.eval_only or args.export_nnp),
-                   '--eval-only and --export-nnp need --model-load-path')]
+                  (args.model_load_path or not (args.eval_only or args.export_nnp or args.export_onnx),
+                   '--eval-only, --export-nnp and --export-onnx need --model-load-path')]
     for ok, message in rules:
         if not ok:
             raise UserError(message)

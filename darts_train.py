@@ -18,7 +18,7 @@ from backbone import count_parameters
 from data_iterator import download_url, eval_batches, load_cifar10, make_iterator, take_first
 from device import device_context, float_context
 from errors import UserError, run
-from export import load_into_network, save_nnp
+from export import load_into_network, nnp_to_onnx, onnx_export_available, save_nnp, save_onnx
 from files import check_output, write_json
 from loop import InterruptFlag, Log, TrainingLoop
 from model_eval import DropPath, network
@@ -122,6 +122,30 @@ def export_nnp(arch, args, path):
     save_nnp(path, test['x'], test['logits'])
 
 
+def export_onnx(arch, args, path):
+    """Write the inference network as ONNX (opset 11, any batch size; see export.py)."""
+    test = build_test(arch, args, 1)
+    save_onnx(path, test['x'], test['logits'])
+
+
+def onnx_beside(nnp_path):
+    """model.onnx beside the model.nnp of a finished retraining, or a one-line note when the optional
+    export dependencies are not installed or fail: the run has succeeded either way, and
+    --export-onnx can write the file later from params.h5."""
+    path = os.path.splitext(nnp_path)[0] + '.onnx'
+    if not onnx_export_available():
+        print('{} not written: ONNX export needs pip install --no-deps -r requirements-export.txt'.format(path))
+        return
+    try:
+        nnp_to_onnx(nnp_path, path)
+    except Exception as e:  # an optional file: its failure must not fail a finished training
+        if os.path.exists(path + '.tmp'):  # write_atomic's partial file
+            os.remove(path + '.tmp')
+        print('{} not written: {}: {}'.format(path, type(e).__name__, e))
+        return
+    print('ONNX network written to {}'.format(path))
+
+
 def evaluate(test, images, labels, batch_size, interrupts):
     """Mean test loss and error over every test image exactly once."""
     loss = err = 0.0
@@ -135,9 +159,12 @@ def evaluate(test, images, labels, batch_size, interrupts):
 
 
 def use_saved(arch, args):
-    """--eval-only and --export-nnp: the test error or the .nnp of saved parameters."""
-    if args.export_nnp:  # refused now rather than after an evaluation
-        check_output(args.export_nnp, '--export-nnp')
+    """--eval-only, --export-nnp and --export-onnx: the test error, .nnp or ONNX file of saved parameters."""
+    for path, flag in ((args.export_nnp, '--export-nnp'), (args.export_onnx, '--export-onnx')):
+        if path:  # refused now rather than after an evaluation
+            check_output(path, flag)
+    if args.export_onnx and not onnx_export_available():
+        raise UserError('--export-onnx needs the export dependencies: pip install --no-deps -r requirements-export.txt')
     test = build_test(arch, args, args.batch_size)
     load_into_network(args.model_load_path)  # checked before the data is read (or downloaded)
     if args.eval_only:
@@ -149,6 +176,9 @@ def use_saved(arch, args):
     if args.export_nnp:
         export_nnp(arch, args, args.export_nnp)
         print('inference network written to {}'.format(args.export_nnp))
+    if args.export_onnx:
+        export_onnx(arch, args, args.export_onnx)
+        print('ONNX network written to {}'.format(args.export_onnx))
     return 0
 
 
@@ -171,7 +201,7 @@ def main(argv=None):
         print(summary(arch, args))
         return 0
     nn.set_default_context(device_context(args.context, args.device_id, args.type_config))
-    if args.eval_only or args.export_nnp:
+    if args.eval_only or args.export_nnp or args.export_onnx:
         return use_saved(arch, args)
     config = dict(arch=arch, num_cells=args.num_cells, channels=channels(args), auxiliary=args.auxiliary,
                   batch_size=args.batch_size, seed=args.seed, train_images=args.train_images)
@@ -216,11 +246,13 @@ def main(argv=None):
     finally:
         data.close()
     nn.save_parameters(os.path.join(args.model_save_path, 'params.h5'))
-    export_nnp(arch, args, os.path.join(args.model_save_path, 'model.nnp'))
+    nnp = os.path.join(args.model_save_path, 'model.nnp')
+    export_nnp(arch, args, nnp)
     results = dict(test_error=last['Test error'], test_loss=last['Test loss'], epochs=args.epoch,
                    iterations=state['iteration'], parameters=n_params, seconds=loop.elapsed(),
                    arch=args.model_arch_name)
     write_json(results, os.path.join(args.monitor_path, 'results.json'), indent=1)
+    onnx_beside(nnp)
     print('test error: {:.2f}%'.format(100 * last['Test error']))
     return 0
 

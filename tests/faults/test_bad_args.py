@@ -94,6 +94,7 @@ TRAIN_ONLY = [
     (['--summary-only', 'perhaps'], ['--summary-only', 'perhaps']),
     (['--eval-only'], ['--eval-only', '--model-load-path']),
     (['--export-nnp', 'x.nnp'], ['--export-nnp', '--model-load-path']),
+    (['--export-onnx', 'x.onnx'], ['--export-onnx', '--model-load-path']),
     (['--arch-lr', '0.1'], ['--arch-lr']),  # a flag of the search only
     (['--model-arch-name', 'DARTS_V3'], ['DARTS_V3', 'cannot read']),
 ]
@@ -151,6 +152,8 @@ def test_paths_that_cannot_be_used(tmp_path, archive):
         ('darts_train.py', TRAIN_BASE, ['--eval-only', '--model-load-path', archive], ['does not match']),
         ('darts_train.py', TRAIN_BASE, ['--export-nnp', afile / 'm.nnp', '--model-load-path', params],
          ['--export-nnp', str(afile), 'not a folder']),
+        ('darts_train.py', TRAIN_BASE, ['--export-onnx', afile / 'm.onnx', '--model-load-path', params],
+         ['--export-onnx', str(afile), 'not a folder']),
         ('darts_train.py', TRAIN_BASE, ['--plot', tmp_path / 'nothing'], ['nothing', 'Test-error']),
     ]
     for program, base, extra, fragments in cases:
