@@ -239,8 +239,8 @@ def test_a_missing_or_unreadable_arch_json_is_refused(tmp_path):
     base = [a for a in TRAIN_BASE]
     i = base.index('--model-arch-name') + 1
     good = arch_file(tmp_path / 'good.json', 'VALID')
-    for target, fragments in ((tmp_path / 'missing.json', ['cannot read', 'No such file']),
-                              (tmp_path, ['cannot read', 'Is a directory'])):
+    for target, fragments in ((tmp_path / 'missing.json', ['cannot read', 'does not exist']),
+                              (tmp_path, ['cannot read', 'not a regular file'])):
         base[i] = str(target)
         with tally(KIND):
             refused('darts_train.py', base, [], fragments + [str(target)], tmp_path / 'run')
