@@ -42,6 +42,8 @@ def run(main, argv=None):
 def report(line, code, shared=False):
     """Print ``line`` once over the ranks (see above); returns the exit code."""
     world = parallel.world()
+    if world.size == 1 and parallel.launched_size() > 1:  # an error before main() chose the engine
+        world = parallel.start('cpu')  # (a bad flag): MPI is all the agreement needs
     if world.size > 1 and not world.agreed:
         agreed = world.agree('{}\n{}'.format(code, line))
         code, line = int(agreed.split('\n')[0]), agreed.split('\n', 1)[1]
@@ -55,6 +57,8 @@ def agree():
     """Called by every rank ready to train: raises the first error another rank met before
     training (so that all ranks exit with it), or returns when none did."""
     world = parallel.world()
+    if world.size == 1 and parallel.launched_size() > 1:  # an error before main() chose the engine
+        world = parallel.start('cpu')  # (a bad flag): MPI is all the agreement needs
     if world.size > 1 and not world.agreed:
         agreed = world.agree(None)
         if agreed is not None:
