@@ -147,9 +147,9 @@ def nccl_communicator():
         communicator = C.MultiProcessDataParalellCommunicator(nn.get_current_context())
         communicator.init()
     except Exception as e:  # no NCCL library, or an nnabla-ext-cuda built without it
-        raise Unavailable('--context cudnn under mpirun needs NCCL 2 and Open MPI next to nnabla-ext-cuda120 '
-                        '(pip install nvidia-nccl-cu12; README, "Several processes"): {}'.format(
-                            str(e).splitlines()[0] if str(e) else type(e).__name__))
+        raise Unavailable('--context cudnn under mpirun needs NCCL 2 (NVIDIA\'s libnccl2) and MPI next to '
+                          'nnabla-ext-cuda120 (README, "Several processes"): {}'.format(
+                              str(e).splitlines()[0] if str(e) else type(e).__name__))
     return communicator
 
 
