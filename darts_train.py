@@ -179,8 +179,10 @@ def plot_runs(folders, path='performance.png'):
 def main(argv=None):
     args = parse(TRAIN, argv)
     world = parallel.start(args.context)
-    if (args.plot or args.summary_only) and not world.is_main:
-        return 0  # nothing to compute together: rank 0 alone prints them
+    if args.plot or args.summary_only:  # nothing to compute together: rank 0 alone prints them
+        agree()  # (so that an error of rank 0's is printed by it, not waited for by the others)
+        if not world.is_main:
+            return 0
     if args.plot:
         return plot_runs(args.plot)
     arch = genotype.load(args.model_arch_name, args.num_nodes)
