@@ -35,8 +35,8 @@ def setup(args):
     this same step. Under mpirun each rank computes its rows of both global batches and every
     gradient a pass computes is averaged over the ranks as soon as it is computed (parallel.py)."""
     world = parallel.world()
-    graph = search_graph(args.batch_size // world.size, args.output_filter, args.num_cells, args.num_nodes, args.partial_channels,
-                         args.edge_normalization)
+    graph = search_graph(args.batch_size // world.size, args.output_filter, args.num_cells, args.num_nodes,
+                         args.partial_channels, args.edge_normalization)
     weights, alphas = split_parameters(nn.get_parameters(grad_only=True))
     graph['reduce'] = {'weights': parallel.grad_reducer(weights, with_buffers=True),
                        'alphas': parallel.grad_reducer(alphas)}
@@ -142,8 +142,8 @@ def main(argv=None):
         draw_cells(genotype.cells(arch), args.monitor_path)
     world.say(genotype.describe(arch))
     world.say('architecture written to {}; retrain it with:\n  python darts_train.py --context {} '
-          '--model-arch-name {} --num-nodes {} --monitor-path result.monitor'.format(
-              args.model_arch_name, args.context, args.model_arch_name, args.num_nodes))
+              '--model-arch-name {} --num-nodes {} --monitor-path result.monitor'.format(
+                  args.model_arch_name, args.context, args.model_arch_name, args.num_nodes))
     return 0
 
 

@@ -156,7 +156,8 @@ def use_saved(arch, args):
     if args.eval_only:
         _, _, test_x, test_y = load_cifar10(args.dataset_path, url=download_url())
         test_x, test_y = take_first(test_x, test_y, args.test_images)
-        agree()
+    agree()  # under mpirun: all ranks ready, or all stop with the first error
+    if args.eval_only:
         with InterruptFlag() as interrupts:
             loss, err = evaluate(test, test_x, test_y, args.batch_size, interrupts)
         world.say('test loss: {:.4f}\ntest error: {:.2f}%'.format(loss, 100 * err))
