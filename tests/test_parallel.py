@@ -187,3 +187,11 @@ def test_sigterm_to_one_rank_stops_both_at_one_iteration_and_resume_is_identical
     assert res.returncode == 0, res.stderr
     assert_same_run(straight, stopped, 2)
     assert read_series(stopped, SERIES[0])
+
+
+def test_bench_times_the_two_rank_step_and_rank_0_alone_prints():
+    res = mpirun(os.path.join(ROOT, 'benchmarks', 'bench.py'), 'search', '--num-cells', 2, '--output-filter', 2,
+                 '--num-nodes', 4, '--batch-size', 4, '--steps', 2)
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(line) for line in res.stdout.splitlines() if line.startswith('{')]
+    assert len(lines) == 1 and lines[0]['processes'] == 2 and lines[0]['images_per_sec'] > 0
