@@ -101,16 +101,26 @@ class Mpi(Single):
     def all_reduce_mean(self, arrays):
         views = [a.data for a in arrays]
         flat = np.concatenate([v.ravel() for v in views]).astype(np.float32, copy=False)
-        self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
+        self.sum_in_place(flat)
         flat /= self.size
         start = 0
         for a, v in zip(arrays, views):
             a.data = flat[start:start + v.size].reshape(v.shape)  # NdArray.data = copies into it
             start += v.size
 
+    def sum_in_place(self, buffer):
+        """Sum ``buffer`` over the ranks, the same bits on every rank: one all-reduce for two
+        ranks (a + b == b + a), a reduction on rank 0 then a broadcast for more (the order of
+        an all-reduce's additions may differ between ranks)."""
+        if self.size == 2:
+            self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM)
+        else:
+            self.comm.Reduce(self.MPI.IN_PLACE if self.is_main else buffer, buffer, op=self.MPI.SUM, root=0)
+            self.comm.Bcast(buffer, root=0)
+
     def sum_floats(self, values):
         buffer = np.array(values, dtype=np.float64)
-        self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM)
+        self.sum_in_place(buffer)
         return buffer.tolist()
 
     def max_int(self, value):
