@@ -55,7 +55,9 @@ def graph_parameters(output):
 
 def forward_backward(graph, batch, solvers):
     """Loss and error of ``batch``, with fresh gradients of the parameters of ``solvers`` (a dict
-    with 'weights', 'alphas' or both) and no work spent on the gradients of the others."""
+    with 'weights', 'alphas' or both) and no work spent on the gradients of the others. The
+    gradients are then reduced by ``graph['reduce'][group]`` when set (under mpirun: so the
+    second-order step's unrolled weights, direction, its norm and hypergradient agree on all ranks)."""
     graph['x'].d, graph['y'].d = batch
     for group, leaves in graph['leaves'].items():
         for v in leaves:
@@ -65,6 +67,10 @@ def forward_backward(graph, batch, solvers):
         for solver in solvers.values():
             solver.zero_grad()
         graph['loss'].backward(clear_buffer=True)
+        for group in solvers:  # under mpirun: averaged over the ranks (set by darts_search.setup)
+            reduce = graph.get('reduce', {}).get(group)
+            if reduce:
+                reduce()
     finally:
         for v in itertools.chain(*graph['leaves'].values()):
             v.need_grad = True

@@ -6,6 +6,7 @@ search and retraining recipes, docs/reference.md) and in the few flags of their 
 import argparse
 import math
 
+import parallel
 from errors import UserError
 
 SEARCH, TRAIN = 'search', 'train'
@@ -122,6 +123,8 @@ def check(args, script):
     rules = [
         (args.epoch > 0, '--epoch must be positive'),
         (args.batch_size > 0, '--batch-size must be positive'),
+        (args.batch_size % parallel.launched_size() == 0, '--batch-size {} is the global batch: under mpirun it must '
+         'be divisible by the {} processes'.format(args.batch_size, parallel.launched_size())),
         (args.num_cells > 0, '--num-cells must be positive'),
         (args.num_nodes >= 4, '--num-nodes must be at least 4 (two inputs, one intermediate, the output)'),
         (0 <= args.seed < 2 ** 31, '--seed must be in 0..2147483647'),

@@ -11,6 +11,7 @@ import nnabla.solvers as S
 
 import checkpoint
 import genotype
+import parallel
 from architect import Unroller, forward_backward, search_graph, unrolled_alpha_grads
 from args import SEARCH, parse
 from backbone import count_parameters
@@ -31,10 +32,14 @@ def setup(args):
     """Build the supernet once; returns its weights, alphas (betas included), solvers and
     ``step(train_batch, valid_batch, update_arch=True)``: the alpha step on the validation batch
     (skipped in a warm-up), then the weight step on the training batch. benchmarks/bench.py times
-    this same step."""
-    graph = search_graph(args.batch_size, args.output_filter, args.num_cells, args.num_nodes, args.partial_channels,
-                         args.edge_normalization)
+    this same step. Under mpirun each rank computes its rows of both global batches and every
+    gradient a pass computes is averaged over the ranks as soon as it is computed (parallel.py)."""
+    world = parallel.world()
+    graph = search_graph(args.batch_size // world.size, args.output_filter, args.num_cells, args.num_nodes,
+                         args.partial_channels, args.edge_normalization)
     weights, alphas = split_parameters(nn.get_parameters(grad_only=True))
+    graph['reduce'] = {'weights': parallel.grad_reducer(weights, with_buffers=True),
+                       'alphas': parallel.grad_reducer(alphas)}
     solvers = {'weights': S.Momentum(args.model_lr, MOMENTUM),
                'alphas': S.Adam(args.arch_lr, beta1=0.5, beta2=0.999)}
     solvers['weights'].set_parameters(weights)
@@ -44,6 +49,7 @@ def setup(args):
 
     def step(train_batch, valid_batch, update_arch=True):
         values = {}
+        train_batch, valid_batch = world.shard(train_batch), world.shard(valid_batch)
         if update_arch:
             if args.second_order:
                 xi = solvers['weights'].learning_rate() if args.eta is None else args.eta
@@ -57,7 +63,7 @@ def setup(args):
         clipper(solvers['weights'])
         solvers['weights'].weight_decay(args.weight_decay_model)
         solvers['weights'].update()
-        return dict({'Training loss': train[0], 'Training error': train[1]}, **values)
+        return world.mean_values(dict({'Training loss': train[0], 'Training error': train[1]}, **values))
 
     return weights, alphas, solvers, step
 
@@ -76,11 +82,12 @@ def arch_of(alphas, num_nodes):
 
 def main(argv=None):
     args = parse(SEARCH, argv)
+    world = parallel.start(args.context)
     check_output(args.model_arch_name, '--model-arch-name')
     if os.path.exists(args.model_arch_name) and not args.resume:
         raise UserError('{} already exists: choose another --model-arch-name or move it away'.format(
             args.model_arch_name))
-    ctx = device_context(args.context, args.device_id, args.type_config)
+    ctx = device_context(args.context, world.device_id(args.device_id), args.type_config)
     config = dict(num_cells=args.num_cells, channels=args.output_filter, num_nodes=args.num_nodes,
                   batch_size=args.batch_size, seed=args.seed, second_order=args.second_order,
                   train_images=args.train_images)
@@ -95,7 +102,7 @@ def main(argv=None):
     nn.set_default_context(ctx)
     nn.seed(args.seed)
     weights, alphas, solvers, step = setup(args)
-    print('supernet: {} weights, {} alphas; {} order{}'.format(
+    world.say('supernet: {} weights, {} alphas; {} order{}'.format(
         count_parameters(weights), count_parameters(alphas), 'second' if args.second_order else 'first',
         '; partial channels 1/{}'.format(args.partial_channels) if args.partial_channels > 1 else ''))
     iters_per_epoch = len(wy) // args.batch_size
@@ -116,6 +123,8 @@ def main(argv=None):
         return step(data[0].next(), data[1].next(), it // iters_per_epoch >= args.arch_warmup_epochs)
 
     def end_epoch(epoch, interrupts):
+        if not world.is_main:
+            return {}
         genotype.save(arch_of(alphas, args.num_nodes),
                       os.path.join(args.monitor_path, 'arch_epoch_{}.json'.format(epoch + 1)))
         write_json(alpha_dict(alphas), os.path.join(args.monitor_path, 'alphas_epoch_{}.json'.format(epoch + 1)))
@@ -127,13 +136,14 @@ def main(argv=None):
         for d in data:
             d.close()
     arch = arch_of(alphas, args.num_nodes)
-    write_json(alpha_dict(alphas), os.path.join(args.monitor_path, 'alphas.json'))
-    genotype.save(arch, args.model_arch_name)
-    draw_cells(genotype.cells(arch), args.monitor_path)
-    print(genotype.describe(arch))
-    print('architecture written to {}; retrain it with:\n  python darts_train.py --context {} '
-          '--model-arch-name {} --num-nodes {} --monitor-path result.monitor'.format(
-              args.model_arch_name, args.context, args.model_arch_name, args.num_nodes))
+    if world.is_main:
+        write_json(alpha_dict(alphas), os.path.join(args.monitor_path, 'alphas.json'))
+        genotype.save(arch, args.model_arch_name)
+        draw_cells(genotype.cells(arch), args.monitor_path)
+    world.say(genotype.describe(arch))
+    world.say('architecture written to {}; retrain it with:\n  python darts_train.py --context {} '
+              '--model-arch-name {} --num-nodes {} --monitor-path result.monitor'.format(
+                  args.model_arch_name, args.context, args.model_arch_name, args.num_nodes))
     return 0
 
 

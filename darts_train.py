@@ -13,11 +13,12 @@ import nnabla.solvers as S
 
 import checkpoint
 import genotype
+import parallel
 from args import TRAIN, parse
 from backbone import count_parameters
 from data_iterator import download_url, eval_batches, load_cifar10, make_iterator, take_first
 from device import device_context, float_context
-from errors import UserError, run
+from errors import UserError, agree, run
 from export import load_into_network, nnp_to_onnx, onnx_export_available, save_nnp, save_onnx
 from files import check_output, write_json
 from loop import InterruptFlag, Log, TrainingLoop
@@ -62,9 +63,10 @@ def single_value_batch_norms(output):
     return found
 
 
-def build(arch, args):
-    """The training graph: loss with the aux head and drop path, main-head loss and error."""
-    x, y = nn.Variable((args.batch_size, 3, 32, 32)), nn.Variable((args.batch_size, 1))
+def build(arch, args, batch_size):
+    """The training graph of ``batch_size`` images (this rank's share of --batch-size): loss with
+    the aux head and drop path, main-head loss and error."""
+    x, y = nn.Variable((batch_size, 3, 32, 32)), nn.Variable((batch_size, 1))
     drop_path = DropPath()
     logits, aux_logits = network(x, arch, channels(args), args.num_cells, auxiliary=args.auxiliary,
                                  drop_path=drop_path)
@@ -72,7 +74,8 @@ def build(arch, args):
     loss = ce + args.auxiliary_weight * F.mean(F.softmax_cross_entropy(aux_logits, y)) if args.auxiliary else ce
     if single_value_batch_norms(loss):
         raise UserError('--batch-size {} leaves one value per channel in a batch normalisation (the aux head '
-                        'ends on 1x1 maps): use --batch-size 2 or more, or --auxiliary False'.format(args.batch_size))
+                        'ends on 1x1 maps): use --batch-size {} or more, or --auxiliary False'.format(
+                            args.batch_size, 2 * parallel.world().size))
     train = dict(x=x, y=y, loss=loss, ce=ce, err=F.mean(F.top_n_error(logits, y)), drop_path=drop_path)
     for v in (loss, ce, train['err']):
         v.persistent = True  # read after forward: never let buffer clearing reuse them
@@ -82,9 +85,12 @@ def build(arch, args):
 def setup(arch, args):
     """Build the training graph once; returns its parameters, solver, loss scaler and
     ``step(batch, iteration, drop_prob)``: forward, backward, clip, update. benchmarks/bench.py
-    times this same step."""
-    train = build(arch, args)
+    times this same step. Under mpirun each rank computes its rows of the global ``batch`` and
+    the gradients and BN statistics are averaged over the ranks before the clip (parallel.py)."""
+    world = parallel.world()
+    train = build(arch, args, args.batch_size // world.size)
     params = nn.get_parameters(grad_only=True)
+    reduce_grads = parallel.grad_reducer(params, with_buffers=True)
     solver = S.Momentum(args.model_lr, MOMENTUM)
     solver.set_parameters(params)
     scaler = LossScaler(args.type_config == 'half')
@@ -92,17 +98,19 @@ def setup(arch, args):
         clipper = GradClipper(params, args.grad_clip_value_model)
 
     def step(batch, it, drop_prob):
-        train['x'].d, train['y'].d = batch
-        train['drop_path'].refresh(np.random.RandomState([args.seed, 3, it]), drop_prob)
+        train['x'].d, train['y'].d = world.shard(batch)
+        train['drop_path'].refresh(np.random.RandomState([args.seed, 3, it]), drop_prob, world.rank, world.size)
         nn.forward_all([train['loss'], train['ce'], train['err']], clear_no_need_grad=True)
         solver.zero_grad()
         scaler.backward(train['loss'])
+        if reduce_grads:
+            reduce_grads()
         if scaler.unscale(solver):
             clipper(solver)
             solver.weight_decay(args.weight_decay_model)
             solver.update()
-        return {'Training loss': float(train['ce'].d), 'Training error': float(train['err'].d),
-                'Training objective': float(train['loss'].d)}
+        return world.mean_values({'Training loss': float(train['ce'].d), 'Training error': float(train['err'].d),
+                                  'Training objective': float(train['loss'].d)})
 
     return params, solver, scaler, step
 
@@ -147,14 +155,18 @@ def onnx_beside(nnp_path):
 
 
 def evaluate(test, images, labels, batch_size, interrupts):
-    """Mean test loss and error over every test image exactly once."""
-    loss = err = 0.0
+    """Mean test loss and error over every test image exactly once. Under mpirun each rank
+    computes its rows of each global batch of ``batch_size`` and the sums are added up."""
+    world, loss, err = parallel.world(), 0.0, 0.0
     for x, y, n in eval_batches(images, labels, batch_size):
         interrupts.check()
-        test['x'].d, test['y'].d = x, y
+        rows = world.rows(batch_size)
+        test['x'].d, test['y'].d = x[rows], y[rows]
         nn.forward_all([test['loss'], test['err']], clear_buffer=True)
-        loss += float(test['loss'].d[:n].sum())
-        err += float(test['err'].d[:n].sum())
+        valid = max(0, min(n - rows.start, rows.stop - rows.start))  # the rows that are real images
+        loss += float(test['loss'].d[:valid].sum())
+        err += float(test['err'].d[:valid].sum())
+    loss, err = world.sum_floats([loss, err])
     return loss / len(labels), err / len(labels)
 
 
@@ -165,18 +177,21 @@ def use_saved(arch, args):
             check_output(path, flag)
     if args.export_onnx and not onnx_export_available():
         raise UserError('--export-onnx needs the export dependencies: pip install --no-deps -r requirements-export.txt')
-    test = build_test(arch, args, args.batch_size)
+    world = parallel.world()
+    test = build_test(arch, args, args.batch_size // world.size)
     load_into_network(args.model_load_path)  # checked before the data is read (or downloaded)
     if args.eval_only:
         _, _, test_x, test_y = load_cifar10(args.dataset_path, url=download_url())
         test_x, test_y = take_first(test_x, test_y, args.test_images)
+    agree()  # under mpirun: all ranks ready, or all stop with the first error
+    if args.eval_only:
         with InterruptFlag() as interrupts:
             loss, err = evaluate(test, test_x, test_y, args.batch_size, interrupts)
-        print('test loss: {:.4f}\ntest error: {:.2f}%'.format(loss, 100 * err))
-    if args.export_nnp:
+        world.say('test loss: {:.4f}\ntest error: {:.2f}%'.format(loss, 100 * err))
+    if args.export_nnp and world.is_main:
         export_nnp(arch, args, args.export_nnp)
         print('inference network written to {}'.format(args.export_nnp))
-    if args.export_onnx:
+    if args.export_onnx and world.is_main:
         export_onnx(arch, args, args.export_onnx)
         print('ONNX network written to {}'.format(args.export_onnx))
     return 0
@@ -194,13 +209,18 @@ def plot_runs(folders, path='performance.png'):
 
 def main(argv=None):
     args = parse(TRAIN, argv)
+    world = parallel.start(args.context)
+    if args.plot or args.summary_only:  # nothing to compute together: rank 0 alone prints them
+        agree()  # (so that an error of rank 0's is printed by it, not waited for by the others)
+        if not world.is_main:
+            return 0
     if args.plot:
         return plot_runs(args.plot)
     arch = genotype.load(args.model_arch_name, args.num_nodes)
     if args.summary_only:
         print(summary(arch, args))
         return 0
-    nn.set_default_context(device_context(args.context, args.device_id, args.type_config))
+    nn.set_default_context(device_context(args.context, world.device_id(args.device_id), args.type_config))
     if args.eval_only or args.export_nnp or args.export_onnx:
         return use_saved(arch, args)
     config = dict(arch=arch, num_cells=args.num_cells, channels=channels(args), auxiliary=args.auxiliary,
@@ -208,16 +228,16 @@ def main(argv=None):
     state, resumed_from = checkpoint.start(args.monitor_path, args.model_save_path, config, args.resume)
     nn.seed(args.seed)
     params, solver, scaler, step = setup(arch, args)
-    test = build_test(arch, args, args.batch_size)
+    test = build_test(arch, args, args.batch_size // world.size)
     train_x, train_y, test_x, test_y = load_cifar10(args.dataset_path, url=download_url())
     train_x, train_y = take_first(train_x, train_y, args.train_images)
     test_x, test_y = take_first(test_x, test_y, args.test_images)
     if len(train_y) < args.batch_size:
         raise UserError('--batch-size {} is larger than the {} training images'.format(
             args.batch_size, len(train_y)))
-    print(genotype.describe(arch))
+    world.say(genotype.describe(arch))
     n_params = parameter_counts(params)[0]
-    print('trainable parameters: {}'.format(n_params))
+    world.say('trainable parameters: {}'.format(n_params))
     loop = TrainingLoop(state, resumed_from, args.epoch, len(train_y) // args.batch_size, args.model_save_interval,
                         args.model_save_path, {'weights': solver},
                         Log(args.monitor_path, CURVES, state['epochs_done'] if resumed_from else None))
@@ -245,16 +265,22 @@ def main(argv=None):
         last = loop.run(begin_epoch, train_step, end_epoch)
     finally:
         data.close()
+    if world.is_main:
+        write_outputs(arch, args, last, state, n_params, loop.elapsed())
+    world.say('test error: {:.2f}%'.format(100 * last['Test error']))
+    return 0
+
+
+def write_outputs(arch, args, last, state, n_params, seconds):
+    """params.h5, model.nnp and results.json of a finished run (rank 0's job under mpirun)."""
     nn.save_parameters(os.path.join(args.model_save_path, 'params.h5'))
     nnp = os.path.join(args.model_save_path, 'model.nnp')
     export_nnp(arch, args, nnp)
     results = dict(test_error=last['Test error'], test_loss=last['Test loss'], epochs=args.epoch,
-                   iterations=state['iteration'], parameters=n_params, seconds=loop.elapsed(),
+                   iterations=state['iteration'], parameters=n_params, seconds=seconds,
                    arch=args.model_arch_name)
     write_json(results, os.path.join(args.monitor_path, 'results.json'), indent=1)
     onnx_beside(nnp)
-    print('test error: {:.2f}%'.format(100 * last['Test error']))
-    return 0
 
 
 if __name__ == '__main__':

@@ -22,13 +22,15 @@ import nnabla as nn
 from tqdm import tqdm
 
 import checkpoint
-from errors import Stop
+import parallel
+from errors import Stop, agree
 from files import series_path
 from plots import learning_curves
 
 
 class Interrupted(Stop):
     """SIGINT or SIGTERM arrived: the job saves a checkpoint and exits 128 + signal number."""
+    shared = True  # under mpirun, every rank stops at the same check (see InterruptFlag)
 
     def __init__(self, signum):
         super().__init__('interrupted by {}'.format(signal.Signals(signum).name))
@@ -37,10 +39,13 @@ class Interrupted(Stop):
 
 class Diverged(Stop):
     """A loss or a weight became NaN or infinite; the last good checkpoint is left as it was."""
+    shared = True  # the values checked are the same on every rank
 
 
 class InterruptFlag:
-    """While entered, SIGINT/SIGTERM only set a flag that the loops check between steps."""
+    """While entered, SIGINT/SIGTERM only set a flag that the loops check between steps. Under
+    mpirun every check reduces the flag over the ranks, so a signal to any rank stops them all
+    at the same check (each check is a collective call: every rank makes the same checks)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -57,15 +62,16 @@ class InterruptFlag:
         self.signum = signum
 
     def check(self):
-        """Raise Interrupted if a signal came since the last check."""
-        if self.signum is not None:
-            raise Interrupted(self.signum)
+        """Raise Interrupted if a signal came to any rank since the last check."""
+        signum = parallel.world().max_int(self.signum or 0)
+        if signum:
+            raise Interrupted(signum)
 
 
 def progress_bar(epoch, epochs, done, total):
-    """The epoch's bar: redrawn often on a terminal, seldom into a log file."""
+    """The epoch's bar: redrawn often on a terminal, seldom into a log file; rank 0's alone."""
     return tqdm(total=total, initial=done, dynamic_ncols=True, mininterval=0.2 if sys.stderr.isatty() else 60,
-                desc='epoch {}/{}'.format(epoch + 1, epochs))
+                desc='epoch {}/{}'.format(epoch + 1, epochs), disable=not parallel.world().is_main)
 
 
 def bar_label(name):
@@ -107,6 +113,7 @@ class TrainingLoop:
         try:
             with InterruptFlag() as interrupts:
                 try:
+                    agree()  # under mpirun: every rank is ready, or all stop with the first error
                     if self.resumed_from is None:  # a first checkpoint before the first step: a job
                         self.save()  # stopped at any later moment can continue with --resume
                     for epoch in range(self.state['epochs_done'], self.epochs):
@@ -192,14 +199,19 @@ class TrainingLoop:
 class Log:
     """A job's monitor folder: a series file per logged value (index: the epoch, from 1), the
     learning curves redrawn from them, and a summary line per epoch. A resumed job's series
-    keep their lines up to the epochs done, so they continue without gap or duplicate."""
+    keep their lines up to the epochs done, so they continue without gap or duplicate. Under
+    mpirun, rank 0 alone writes them and prints the line."""
 
     def __init__(self, folder, curves, epochs_done=None):
-        os.makedirs(folder, exist_ok=True)
+        self.writes = parallel.world().is_main
+        if self.writes:
+            os.makedirs(folder, exist_ok=True)
         self.folder, self.curves, self.epochs_done, self.series = folder, curves, epochs_done, {}
 
     def write(self, epoch, epochs, values):
         """Append the epoch's point to each named series, redraw the curves, print the line."""
+        if not self.writes:
+            return
         for name, value in values.items():
             try:
                 if name not in self.series:

@@ -34,11 +34,15 @@ class DropPath:
         self.masks.append(mask)
         return scale(h, mask)
 
-    def refresh(self, rng, prob):
-        """Draw new masks: each sample kept with probability 1 - prob, then scaled by 1/keep."""
+    def refresh(self, rng, prob, rank=0, size=1):
+        """Draw new masks: each sample kept with probability 1 - prob, then scaled by 1/keep.
+        The masks are drawn for the global batch of ``size`` ranks' rows and rank ``rank`` takes
+        its share, so that the masks of a sample do not depend on the number of processes."""
         keep = 1.0 - prob
         for mask in self.masks:
-            mask.d = (rng.random_sample(mask.shape) < keep) / keep
+            rows = mask.shape[0]
+            drawn = rng.random_sample((rows * size,) + mask.shape[1:])[rank * rows:(rank + 1) * rows]
+            mask.d = (drawn < keep) / keep
 
 
 def cell(s0, s1, genotype_cell, C, reduction, reduction_prev, bn, drop_path=None):

@@ -8,6 +8,8 @@ Any model flag of the two scripts is accepted (``--context`` defaults to cpu her
 the scripts' own (``setup()`` of each script): the alpha step plus the weight step of the search;
 forward, backward, clip and update of retraining, with cutout, aux head and drop path at
 ``--dropout-rate``. Batches come from the scripts' data iterator over random images, as in a run.
+Under ``mpirun -n N`` the step is the data-parallel one (each rank its B/N rows of the global
+batch; benchmarks/scaling.py compares it with one process) and rank 0 prints the line.
 ``--profile True`` also times every nnabla function call inside the timed steps (global function
 hooks) and reports the share of the step spent in each kind of function.
 """
@@ -34,6 +36,7 @@ from data_iterator import make_iterator  # noqa: E402
 from device import device_context  # noqa: E402
 from errors import run  # noqa: E402
 from numerics import set_momentum_lr  # noqa: E402
+import parallel  # noqa: E402
 
 KERNELS = {'Convolution': 'convolution', 'DepthwiseConvolution': 'convolution', 'BatchNormalization': 'batch norm',
            'MaxPooling': 'pooling', 'AveragePooling': 'pooling', 'ReLU': 'ReLU'}
@@ -132,7 +135,8 @@ def main(argv=None):
     own.add_argument('--profile', type=boolean, default=False, help='time every nnabla function call too')
     bench, rest = own.parse_known_args(argv)
     args = parse(bench.mode, ['--context', 'cpu'] + rest)
-    nn.set_default_context(device_context(args.context, args.device_id, args.type_config))
+    world = parallel.start(args.context)
+    nn.set_default_context(device_context(args.context, world.device_id(args.device_id), args.type_config))
     nn.seed(args.seed)
     step, parameters, data = (search_step if bench.mode == SEARCH else train_step)(args)
     try:
@@ -144,12 +148,13 @@ def main(argv=None):
                   channels=args.output_filter + (args.additional_filters_on_retrain if bench.mode == TRAIN else 0),
                   sec_per_step=round(float(np.median(times)), 4), step_times=[round(t, 4) for t in times],
                   peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                  parameters=parameters, nnabla=nn.__version__)
+                  parameters=parameters, nnabla=nn.__version__, processes=world.size)
+    result['images_per_sec'] = round(args.batch_size / result['sec_per_step'], 2)
     if bench.mode == SEARCH:
         result['second_order'] = args.second_order
     if bench.profile:
         result['profile'] = shares(seconds, sum(times))
-    print(json.dumps(result))
+    world.say(json.dumps(result))
     return 0
 
 
