@@ -8,8 +8,11 @@ Any model flag of the two scripts is accepted (``--context`` defaults to cpu her
 the scripts' own (``setup()`` of each script): the alpha step plus the weight step of the search;
 forward, backward, clip and update of retraining, with cutout, aux head and drop path at
 ``--dropout-rate``. Batches come from the scripts' data iterator over random images, as in a run.
-``--profile True`` also times every nnabla function call inside the timed steps (global function
-hooks) and reports the share of the step spent in each kind of function.
+``functions_per_step`` is the number of nnabla function calls (forward and backward, counted
+with global function hooks) in one more step run after the timed ones: on a GPU each call is at
+least one kernel launch, so this is what bounds a small step there. ``--profile True`` also times
+every nnabla function call inside the timed steps and reports the share of the step spent in each
+kind of function.
 """
 import argparse
 import collections
@@ -94,6 +97,17 @@ class FunctionTimer:
         return name
 
 
+def count_functions(step, it):
+    """The number of nnabla function calls (forward and backward) in ``step(it)``."""
+    calls = []
+    nn.set_function_pre_hook('bench_count', lambda f: calls.append(None))
+    try:
+        step(it)
+    finally:
+        nn.unset_function_pre_hook('bench_count')
+    return len(calls)
+
+
 def measure(step, steps, warmup, profile):
     """Per-step wall times after ``warmup`` untimed steps, and the function timer's totals."""
     for it in range(warmup):
@@ -137,12 +151,13 @@ def main(argv=None):
     step, parameters, data = (search_step if bench.mode == SEARCH else train_step)(args)
     try:
         times, seconds = measure(step, bench.steps, bench.warmup, bench.profile)
+        functions = count_functions(step, bench.warmup + bench.steps)
     finally:
         for d in data:
             d.close()
     result = dict(mode=bench.mode, context=args.context, num_cells=args.num_cells, batch_size=args.batch_size,
                   channels=args.output_filter + (args.additional_filters_on_retrain if bench.mode == TRAIN else 0),
-                  sec_per_step=round(float(np.median(times)), 4), step_times=[round(t, 4) for t in times],
+                  sec_per_step=round(float(np.median(times)), 4), functions_per_step=functions, step_times=[round(t, 4) for t in times],
                   peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                   parameters=parameters, nnabla=nn.__version__)
     if bench.mode == SEARCH:

@@ -30,6 +30,7 @@ def test_search_step_is_timed_and_profiled(order):
     assert result['mode'] == 'search' and result['second_order'] == (order == 'True')
     assert len(result['step_times']) == 3 and result['sec_per_step'] == sorted(result['step_times'])[1]
     assert result['peak_rss_mb'] > 50 and result['parameters'] > 0
+    assert isinstance(result['functions_per_step'], int) and result['functions_per_step'] > 100
     shares = result['profile']
     assert 0 < shares['kernels'] < 1 and shares['convolution'] > 0 and shares['batch norm'] > 0
     assert shares['kernels'] + shares['other functions'] + shares['outside functions (solvers, Python, data wait)'] \
