@@ -4,9 +4,11 @@ inputs and weights, forward and backward (benchmarks/bench.py measures what they
 import numpy as np
 import nnabla as nn
 import nnabla.functions as F
+import nnabla.parametric_functions as PF
 import pytest
 
 import architect
+import backbone
 import genotype
 import model_eval
 import model_search
@@ -83,6 +85,20 @@ def test_depthwise_convolution_is_the_grouped_convolution(kernel, stride, dilati
     plain = grouped_depthwise(x, kernel, stride, pad, dilation)
     assert len(nn.get_parameters()) == 1  # the same (C, k, k) weights
     assert_same(forward_backward([fast], [x], rng), forward_backward([plain], [x], rng))
+
+
+def test_classifier_mean_is_global_average_pooling():
+    """F.mean over the spatial axes (which the CUDA extension implements) against
+    F.global_average_pooling (which it does not), with the same classifier parameters."""
+    rng = np.random.RandomState(8)
+    h = variable(rng, (4, 6, 5, 5))
+    fast = backbone.classifier(h, 10)
+    shapes = {k: p.shape for k, p in nn.get_parameters().items()}
+    assert shapes == {'classifier/affine/W': (6, 10), 'classifier/affine/b': (10,)}
+    with nn.parameter_scope('classifier'):
+        plain = PF.affine(F.global_average_pooling(h), 10)
+    assert len(nn.get_parameters()) == 2  # the same parameters
+    assert_same(forward_backward([fast], [h], rng), forward_backward([plain], [h], rng))
 
 
 def one_relu_per_op(monkeypatch):
