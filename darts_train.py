@@ -63,17 +63,21 @@ def single_value_batch_norms(output):
 
 
 def build(arch, args):
-    """The training graph: loss with the aux head and drop path, main-head loss and error."""
+    """The training graph: loss with the aux head and drop path, main-head loss and error. With
+    --type-config half the losses and errors are computed in float: nnabla-ext-cuda 1.39 has no
+    half softmax cross entropy, and a float log-softmax keeps the small probabilities."""
     x, y = nn.Variable((args.batch_size, 3, 32, 32)), nn.Variable((args.batch_size, 1))
     drop_path = DropPath()
     logits, aux_logits = network(x, arch, channels(args), args.num_cells, auxiliary=args.auxiliary,
                                  drop_path=drop_path)
-    ce = F.mean(F.softmax_cross_entropy(logits, y))
-    loss = ce + args.auxiliary_weight * F.mean(F.softmax_cross_entropy(aux_logits, y)) if args.auxiliary else ce
+    with nn.context_scope(float_context(nn.get_current_context())):  # the loss in float (see losses())
+        ce = F.mean(F.softmax_cross_entropy(logits, y))
+        loss = ce + args.auxiliary_weight * F.mean(F.softmax_cross_entropy(aux_logits, y)) if args.auxiliary else ce
+        err = F.mean(F.top_n_error(logits, y))
     if single_value_batch_norms(loss):
         raise UserError('--batch-size {} leaves one value per channel in a batch normalisation (the aux head '
                         'ends on 1x1 maps): use --batch-size 2 or more, or --auxiliary False'.format(args.batch_size))
-    train = dict(x=x, y=y, loss=loss, ce=ce, err=F.mean(F.top_n_error(logits, y)), drop_path=drop_path)
+    train = dict(x=x, y=y, loss=loss, ce=ce, err=err, drop_path=drop_path)
     for v in (loss, ce, train['err']):
         v.persistent = True  # read after forward: never let buffer clearing reuse them
     return train
@@ -111,7 +115,8 @@ def build_test(arch, args, batch_size):
     """The test graph (BN statistics, no aux head, no drop path): per-image loss and error."""
     x, y = nn.Variable((batch_size, 3, 32, 32)), nn.Variable((batch_size, 1))
     logits, _ = network(x, arch, channels(args), args.num_cells, test=True)
-    test = dict(x=x, y=y, logits=logits, loss=F.softmax_cross_entropy(logits, y), err=F.top_n_error(logits, y))
+    with nn.context_scope(float_context(nn.get_current_context())):
+        test = dict(x=x, y=y, logits=logits, loss=F.softmax_cross_entropy(logits, y), err=F.top_n_error(logits, y))
     test['loss'].persistent = test['err'].persistent = True
     return test
 
