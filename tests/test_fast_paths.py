@@ -12,6 +12,7 @@ import backbone
 import genotype
 import model_eval
 import model_search
+import numerics
 import operations
 from conftest import grouped_depthwise
 from test_search import plain_mixed_op, tiny_search_setup
@@ -184,3 +185,32 @@ def test_unroller_weight_arithmetic_is_numpys():
     unroller.restore()
     for k, p in weights.items():
         assert np.array_equal(p.d, w[k].astype(np.float32)), k
+
+
+def count_calls(work):
+    """The nnabla function calls (forward and backward) of ``work()``."""
+    calls = []
+    nn.set_function_pre_hook('count', lambda f: calls.append(f.info.type_name))
+    try:
+        work()
+    finally:
+        nn.unset_function_pre_hook('count')
+    return calls
+
+
+def test_weight_arithmetic_and_clip_take_a_few_functions_per_step():
+    """Second-order weight arithmetic at most 3 functions per weight tensor and step (save,
+    unroll, direction and its norm, perturb twice, restore), the global-norm clip at most 3."""
+    graph, weights, alphas, solvers, batch, _ = tiny_search_setup(seed=7)
+    unroller = architect.Unroller(weights, solvers['weights'], 1e-2)
+    clipper = numerics.GradClipper(weights, 1e-3)
+
+    def arithmetic():
+        unroller.save(0.1)
+        unroller.unroll()
+        unroller.keep_direction()
+        for step in (0.5, -0.5):
+            unroller.perturb(step)
+        unroller.restore()
+    assert len(count_calls(arithmetic)) <= 3 * len(weights)
+    assert len(count_calls(lambda: clipper(solvers['weights']))) <= 3

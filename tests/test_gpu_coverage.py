@@ -105,8 +105,7 @@ def train_calls(type_config):
     return calls.seen
 
 
-@pytest.mark.parametrize('second_order', [False, pytest.param(True, marks=pytest.mark.xfail(
-    strict=True, reason="the Unroller's assignment graphs end in F.sink, which has no GPU implementation"))])
+@pytest.mark.parametrize('second_order', [False, True])
 def test_every_function_of_the_search_runs_on_the_gpu(second_order):
     calls = search_calls(second_order)
     assert ('Convolution', 'float') in calls and ('BatchNormalization', 'float') in calls
