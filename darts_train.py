@@ -175,7 +175,7 @@ def main(argv=None):
     if args.summary_only:
         print(summary(arch, args))
         return 0
-    nn.set_default_context(device_context(args.context, args.device_id, args.type_config))
+    nn.set_default_context(device_context(args.context, args.device_id, args.type_config, args.deterministic))
     if args.eval_only or args.export_nnp:
         return use_saved(arch, args)
     config = dict(arch=arch, num_cells=args.num_cells, channels=channels(args), auxiliary=args.auxiliary,

@@ -70,11 +70,15 @@ def first_line(error):
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
-def gpu_context(context, device_id, type_config):
-    """The GPU context, or UserError with the one line that says why not."""
+def gpu_context(context, device_id, type_config, deterministic=False):
+    """The GPU context, or UserError with the one line that says why not. ``deterministic`` sets
+    NNABLA_CUDNN_DETERMINISTIC=1 before the extension loads: cuDNN then uses only deterministic
+    algorithms (no atomics), so a run repeats exactly, at some cost in speed."""
     if not installed(context):
         raise UserError('--context {} needs the CUDA extension of nnabla, which is not installed: pip install {} '
                         '(CUDA 12, cuDNN 8, an NVIDIA driver), or use --context cpu'.format(context, EXTENSION))
+    if deterministic:
+        os.environ['NNABLA_CUDNN_DETERMINISTIC'] = '1'
     with quiet():
         try:
             cuda = importlib.import_module('nnabla_ext.cuda')
@@ -101,13 +105,14 @@ def gpu_context(context, device_id, type_config):
     return ctx
 
 
-def device_context(context, device_id, type_config):
-    """The nnabla context, checked now: a GPU that cannot be used is one clear line, not a traceback."""
+def device_context(context, device_id, type_config, deterministic=False):
+    """The nnabla context, checked now: a GPU that cannot be used is one clear line, not a traceback.
+    The CPU backend is deterministic whatever ``deterministic`` says."""
     if context == 'cpu':
         if type_config == 'half':
             raise UserError('--type-config half needs --context cudnn (the CPU backend computes in float)')
         return get_extension_context('cpu', device_id=str(device_id), type_config=type_config)
-    return gpu_context(context, device_id, type_config)
+    return gpu_context(context, device_id, type_config, deterministic)
 
 
 def float_context(ctx):

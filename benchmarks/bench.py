@@ -146,7 +146,7 @@ def main(argv=None):
     own.add_argument('--profile', type=boolean, default=False, help='time every nnabla function call too')
     bench, rest = own.parse_known_args(argv)
     args = parse(bench.mode, ['--context', 'cpu'] + rest)
-    nn.set_default_context(device_context(args.context, args.device_id, args.type_config))
+    nn.set_default_context(device_context(args.context, args.device_id, args.type_config, args.deterministic))
     nn.seed(args.seed)
     step, parameters, data = (search_step if bench.mode == SEARCH else train_step)(args)
     try:

@@ -63,3 +63,19 @@ def test_nnabla_lines_are_kept_out_of_the_output():
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ''
     assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith('error: --context cudnn')
+
+
+@pytest.mark.parametrize('flag', ['True', 'False'])
+def test_deterministic_sets_cudnns_deterministic_mode_before_the_extension_loads(monkeypatch, flag):
+    from args import TRAIN, parse
+    args = parse(TRAIN, ['--context', 'cudnn', '--deterministic', flag])
+    monkeypatch.delenv('NNABLA_CUDNN_DETERMINISTIC', raising=False)
+    monkeypatch.setattr(device, 'installed', lambda context: True)
+    seen = []
+
+    def count():  # what the extension sees as it loads
+        seen.append(device.os.environ.get('NNABLA_CUDNN_DETERMINISTIC'))
+        return 0
+    monkeypatch.setitem(sys.modules, 'nnabla_ext.cuda', types.SimpleNamespace(get_device_count=count))
+    refusal(args.context, args.device_id, args.type_config, args.deterministic)
+    assert seen == (['1'] if flag == 'True' else [None])
