@@ -89,10 +89,10 @@ def setup(arch, args):
     times this same step."""
     train = build(arch, args)
     params = nn.get_parameters(grad_only=True)
-    solver = S.Momentum(args.model_lr, MOMENTUM)
-    solver.set_parameters(params)
     scaler = LossScaler(args.type_config == 'half')
-    with nn.context_scope(float_context(nn.get_current_context())):
+    with nn.context_scope(float_context(nn.get_current_context())):  # float master weights, float clip
+        solver = S.Momentum(args.model_lr, MOMENTUM)
+        solver.set_parameters(params)
         clipper = GradClipper(params, args.grad_clip_value_model)
 
     def step(batch, it, drop_prob):

@@ -115,7 +115,8 @@ def test_every_function_of_the_search_runs_on_the_gpu(second_order):
 @pytest.mark.parametrize('type_config', ['float', 'half'])
 def test_every_function_of_retraining_evaluation_and_export_runs_on_the_gpu(type_config):
     calls = train_calls(type_config)
-    assert ('DepthwiseConvolution', type_config) in calls
+    assert ('Convolution', type_config) in calls
+    assert ('DepthwiseConvolution', 'float') in calls and ('SoftmaxCrossEntropy', 'float') in calls  # always float
     assert without_gpu(calls) == []
 
 
