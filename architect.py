@@ -13,6 +13,7 @@ exactly; the graph computes only the gradients that a pass needs.
 """
 import itertools
 
+import numpy as np
 import nnabla as nn
 import nnabla.functions as F
 import nnabla.solvers as S
@@ -87,41 +88,64 @@ def split_into(flat, arrays):
     return pieces
 
 
+def bound(data, grad):
+    """A Variable whose data and grad are the given arrays (for a solver kernel; need_grad, without
+    which a solver's weight_decay passes it by)."""
+    v = nn.Variable(data.shape, need_grad=True)
+    v.data, v.grad = data, grad
+    return v
+
+
+class Copier:
+    """Copies each ``sources[i]`` into ``targets[i]`` with two solver kernels per array: scale the
+    targets by 0, then add 1 * source (a weight decay). Exact (x + 0 = x) as long as the targets
+    hold finite values before (0 * inf is NaN); no nnabla function and no Python per array, where
+    NdArray.copy_from creates and calls a function per array. (zero_grad will not do: a solver
+    skips the gradients that zero_grad has marked as zero.)"""
+
+    def __init__(self, sources, targets):
+        self.solver = S.Sgd(0.0)
+        self.solver.set_parameters({str(i): bound(s, t) for i, (s, t) in enumerate(zip(sources, targets))})
+
+    def __call__(self):
+        self.solver.scale_grad(0.0)
+        self.solver.weight_decay(1.0)
+
+
+def zeros_like(p):
+    """A new NdArray of zeros of ``p``'s shape (real zeros: a Copier target must hold finite values)."""
+    return nn.NdArray.from_numpy_array(np.zeros(p.shape, np.float32))
+
+
 class Unroller:
-    """The weight arithmetic of the second-order step on flat vectors of all the weights (as the
-    paper's code does it), built once on the arrays of the weights, their gradients and the
-    solver's momentum. Per step and weight tensor it costs one function (the slice that writes
-    the unrolled weight) and a few device copies and SGD-kernel updates (save, perturb, restore),
-    where a graph node per tensor and operation cost about 28 functions."""
+    """The weight arithmetic of the second-order step, built once on the arrays of the weights,
+    their gradients and the solver's momentum. The unrolled weights are computed on flat vectors
+    of all the weights (as the paper's code does) and written back with one slice per tensor;
+    save, restore and the kept direction are solver-kernel copies, the perturbation an SGD
+    kernel: about one function per weight tensor and step, where a graph node per tensor and
+    operation took about 28."""
 
     def __init__(self, weights, solver, weight_decay):
         self.solver, self.names, self.weights = solver, list(weights), list(weights.values())
-        self.saved = [nn.NdArray(p.shape) for p in self.weights]
-        self.direction = [nn.NdArray(p.shape) for p in self.weights]
+        data, grads = [p.data for p in self.weights], [p.grad for p in self.weights]
+        saved, direction = [zeros_like(p) for p in self.weights], [zeros_like(p) for p in self.weights]
+        self.save_copy, self.restore_copy = Copier(data, saved), Copier(saved, data)
+        self.direction_copy = Copier(grads, direction)
         self.xi, self.buffer_scale = nn.Variable((1, 1, 1)), nn.Variable((1, 1, 1))
         self.momentum = [nn.Variable((1, 1, p.size)) for p in self.weights]  # bound to the solver's in save()
-        w, g = concatenated(self.saved), concatenated([p.grad for p in self.weights])
+        w, g = concatenated(saved), concatenated(grads)
         m = self.momentum[0] if len(self.momentum) == 1 else F.concatenate(*self.momentum, axis=2)
         # w - xi (grad + wd w + 0.9 m / lr), in the operation order of the per-tensor formulation
         unrolled = F.sub2(w, bmm_scale(self.xi, F.add2(F.add2(g, F.mul_scalar(w, weight_decay)),
                                                        bmm_scale(self.buffer_scale, m))))
-        self.unrolled = split_into(unrolled, [p.data for p in self.weights])
-        self.norm = F.norm(concatenated(self.direction))
-        self.stepper = S.Sgd(0.0)  # w -= lr * direction, on the weights' arrays: the perturbation
-        self.stepper.set_parameters({str(i): self.bound(p.data, d) for i, (p, d) in
-                                     enumerate(zip(self.weights, self.direction))})
-
-    @staticmethod
-    def bound(data, grad):
-        """A Variable whose data and grad are the given arrays (for the SGD kernel)."""
-        v = nn.Variable(data.shape)
-        v.data, v.grad = data, grad
-        return v
+        self.unrolled = split_into(unrolled, data)
+        self.norm = F.norm(concatenated(direction))
+        self.stepper = S.Sgd(0.0)  # w -= lr * direction on the weights' arrays: the perturbation
+        self.stepper.set_parameters({str(i): bound(d, e) for i, (d, e) in enumerate(zip(data, direction))})
 
     def save(self, xi):
         """Keep the current weights (and the solver's momentum, the unrolled step's xi)."""
-        for p, saved in zip(self.weights, self.saved):
-            saved.copy_from(p.data)
+        self.save_copy()
         states = self.solver.get_states()
         for m, name in zip(self.momentum, self.names):
             m.data = flat_view(states[name].pstate['m'].data).data
@@ -133,21 +157,19 @@ class Unroller:
 
     def keep_direction(self):
         """Keep the weights' current gradient as the direction of perturb(); returns its 2-norm."""
-        for p, d in zip(self.weights, self.direction):
-            d.copy_from(p.grad)
+        self.direction_copy()
         self.norm.forward(clear_buffer=True)
         return float(self.norm.d)
 
     def perturb(self, step):
         """w = saved w + step * direction."""
-        self.restore()
+        self.restore_copy()
         self.stepper.set_learning_rate(-step)
         self.stepper.update()
 
     def restore(self):
         """The saved weights back, exactly."""
-        for p, saved in zip(self.weights, self.saved):
-            p.data.copy_from(saved)
+        self.restore_copy()
 
 
 def unrolled_alpha_grads(graph, unroller, alphas, solvers, xi, train_batch, valid_batch):
