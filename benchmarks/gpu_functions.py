@@ -1,6 +1,6 @@
 """Write tests/data/gpu_functions.json: the nnabla functions that nnabla-ext-cuda implements on the
 GPU, with their backends and type configs ({"Convolution": ["cuda:float", "cuda:half",
-"cudnn:float", "cudnn:half"], ...}). tests/test_gpu_coverage.py checks every graph of the project
+"cudnn:float", "cudnn:half"], ...}), and the solvers it implements ({"Momentum": ["cuda:float"], ...}). tests/test_gpu_coverage.py checks every graph of the project
 against it, so CI needs neither a GPU nor the extension.
 
 Regenerate it (no GPU or driver needed: the library is read, never loaded) with
@@ -46,26 +46,32 @@ def symbols(path, *flags):
 
 
 def implementations(path):
-    """{function: sorted ["backend:type", ...]} of the functions (not solvers) the library registers."""
+    """{function: sorted ["backend:type", ...]} of the functions the library registers, and the
+    same of its solvers (registries nbla::get_<Name>SolverRegistry())."""
     registered = set(re.findall(r'nbla::get_(\w+)Registry\(\)', symbols(path, '--undefined-only')))
+    registered |= {name[:-len('Solver')] for name in registered if name.endswith('Solver')}
     classes = set(re.findall(r'vtable for nbla::(\w+)<(float|nbla::Half)[,>]', symbols(path, '--defined-only')))
     table = {}
     for function in sorted(registered):
         configs = ['{}:{}'.format(backend, TYPES[t]) for suffix, backend in BACKENDS for t in TYPES
                    if (function + suffix, t) in classes]
-        if configs:  # the solvers' and communicators' registries have no such classes
+        if configs:  # the communicators' registries have no such classes
             table[function] = sorted(configs)
-    return table
+    solvers = {name[:-len('Solver')] for name in registered if name.endswith('Solver')}
+    return ({k: v for k, v in table.items() if k not in solvers},
+            {k: v for k, v in table.items() if k in solvers})
 
 
 def main():
     path = library()
+    functions, solvers = implementations(path)
     data = {'extension': 'nnabla-ext-cuda120 ' + importlib.metadata.version('nnabla-ext-cuda120'),
-            'library': os.path.basename(path), 'functions': implementations(path)}
+            'library': os.path.basename(path), 'functions': functions, 'solvers': solvers}
     with open(OUT, 'w') as f:
         json.dump(data, f, indent=1, sort_keys=True)
         f.write('\n')
-    print('{} functions with a GPU implementation written to {}'.format(len(data['functions']), OUT))
+    print('{} functions and {} solvers with a GPU implementation written to {}'.format(
+        len(functions), len(solvers), OUT))
 
 
 if __name__ == '__main__':

@@ -14,6 +14,7 @@ import os
 import numpy as np
 import nnabla as nn
 import nnabla.functions as F
+import nnabla.solvers as S
 import pytest
 
 import darts_search
@@ -71,6 +72,20 @@ def fresh_parameters():
     nn.clear_parameters()
 
 
+@pytest.fixture
+def solvers(monkeypatch):
+    """The names of the nnabla solvers created while the test runs (the jobs', the clip's and the
+    Unroller's kernels)."""
+    created = set()
+    for name in ('Sgd', 'Momentum', 'Adam', 'Nesterov', 'AdamW', 'SgdW', 'RMSprop', 'Adagrad'):
+        def make(*args, _make=getattr(S, name), **kwargs):
+            solver = _make(*args, **kwargs)
+            created.add(solver.name)
+            return solver
+        monkeypatch.setattr(S, name, make)
+    return created
+
+
 def search_calls(second_order):
     """Two steps of darts_search.py's step (alpha step, clip, weight step)."""
     args = parse(SEARCH, ['--num-cells', '3', '--output-filter', '2', '--num-nodes', '4', '--batch-size',
@@ -106,15 +121,18 @@ def train_calls(type_config):
 
 
 @pytest.mark.parametrize('second_order', [False, True])
-def test_every_function_of_the_search_runs_on_the_gpu(second_order):
+def test_every_function_of_the_search_runs_on_the_gpu(second_order, solvers):
     calls = search_calls(second_order)
     assert ('Convolution', 'float') in calls and ('BatchNormalization', 'float') in calls
     assert without_gpu(calls) == []
+    assert solvers == ({'Momentum', 'Adam', 'Sgd'} if second_order else {'Momentum', 'Adam'})
+    assert all('cuda:float' in TABLE['solvers'][name] for name in solvers)
 
 
 @pytest.mark.parametrize('type_config', ['float', 'half'])
-def test_every_function_of_retraining_evaluation_and_export_runs_on_the_gpu(type_config):
+def test_every_function_of_retraining_evaluation_and_export_runs_on_the_gpu(type_config, solvers):
     calls = train_calls(type_config)
+    assert solvers == {'Momentum'} and 'cuda:float' in TABLE['solvers']['Momentum']  # float master weights
     assert ('Convolution', type_config) in calls
     assert ('DepthwiseConvolution', 'float') in calls and ('SoftmaxCrossEntropy', 'float') in calls  # always float
     assert without_gpu(calls) == []
