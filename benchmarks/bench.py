@@ -157,7 +157,8 @@ def main(argv=None):
             d.close()
     result = dict(mode=bench.mode, context=args.context, num_cells=args.num_cells, batch_size=args.batch_size,
                   channels=args.output_filter + (args.additional_filters_on_retrain if bench.mode == TRAIN else 0),
-                  sec_per_step=round(float(np.median(times)), 4), functions_per_step=functions, step_times=[round(t, 4) for t in times],
+                  sec_per_step=round(float(np.median(times)), 4), functions_per_step=functions,
+                  step_times=[round(t, 4) for t in times],
                   peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                   parameters=parameters, nnabla=nn.__version__)
     if bench.mode == SEARCH:

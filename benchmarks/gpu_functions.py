@@ -1,7 +1,8 @@
 """Write tests/data/gpu_functions.json: the nnabla functions that nnabla-ext-cuda implements on the
 GPU, with their backends and type configs ({"Convolution": ["cuda:float", "cuda:half",
-"cudnn:float", "cudnn:half"], ...}), and the solvers it implements ({"Momentum": ["cuda:float"], ...}). tests/test_gpu_coverage.py checks every graph of the project
-against it, so CI needs neither a GPU nor the extension.
+"cudnn:float", "cudnn:half"], ...}), and the solvers it implements ({"Momentum": ["cuda:float"],
+...}). tests/test_gpu_coverage.py checks every step of the project against it, so CI needs
+neither a GPU nor the extension.
 
 Regenerate it (no GPU or driver needed: the library is read, never loaded) with
 

@@ -4,9 +4,10 @@ without running them (the graphs are only built, on the CPU): one JSON line per 
     python benchmarks/gpu_memory.py
 
 For each graph: ``parameters_mb`` (weights, their gradients and solver state, float),
-``activations_mb`` (every function output of the forward, all kept for the backward) and
-``activation_grads_mb`` (their gradients; reshapes, done in place, count nothing; nnabla frees buffers as the backward goes, so the
-peak lies between ``low_mb`` = parameters + activations and ``high_mb`` = all three). Each
+``activations_mb`` (every function output of the forward, all kept for the backward; reshapes,
+done in place, count nothing) and ``activation_grads_mb`` (their gradients; nnabla frees buffers
+as the backward goes, so the peak lies between ``low_mb`` = parameters + activations and
+``high_mb`` = all three). Each
 buffer counts 2 bytes where the function that makes it runs in half, else 4. cuDNN's workspace
 comes on top (capped with NNABLA_CUDNN_WORKSPACE_LIMIT, in bytes).
 """
