@@ -15,13 +15,14 @@ The formula, its passes and the momentum buffer it reads: docs/reference.md.
 """
 import itertools
 
+import numpy as np
 import nnabla as nn
 import nnabla.functions as F
+import nnabla.solvers as S
 
 from genotype import ALPHA_NAMES, BETA_NAMES
 from model_search import supernet
-from numerics import MOMENTUM, global_norm, variables_on
-from operations import scale
+from numerics import MOMENTUM, concatenated, flat_view
 
 FD_RADIUS = 0.01  # eps = FD_RADIUS / ||grad_w' L_val(w', a)||, as in the paper's code
 
@@ -77,67 +78,107 @@ def forward_backward(graph, batch, solvers):
     return float(graph['loss'].d), float(graph['err'].d)
 
 
-def write_weights(assignment):
-    """Run one of an Unroller's graphs, which write the parameters in place."""
-    assignment.forward(clear_no_need_grad=False, clear_buffer=False)
+def bmm_scale(s, h):
+    """s * h for a (1, 1, 1) factor ``s`` and a (1, 1, n) flat vector ``h``: one batched product,
+    an exact multiply like the network's ``scale``."""
+    return F.batch_matmul(s, h)
 
 
-def assign(targets, values):
-    """A graph that writes each ``values[k]`` into the array of ``targets[k]`` (a Variable)."""
-    for k, v in values.items():
-        v.data = targets[k].data
-    return F.sink(*values.values())
+def split_into(flat, arrays):
+    """The outputs that write the consecutive pieces of the (1, 1, total) ``flat`` into
+    ``arrays`` when forwarded together (one slice per array, its output bound to the array's
+    memory and persistent: never cleared as a buffer)."""
+    pieces, start = [], 0
+    for a in arrays:
+        piece = F.slice(flat, (0, 0, start), (1, 1, start + a.size))
+        piece.data, piece.persistent = flat_view(a).data, True
+        pieces.append(piece)
+        start += a.size
+    return pieces
+
+
+def bound(data, grad):
+    """A Variable whose data and grad are the given arrays (for a solver kernel; need_grad, without
+    which a solver's weight_decay passes it by)."""
+    v = nn.Variable(data.shape, need_grad=True)
+    v.data, v.grad = data, grad
+    return v
+
+
+class Copier:
+    """Copies each ``sources[i]`` into ``targets[i]`` with two solver kernels per array: scale the
+    targets by 0, then add 1 * source (a weight decay). Exact (x + 0 = x) as long as the targets
+    hold finite values before (0 * inf is NaN); no nnabla function and no Python per array, where
+    NdArray.copy_from creates and calls a function per array. (zero_grad will not do: a solver
+    skips the gradients that zero_grad has marked as zero.)"""
+
+    def __init__(self, sources, targets):
+        self.solver = S.Sgd(0.0)
+        self.solver.set_parameters({str(i): bound(s, t) for i, (s, t) in enumerate(zip(sources, targets))})
+
+    def __call__(self):
+        self.solver.scale_grad(0.0)
+        self.solver.weight_decay(1.0)
+
+
+def zeros_like(p):
+    """A new NdArray of zeros of ``p``'s shape (real zeros: a Copier target must hold finite values)."""
+    return nn.NdArray.from_numpy_array(np.zeros(p.shape, np.float32))
 
 
 class Unroller:
-    """The weight arithmetic of the second-order step as static graphs, built once on Variables
-    that share the arrays of the weights, their gradients and the solver's momentum: a graph call
-    per operation, where per-parameter Python arithmetic took about a second a step."""
+    """The weight arithmetic of the second-order step, built once on the arrays of the weights,
+    their gradients and the solver's momentum. The unrolled weights are computed on flat vectors
+    of all the weights (as the paper's code does) and written back with one slice per tensor;
+    save, restore and the kept direction are solver-kernel copies, the perturbation an SGD
+    kernel: about one function per weight tensor and step, where a graph node per tensor and
+    operation took about 28."""
 
     def __init__(self, weights, solver, weight_decay):
-        self.solver = solver
-        self.param = variables_on({k: p.data for k, p in weights.items()})
-        grad = variables_on({k: p.grad for k, p in weights.items()})
-        self.momentum = {k: nn.Variable(p.shape) for k, p in weights.items()}  # bound to the solver's in save()
-        self.saved = {k: nn.Variable(p.shape) for k, p in weights.items()}
-        self.direction = {k: nn.Variable(p.shape) for k, p in weights.items()}
-        self.xi, self.buffer_scale, self.step = (nn.Variable((1, 1)) for _ in range(3))
-        self.save_graph = assign(self.saved, {k: F.identity(v) for k, v in self.param.items()})
-        self.unroll_graph = assign(self.param, {  # w - xi (grad + wd w + 0.9 m / lr)
-            k: F.sub2(w, scale(F.add2(F.add2(grad[k], F.mul_scalar(w, weight_decay)),
-                                      scale(F.identity(self.momentum[k]), self.buffer_scale)), self.xi))
-            for k, w in self.saved.items()})  # identity: a reshape would keep the array it was built with
-        self.direction_graph = assign(self.direction, {k: F.identity(g) for k, g in grad.items()})
-        self.norm = global_norm(self.direction.values())
-        self.perturb_graph = assign(self.param, {k: F.add2(w, scale(self.direction[k], self.step))
-                                                 for k, w in self.saved.items()})
-        self.restore_graph = assign(self.param, {k: F.identity(w) for k, w in self.saved.items()})
+        self.solver, self.names, self.weights = solver, list(weights), list(weights.values())
+        data, grads = [p.data for p in self.weights], [p.grad for p in self.weights]
+        saved, direction = [zeros_like(p) for p in self.weights], [zeros_like(p) for p in self.weights]
+        self.save_copy, self.restore_copy = Copier(data, saved), Copier(saved, data)
+        self.direction_copy = Copier(grads, direction)
+        self.xi, self.buffer_scale = nn.Variable((1, 1, 1)), nn.Variable((1, 1, 1))
+        self.momentum = [nn.Variable((1, 1, p.size)) for p in self.weights]  # bound to the solver's in save()
+        w, g = concatenated(saved), concatenated(grads)
+        m = self.momentum[0] if len(self.momentum) == 1 else F.concatenate(*self.momentum, axis=2)
+        # w - xi (grad + wd w + 0.9 m / lr), in the operation order of the per-tensor formulation
+        unrolled = F.sub2(w, bmm_scale(self.xi, F.add2(F.add2(g, F.mul_scalar(w, weight_decay)),
+                                                       bmm_scale(self.buffer_scale, m))))
+        self.unrolled = split_into(unrolled, data)
+        self.norm = F.norm(concatenated(direction))
+        self.stepper = S.Sgd(0.0)  # w -= lr * direction on the weights' arrays: the perturbation
+        self.stepper.set_parameters({str(i): bound(d, e) for i, (d, e) in enumerate(zip(data, direction))})
 
     def save(self, xi):
         """Keep the current weights (and the solver's momentum, the unrolled step's xi)."""
-        for k, state in self.solver.get_states().items():
-            self.momentum[k].data = state.pstate['m'].data
+        self.save_copy()
+        states = self.solver.get_states()
+        for m, name in zip(self.momentum, self.names):
+            m.data = flat_view(states[name].pstate['m'].data).data
         self.xi.d, self.buffer_scale.d = xi, MOMENTUM / self.solver.learning_rate()
-        self.save_graph.forward(clear_no_need_grad=False, clear_buffer=False)
 
     def unroll(self):
         """w' = w - xi (0.9 buf + grad + wd w), the gradient being the one now in the weights' .grad."""
-        write_weights(self.unroll_graph)
+        nn.forward_all(self.unrolled, clear_buffer=True)
 
     def keep_direction(self):
         """Keep the weights' current gradient as the direction of perturb(); returns its 2-norm."""
-        self.direction_graph.forward(clear_no_need_grad=False, clear_buffer=False)
+        self.direction_copy()
         self.norm.forward(clear_buffer=True)
         return float(self.norm.d)
 
     def perturb(self, step):
         """w = saved w + step * direction."""
-        self.step.d = step
-        write_weights(self.perturb_graph)
+        self.restore_copy()
+        self.stepper.set_learning_rate(-step)
+        self.stepper.update()
 
     def restore(self):
         """The saved weights back, exactly."""
-        write_weights(self.restore_graph)
+        self.restore_copy()
 
 
 def unrolled_alpha_grads(graph, unroller, alphas, solvers, xi, train_batch, valid_batch):

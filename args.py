@@ -44,6 +44,8 @@ def parse(script, argv=None):
     add('--context', '-c', default='cudnn', choices=('cpu', 'cudnn'), help='nnabla extension')
     add('--device-id', '-d', type=int, default=0, help='GPU id')
     add('--type-config', '-t', default='float', choices=('float', 'half'), help='float, or half (cudnn)')
+    add('--deterministic', type=boolean, default=False,
+        help='cudnn: deterministic cuDNN algorithms (NNABLA_CUDNN_DETERMINISTIC), for runs that repeat exactly')
     add('--epoch', '-e', type=int, default=d['epoch'], help='epochs')
     add('--batch-size', '-b', type=int, default=d['batch_size'], help='batch size')
     add('--num-cells', type=int, default=d['num_cells'], help='cells in the network (L)')

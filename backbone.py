@@ -3,7 +3,7 @@
     stem: 3x3 conv to 3C channels and BN (affine in both networks, as in the paper's code)
     cells 0..L-1: cells L//3 and 2L//3 are reduction cells (stride 2), each doubling C;
         cell k reads the outputs of cells k-2 and k-1 (the stem's output for both at first)
-    classifier: global average pooling, affine to the classes
+    classifier: global average pooling (a mean over the spatial axes), affine to the classes
 
 The networks differ only in their cells (mixed ops on every edge in the search, the derived
 ops in retraining) and their BN (no affine, batch statistics in the search).
@@ -57,8 +57,20 @@ def backbone(x, C, num_cells, make_cell, test=False, num_classes=10, after_cell=
         if after_cell is not None:
             after_cell(i, s1)
         reduction_prev = reduction
+    return classifier(s1.h, num_classes)
+
+
+def global_average_pool(h):
+    """(B, C, H, W) -> (B, C): the mean over the spatial axes. F.mean rather than
+    F.global_average_pooling, which nnabla-ext-cuda 1.39 does not implement (every call would
+    copy the activations to the host and back)."""
+    return F.mean(h, axis=(2, 3))
+
+
+def classifier(h, num_classes):
+    """Global average pooling and the affine to the classes ('classifier/affine/W', (C, classes))."""
     with nn.parameter_scope('classifier'):
-        return PF.affine(F.global_average_pooling(s1.h), num_classes)
+        return PF.affine(global_average_pool(h), num_classes)
 
 
 def count_parameters(params):

@@ -87,7 +87,7 @@ def main(argv=None):
     if os.path.exists(args.model_arch_name) and not args.resume:
         raise UserError('{} already exists: choose another --model-arch-name or move it away'.format(
             args.model_arch_name))
-    ctx = device_context(args.context, world.device_id(args.device_id), args.type_config)
+    ctx = device_context(args.context, world.device_id(args.device_id), args.type_config, args.deterministic)
     config = dict(num_cells=args.num_cells, channels=args.output_filter, num_nodes=args.num_nodes,
                   batch_size=args.batch_size, seed=args.seed, second_order=args.second_order,
                   train_images=args.train_images)

@@ -65,18 +65,22 @@ def single_value_batch_norms(output):
 
 def build(arch, args, batch_size):
     """The training graph of ``batch_size`` images (this rank's share of --batch-size): loss with
-    the aux head and drop path, main-head loss and error."""
+    the aux head and drop path, main-head loss and error. With --type-config half the losses and
+    errors are computed in float: nnabla-ext-cuda 1.39 has no half softmax cross entropy, and a
+    float log-softmax keeps the small probabilities."""
     x, y = nn.Variable((batch_size, 3, 32, 32)), nn.Variable((batch_size, 1))
     drop_path = DropPath()
     logits, aux_logits = network(x, arch, channels(args), args.num_cells, auxiliary=args.auxiliary,
                                  drop_path=drop_path)
-    ce = F.mean(F.softmax_cross_entropy(logits, y))
-    loss = ce + args.auxiliary_weight * F.mean(F.softmax_cross_entropy(aux_logits, y)) if args.auxiliary else ce
+    with nn.context_scope(float_context(nn.get_current_context())):  # the loss in float (see losses())
+        ce = F.mean(F.softmax_cross_entropy(logits, y))
+        loss = ce + args.auxiliary_weight * F.mean(F.softmax_cross_entropy(aux_logits, y)) if args.auxiliary else ce
+        err = F.mean(F.top_n_error(logits, y))
     if single_value_batch_norms(loss):
         raise UserError('--batch-size {} leaves one value per channel in a batch normalisation (the aux head '
                         'ends on 1x1 maps): use --batch-size {} or more, or --auxiliary False'.format(
                             args.batch_size, 2 * parallel.world().size))
-    train = dict(x=x, y=y, loss=loss, ce=ce, err=F.mean(F.top_n_error(logits, y)), drop_path=drop_path)
+    train = dict(x=x, y=y, loss=loss, ce=ce, err=err, drop_path=drop_path)
     for v in (loss, ce, train['err']):
         v.persistent = True  # read after forward: never let buffer clearing reuse them
     return train
@@ -91,10 +95,10 @@ def setup(arch, args):
     train = build(arch, args, args.batch_size // world.size)
     params = nn.get_parameters(grad_only=True)
     reduce_grads = parallel.grad_reducer(params, with_buffers=True)
-    solver = S.Momentum(args.model_lr, MOMENTUM)
-    solver.set_parameters(params)
     scaler = LossScaler(args.type_config == 'half')
-    with nn.context_scope(float_context(nn.get_current_context())):
+    with nn.context_scope(float_context(nn.get_current_context())):  # float master weights, float clip
+        solver = S.Momentum(args.model_lr, MOMENTUM)
+        solver.set_parameters(params)
         clipper = GradClipper(params, args.grad_clip_value_model)
 
     def step(batch, it, drop_prob):
@@ -119,7 +123,8 @@ def build_test(arch, args, batch_size):
     """The test graph (BN statistics, no aux head, no drop path): per-image loss and error."""
     x, y = nn.Variable((batch_size, 3, 32, 32)), nn.Variable((batch_size, 1))
     logits, _ = network(x, arch, channels(args), args.num_cells, test=True)
-    test = dict(x=x, y=y, logits=logits, loss=F.softmax_cross_entropy(logits, y), err=F.top_n_error(logits, y))
+    with nn.context_scope(float_context(nn.get_current_context())):
+        test = dict(x=x, y=y, logits=logits, loss=F.softmax_cross_entropy(logits, y), err=F.top_n_error(logits, y))
     test['loss'].persistent = test['err'].persistent = True
     return test
 
@@ -220,7 +225,8 @@ def main(argv=None):
     if args.summary_only:
         print(summary(arch, args))
         return 0
-    nn.set_default_context(device_context(args.context, world.device_id(args.device_id), args.type_config))
+    nn.set_default_context(device_context(args.context, world.device_id(args.device_id), args.type_config,
+                                          args.deterministic))
     if args.eval_only or args.export_nnp or args.export_onnx:
         return use_saved(arch, args)
     config = dict(arch=arch, num_cells=args.num_cells, channels=channels(args), auxiliary=args.auxiliary,

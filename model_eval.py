@@ -9,6 +9,7 @@ Shapes of the head, the drop-path schedule, parameter counts: docs/reference.md.
 """
 import functools
 
+import numpy as np
 import nnabla as nn
 import nnabla.functions as F
 import nnabla.parametric_functions as PF
@@ -19,30 +20,51 @@ from operations import IDENTITY, OPS, NodeOutput, batch_norm, concat_nodes, conv
 
 
 class DropPath:
-    """Per-sample drop path: each op output is scaled by a (B,1,1,1) input Variable.
+    """Per-sample drop path: each op output is scaled by a (B,1,1,1) mask Variable.
 
     The masks (0 or 1/keep) are drawn in numpy from a generator the trainer seeds per
-    iteration, so a resumed run draws exactly the masks of an uninterrupted one.
+    iteration, so a resumed run draws exactly the masks of an uninterrupted one. They are
+    uploaded as one (B, masks, 1, 1) array per step (one host-to-device copy, not one per op):
+    at the first ``refresh`` each op's mask becomes a slice of that array.
     """
 
     def __init__(self):
-        self.masks = []
+        self.masks, self.groups = [], []  # groups: (array Variable, the masks sliced from it)
 
     def __call__(self, h):
         mask = nn.Variable((h.shape[0], 1, 1, 1))
-        mask.d = 1.0
+        mask.d = 1.0  # no drop until the first refresh
         self.masks.append(mask)
         return scale(h, mask)
 
+    def join(self):
+        """Make the masks built since the last join slices of one new array Variable."""
+        joined = sum(len(masks) for _, masks in self.groups)
+        masks = self.masks[joined:]
+        if masks:
+            batch = masks[0].shape[0]
+            array = nn.Variable((batch, len(masks), 1, 1))
+            array.d = 1.0
+            for k, mask in enumerate(masks):
+                mask.rewire_on(F.slice(array, (0, k, 0, 0), (batch, k + 1, 1, 1)))
+            self.groups.append((array, masks))
+
     def refresh(self, rng, prob, rank=0, size=1):
-        """Draw new masks: each sample kept with probability 1 - prob, then scaled by 1/keep.
-        The masks are drawn for the global batch of ``size`` ranks' rows and rank ``rank`` takes
-        its share, so that the masks of a sample do not depend on the number of processes."""
+        """Draw new masks: each sample kept with probability 1 - prob, then scaled by 1/keep (mask
+        after mask, as draws of ``rng`` for the global batch in the order the ops were built).
+        Under mpirun rank ``rank`` of ``size`` takes its rows of the global batch, so that the
+        masks of a sample do not depend on the number of processes."""
+        self.join()
         keep = 1.0 - prob
-        for mask in self.masks:
-            rows = mask.shape[0]
-            drawn = rng.random_sample((rows * size,) + mask.shape[1:])[rank * rows:(rank + 1) * rows]
-            mask.d = (drawn < keep) / keep
+        for array, masks in self.groups:
+            rows = array.shape[0]
+            draws = rng.random_sample((len(masks), rows * size))[:, rank * rows:(rank + 1) * rows] < keep
+            array.d = (draws.T / keep).reshape(array.shape)
+
+    def values(self):
+        """The current masks as a (masks, B) numpy array, in the order the ops were built."""
+        self.join()
+        return np.concatenate([array.d.reshape(array.shape[:2]).T for array, _ in self.groups])
 
 
 def cell(s0, s1, genotype_cell, C, reduction, reduction_prev, bn, drop_path=None):

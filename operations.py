@@ -19,6 +19,8 @@ import nnabla.functions as F
 import nnabla.initializer as I
 import nnabla.parametric_functions as PF
 
+from device import float_context
+
 OP_NAMES = ('dil_conv_3x3', 'dil_conv_5x5', 'sep_conv_3x3', 'sep_conv_5x5',
             'max_pool_3x3', 'avg_pool_3x3', 'identity', 'zero')
 POOLS = (4, 5)
@@ -67,9 +69,13 @@ def conv(x, C, kernel, stride=1, pad=0, name='conv'):
 
 
 def depthwise(x, kernel, stride=1, pad=0, dilation=1):
-    """Bias-free depthwise kxk convolution (weights (C, k, k), one filter per channel)."""
-    return PF.depthwise_convolution(x, (kernel, kernel), pad=(pad, pad), stride=(stride, stride),
-                                    dilation=(dilation, dilation), with_bias=False, name='dw')
+    """Bias-free depthwise kxk convolution (weights (C, k, k), one filter per channel), computed in
+    float even under --type-config half: nnabla-ext-cuda's depthwise kernel sums each weight's
+    gradient over the batch and the map in the input's type, which in half loses the small terms
+    and may overflow."""
+    with nn.context_scope(float_context(nn.get_current_context())):
+        return PF.depthwise_convolution(x, (kernel, kernel), pad=(pad, pad), stride=(stride, stride),
+                                        dilation=(dilation, dilation), with_bias=False, name='dw')
 
 
 def relu_conv_bn(x, C, bn, kernel=1, stride=1, pad=0):

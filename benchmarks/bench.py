@@ -10,8 +10,11 @@ forward, backward, clip and update of retraining, with cutout, aux head and drop
 ``--dropout-rate``. Batches come from the scripts' data iterator over random images, as in a run.
 Under ``mpirun -n N`` the step is the data-parallel one (each rank its B/N rows of the global
 batch; benchmarks/scaling.py compares it with one process) and rank 0 prints the line.
-``--profile True`` also times every nnabla function call inside the timed steps (global function
-hooks) and reports the share of the step spent in each kind of function.
+``functions_per_step`` is the number of nnabla function calls (forward and backward, counted
+with global function hooks) in one more step run after the timed ones: on a GPU each call is at
+least one kernel launch, so this is what bounds a small step there. ``--profile True`` also times
+every nnabla function call inside the timed steps and reports the share of the step spent in each
+kind of function.
 """
 import argparse
 import collections
@@ -97,6 +100,17 @@ class FunctionTimer:
         return name
 
 
+def count_functions(step, it):
+    """The number of nnabla function calls (forward and backward) in ``step(it)``."""
+    calls = []
+    nn.set_function_pre_hook('bench_count', lambda f: calls.append(None))
+    try:
+        step(it)
+    finally:
+        nn.unset_function_pre_hook('bench_count')
+    return len(calls)
+
+
 def measure(step, steps, warmup, profile):
     """Per-step wall times after ``warmup`` untimed steps, and the function timer's totals."""
     for it in range(warmup):
@@ -136,17 +150,20 @@ def main(argv=None):
     bench, rest = own.parse_known_args(argv)
     args = parse(bench.mode, ['--context', 'cpu'] + rest)
     world = parallel.start(args.context)
-    nn.set_default_context(device_context(args.context, world.device_id(args.device_id), args.type_config))
+    nn.set_default_context(device_context(args.context, world.device_id(args.device_id), args.type_config,
+                                          args.deterministic))
     nn.seed(args.seed)
     step, parameters, data = (search_step if bench.mode == SEARCH else train_step)(args)
     try:
         times, seconds = measure(step, bench.steps, bench.warmup, bench.profile)
+        functions = count_functions(step, bench.warmup + bench.steps)
     finally:
         for d in data:
             d.close()
     result = dict(mode=bench.mode, context=args.context, num_cells=args.num_cells, batch_size=args.batch_size,
                   channels=args.output_filter + (args.additional_filters_on_retrain if bench.mode == TRAIN else 0),
-                  sec_per_step=round(float(np.median(times)), 4), step_times=[round(t, 4) for t in times],
+                  sec_per_step=round(float(np.median(times)), 4), functions_per_step=functions,
+                  step_times=[round(t, 4) for t in times],
                   peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                   parameters=parameters, nnabla=nn.__version__, processes=world.size)
     result['images_per_sec'] = round(args.batch_size / result['sec_per_step'], 2)

@@ -30,6 +30,7 @@ def test_search_step_is_timed_and_profiled(order):
     assert result['mode'] == 'search' and result['second_order'] == (order == 'True')
     assert len(result['step_times']) == 3 and result['sec_per_step'] == sorted(result['step_times'])[1]
     assert result['peak_rss_mb'] > 50 and result['parameters'] > 0
+    assert isinstance(result['functions_per_step'], int) and result['functions_per_step'] > 100
     shares = result['profile']
     assert 0 < shares['kernels'] < 1 and shares['convolution'] > 0 and shares['batch norm'] > 0
     assert shares['kernels'] + shares['other functions'] + shares['outside functions (solvers, Python, data wait)'] \
@@ -49,3 +50,15 @@ def test_a_bad_flag_is_one_line():
     proc = bench('train', '--model-arch-name', 'no_such_arch.json')
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         'error: cannot read arch file no_such_arch.json: it does not exist']
+
+
+def test_first_loss_compares_two_contexts_on_the_same_weights_and_batch():
+    """benchmarks/first_loss.py (gpu_check.sh's GPU-against-CPU check), run here with the CPU on both
+    sides: the same weights and batch give exactly the same loss and gradient norm."""
+    proc = subprocess.run([sys.executable, 'benchmarks/first_loss.py', '--context', 'cpu', '--model-arch-name',
+                           'DARTS_V2', '--num-cells', '3', '--output-filter', '4', '-f', '0', '--batch-size', '2'],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result['gpu_loss'] == result['cpu_loss'] > 0 and result['gpu_grad_norm'] == result['cpu_grad_norm'] > 0
+    assert result['loss_rel_diff'] == result['grad_norm_rel_diff'] == 0

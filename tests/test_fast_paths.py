@@ -4,12 +4,15 @@ inputs and weights, forward and backward (benchmarks/bench.py measures what they
 import numpy as np
 import nnabla as nn
 import nnabla.functions as F
+import nnabla.parametric_functions as PF
 import pytest
 
 import architect
+import backbone
 import genotype
 import model_eval
 import model_search
+import numerics
 import operations
 from conftest import grouped_depthwise
 from test_search import plain_mixed_op, tiny_search_setup
@@ -83,6 +86,20 @@ def test_depthwise_convolution_is_the_grouped_convolution(kernel, stride, dilati
     plain = grouped_depthwise(x, kernel, stride, pad, dilation)
     assert len(nn.get_parameters()) == 1  # the same (C, k, k) weights
     assert_same(forward_backward([fast], [x], rng), forward_backward([plain], [x], rng))
+
+
+def test_classifier_mean_is_global_average_pooling():
+    """F.mean over the spatial axes (which the CUDA extension implements) against
+    F.global_average_pooling (which it does not), with the same classifier parameters."""
+    rng = np.random.RandomState(8)
+    h = variable(rng, (4, 6, 5, 5))
+    fast = backbone.classifier(h, 10)
+    shapes = {k: p.shape for k, p in nn.get_parameters().items()}
+    assert shapes == {'classifier/affine/W': (6, 10), 'classifier/affine/b': (10,)}
+    with nn.parameter_scope('classifier'):
+        plain = PF.affine(F.global_average_pooling(h), 10)
+    assert len(nn.get_parameters()) == 2  # the same parameters
+    assert_same(forward_backward([fast], [h], rng), forward_backward([plain], [h], rng))
 
 
 def one_relu_per_op(monkeypatch):
@@ -168,3 +185,32 @@ def test_unroller_weight_arithmetic_is_numpys():
     unroller.restore()
     for k, p in weights.items():
         assert np.array_equal(p.d, w[k].astype(np.float32)), k
+
+
+def count_calls(work):
+    """The nnabla function calls (forward and backward) of ``work()``."""
+    calls = []
+    nn.set_function_pre_hook('count', lambda f: calls.append(f.info.type_name))
+    try:
+        work()
+    finally:
+        nn.unset_function_pre_hook('count')
+    return calls
+
+
+def test_weight_arithmetic_and_clip_take_a_few_functions_per_step():
+    """Second-order weight arithmetic at most 3 functions per weight tensor and step (save,
+    unroll, direction and its norm, perturb twice, restore), the global-norm clip at most 3."""
+    graph, weights, alphas, solvers, batch, _ = tiny_search_setup(seed=7)
+    unroller = architect.Unroller(weights, solvers['weights'], 1e-2)
+    clipper = numerics.GradClipper(weights, 1e-3)
+
+    def arithmetic():
+        unroller.save(0.1)
+        unroller.unroll()
+        unroller.keep_direction()
+        for step in (0.5, -0.5):
+            unroller.perturb(step)
+        unroller.restore()
+    assert len(count_calls(arithmetic)) <= 3 * len(weights)
+    assert len(count_calls(lambda: clipper(solvers['weights']))) <= 3

@@ -345,12 +345,12 @@ def test_drop_path_masks_are_per_sample_zero_or_one_over_keep():
     drop = model_eval.DropPath()
     model_eval.network(nn.Variable((B, 3, 32, 32)), DARTS_V2, 4, 3, drop_path=drop)
     assert all(m.shape == (B, 1, 1, 1) for m in drop.masks)
-    assert all((m.d == 1).all() for m in drop.masks)  # no drop until the first refresh
+    assert (drop.values() == 1).all() and drop.values().shape == (len(drop.masks), B)  # no drop until refreshed
     rng = np.random.RandomState(0)
     draws = []
     for _ in range(400):
         drop.refresh(rng, 0.2)
-        draws.append(np.stack([m.d.reshape(B) for m in drop.masks]))
+        draws.append(drop.values())
     draws = np.array(draws)  # (refreshes, masks, samples)
     assert set(np.unique(draws)) == {0.0, np.float32(1 / 0.8)}
     kept = (draws > 0).mean()
@@ -361,7 +361,7 @@ def test_drop_path_masks_are_per_sample_zero_or_one_over_keep():
     assert not (draws[:, :1] == draws).all()  # the masks of different ops differ
     assert not (draws[:1] == draws).all()  # and change at every refresh
     drop.refresh(rng, 0.0)
-    assert all((m.d == 1).all() for m in drop.masks)
+    assert (drop.values() == 1).all()
 
 
 def test_drop_path_multiplies_each_sample_by_its_mask():
@@ -375,6 +375,28 @@ def test_drop_path_multiplies_each_sample_by_its_mask():
     np.testing.assert_allclose(y.d, h.d * mask[:, None, None, None], rtol=1e-6)
 
 
+def test_drop_path_masks_are_one_upload_with_the_values_of_one_draw_per_op():
+    """One array Variable per step, sliced per op; its masks are those of drawing each op's (B,)
+    mask in turn from the generator (as when each op had its own Variable), forward included."""
+    B, prob = 4, 0.4
+    drop = model_eval.DropPath()
+    logits, _ = model_eval.network(nn.Variable((B, 3, 32, 32)), DARTS_V2, 4, 3, drop_path=drop)
+    drop.refresh(np.random.RandomState(5), prob)
+    rng = np.random.RandomState(5)
+    expected = [(rng.random_sample((B, 1, 1, 1)) < 1 - prob) / (1 - prob) for _ in drop.masks]
+    uploads = set()
+
+    def visit(f):
+        for v in f.inputs:
+            if v.parent is None and not v.need_grad and v.shape[:2] == (B, len(drop.masks)):
+                uploads.add(v)
+    logits.visit(visit)
+    assert len(uploads) == 1
+    logits.forward()
+    for mask, e in zip(drop.masks, expected):
+        np.testing.assert_array_equal(mask.d, e.astype(np.float32))
+
+
 def test_drop_path_refresh_is_a_function_of_the_generator():
     drops = []
     for _ in range(2):
@@ -382,7 +404,7 @@ def test_drop_path_refresh_is_a_function_of_the_generator():
         drop = model_eval.DropPath()
         model_eval.network(nn.Variable((4, 3, 32, 32)), DARTS_V2, 4, 3, drop_path=drop)
         drop.refresh(np.random.RandomState([0, 3, 17]), 0.3)
-        drops.append(np.stack([m.d for m in drop.masks]))
+        drops.append(drop.values())
     np.testing.assert_array_equal(drops[0], drops[1])
 
 

@@ -1,0 +1,157 @@
+"""Every nnabla function that a step of the project calls has a GPU implementation in
+nnabla-ext-cuda120 1.39.0 (tests/data/gpu_functions.json, written by benchmarks/gpu_functions.py):
+a function without one runs on the CPU under --context cudnn, with the arrays copied to the host
+and back at every call.
+
+The steps run here on the CPU, on tiny networks, inside the context that --context cudnn gives
+(nnabla builds the functions with its backend list and falls back to the CPU for lack of the
+extension); a function hook records every function call with the context it was built in, so
+each is checked for the type config (float or half) it would run in on the GPU.
+"""
+import json
+import os
+
+import numpy as np
+import nnabla as nn
+import nnabla.functions as F
+import nnabla.solvers as S
+import pytest
+
+import darts_search
+import darts_train
+import genotype
+from args import SEARCH, TRAIN, parse
+from conftest import ROOT
+
+TABLE = json.load(open(os.path.join(ROOT, 'tests', 'data', 'gpu_functions.json')))
+BATCH = 2
+
+
+def cudnn_context(type_config):
+    """The context of nnabla_ext.cudnn.context(type_config=...) (nnabla-ext-cuda 1.39), built
+    without the extension: the backends in the order nnabla tries them."""
+    backends = {'float': ['cudnn:float', 'cuda:float', 'cpu:float'],
+                'half': ['cudnn:half', 'cudnn:float', 'cuda:half', 'cuda:float', 'cpu:float']}[type_config]
+    return nn.Context(backends, 'CudaCachedArray', device_id='0')
+
+
+def type_config(f):
+    """The type config a function built in a cudnn context runs in: its first backend's."""
+    return f.context.backend[0].split(':')[1]
+
+
+class Calls:
+    """(function type, type config) of every nnabla function called (forward or backward) inside."""
+
+    def __init__(self):
+        self.seen = set()
+
+    def __enter__(self):
+        nn.set_function_pre_hook('coverage', lambda f: self.seen.add((f.info.type_name, type_config(f))))
+        return self
+
+    def __exit__(self, *exc):
+        nn.unset_function_pre_hook('coverage')
+
+
+def without_gpu(calls):
+    """The calls whose function has no cuda or cudnn implementation for their type config."""
+    return sorted('{} ({})'.format(name, t) for name, t in calls
+                  if not {'cuda:' + t, 'cudnn:' + t} & set(TABLE['functions'].get(name, ())))
+
+
+def assert_on_gpu(calls):
+    missing = without_gpu(calls)
+    assert not missing, 'no GPU implementation in {}: {}'.format(TABLE['extension'], ', '.join(missing))
+
+
+def images():
+    rng = np.random.RandomState(0)
+    return rng.randn(BATCH, 3, 32, 32).astype(np.float32), rng.randint(0, 10, (BATCH, 1))
+
+
+@pytest.fixture(autouse=True)
+def fresh_parameters():
+    nn.clear_parameters()
+    yield
+    nn.clear_parameters()
+
+
+@pytest.fixture
+def solvers(monkeypatch):
+    """The names of the nnabla solvers created while the test runs (the jobs', the clip's and the
+    Unroller's kernels)."""
+    created = set()
+    for name in ('Sgd', 'Momentum', 'Adam', 'Nesterov', 'AdamW', 'SgdW', 'RMSprop', 'Adagrad'):
+        def make(*args, _make=getattr(S, name), **kwargs):
+            solver = _make(*args, **kwargs)
+            created.add(solver.name)
+            return solver
+        monkeypatch.setattr(S, name, make)
+    return created
+
+
+def search_calls(second_order):
+    """Two steps of darts_search.py's step (alpha step, clip, weight step)."""
+    args = parse(SEARCH, ['--num-cells', '3', '--output-filter', '2', '--num-nodes', '4', '--batch-size',
+                          str(BATCH), '--second-order', str(second_order)])
+    with nn.context_scope(cudnn_context('float')):
+        _, _, _, step = darts_search.setup(args)
+        with Calls() as calls:
+            for _ in range(2):
+                step(images(), images())
+    return calls.seen
+
+
+TRAIN_FLAGS = ['--model-arch-name', 'DARTS_V2', '--num-cells', '3', '--output-filter', '4', '-f', '0',
+               '--batch-size', str(BATCH), '--auxiliary', 'True']
+
+
+def train_calls(type_config):
+    """Two retraining steps (aux head, drop path, clip, update), the test graph's forward and the
+    forward of the .nnp export's graph (batch size 1), all in ``type_config``."""
+    args = parse(TRAIN, TRAIN_FLAGS + ['--type-config', type_config])
+    arch = genotype.load(args.model_arch_name, args.num_nodes)
+    with nn.context_scope(cudnn_context(type_config)):
+        _, _, _, step = darts_train.setup(arch, args)
+        test, export = darts_train.build_test(arch, args, BATCH), darts_train.build_test(arch, args, 1)
+        with Calls() as calls:
+            for it in range(2):
+                step(images(), it, 0.2)
+            test['x'].d, test['y'].d = images()
+            nn.forward_all([test['loss'], test['err']])
+            export['x'].d = images()[0][:1]
+            export['logits'].forward()
+    return calls.seen
+
+
+@pytest.mark.parametrize('second_order', [False, True])
+def test_every_function_of_the_search_runs_on_the_gpu(second_order, solvers):
+    calls = search_calls(second_order)
+    assert ('Convolution', 'float') in calls and ('BatchNormalization', 'float') in calls
+    assert_on_gpu(calls)
+    assert solvers == ({'Momentum', 'Adam', 'Sgd'} if second_order else {'Momentum', 'Adam'})
+    assert all('cuda:float' in TABLE['solvers'][name] for name in solvers)
+
+
+@pytest.mark.parametrize('type_config', ['float', 'half'])
+def test_every_function_of_retraining_evaluation_and_export_runs_on_the_gpu(type_config, solvers):
+    calls = train_calls(type_config)
+    assert solvers == {'Momentum'} and 'cuda:float' in TABLE['solvers']['Momentum']  # float master weights
+    assert ('Convolution', type_config) in calls
+    assert ('DepthwiseConvolution', 'float') in calls and ('SoftmaxCrossEntropy', 'float') in calls  # always float
+    assert_on_gpu(calls)
+
+
+def test_a_function_without_a_gpu_implementation_is_named(monkeypatch):
+    """The check fails, naming it, when a graph uses F.global_average_pooling (no GPU implementation in
+    nnabla-ext-cuda 1.39), e.g. as the classifier's pooling."""
+    import backbone
+    monkeypatch.setattr(backbone, 'global_average_pool', lambda h: F.global_average_pooling(h))
+    assert without_gpu(train_calls('float')) == ['GlobalAveragePooling (float)']
+
+
+def test_the_table_is_the_extensions():
+    assert TABLE['extension'] == 'nnabla-ext-cuda120 1.39.0'
+    functions = TABLE['functions']
+    assert 'cudnn:float' in functions['Convolution'] and 'GlobalAveragePooling' not in functions
