@@ -91,10 +91,10 @@ def solvers(monkeypatch):
     return created
 
 
-def search_calls(second_order):
-    """Two steps of darts_search.py's step (alpha step, clip, weight step)."""
+def search_calls(second_order, options=()):
+    """Two steps of darts_search.py's step (alpha step, clip, weight step), with PC-DARTS ``options``."""
     args = parse(SEARCH, ['--num-cells', '3', '--output-filter', '2', '--num-nodes', '4', '--batch-size',
-                          str(BATCH), '--second-order', str(second_order)])
+                          str(BATCH), '--second-order', str(second_order), *options])
     with nn.context_scope(cudnn_context('float')):
         _, _, _, step = darts_search.setup(args)
         with Calls() as calls:
@@ -125,9 +125,13 @@ def train_calls(type_config):
     return calls.seen
 
 
-@pytest.mark.parametrize('second_order', [False, True])
-def test_every_function_of_the_search_runs_on_the_gpu(second_order, solvers):
-    calls = search_calls(second_order)
+PC_DARTS = ('--output-filter', '4', '--partial-channels', '2', '--edge-normalization', 'True')
+
+
+@pytest.mark.parametrize('second_order, options', [(False, ()), (True, ()), (False, PC_DARTS)],
+                         ids=['first-order', 'second-order', 'pc-darts'])
+def test_every_function_of_the_search_runs_on_the_gpu(second_order, options, solvers):
+    calls = search_calls(second_order, options)
     assert ('Convolution', 'float') in calls and ('BatchNormalization', 'float') in calls
     assert_on_gpu(calls)
     assert solvers == ({'Momentum', 'Adam', 'Sgd'} if second_order else {'Momentum', 'Adam'})
