@@ -24,12 +24,7 @@ def no_bn(h, name='bn'):
     return h
 
 
-@pytest.fixture(autouse=True)
-def fresh_parameters():
-    """Every test builds its graphs in an empty global parameter scope."""
-    nn.clear_parameters()
-    yield
-    nn.clear_parameters()
+pytestmark = pytest.mark.usefixtures('fresh_parameters')  # every test builds in an empty parameter scope
 
 
 def param(suffix):
