@@ -12,20 +12,12 @@ import shutil
 
 import pytest
 
-from faults.faultlib import one_line, run_cli, run_injected, snapshot, tally
+from faults.faultlib import run_injected, tally
+from helpers import SEARCH_TINY, TRAIN_TINY, cuda_installed, one_line, run_cli, snapshot
 
 KIND = 'bad arguments and files'
-TRAIN_BASE = ['-c', 'cpu', '--model-arch-name', 'DARTS_V2', '--num-cells', '3', '--output-filter', '4', '-f', '0',
-              '-b', '4', '-e', '1']
-SEARCH_BASE = ['-c', 'cpu', '--num-cells', '3', '--output-filter', '4', '-b', '4', '--num-nodes', '5', '-e', '1']
-
-
-def _cuda_installed():
-    import importlib.util
-    try:
-        return importlib.util.find_spec('nnabla_ext.cudnn') is not None
-    except ImportError:
-        return False
+TRAIN_BASE = TRAIN_TINY + ['-b', '4', '-e', '1']
+SEARCH_BASE = SEARCH_TINY + ['-e', '1']
 
 
 def refused(program, base, extra, fragments, tmp_path, code=2):
@@ -110,7 +102,7 @@ SEARCH_ONLY = [
     (['--eta', 'inf'], ['--eta']),
     (['--dropout-rate', '0.1'], ['--dropout-rate']),  # a flag of the retraining only
 ]
-if not _cuda_installed():
+if not cuda_installed():
     COMMON.append((['--context', 'cudnn'], ['--context cpu', 'nnabla-ext-cuda120']))
 
 TRAIN_FLAGS = [(f, frag) for f, frag in COMMON + TRAIN_ONLY]
@@ -135,7 +127,7 @@ def test_darts_search_refuses_an_impossible_flag(extra, fragments, tmp_path):
 @pytest.mark.slow
 def test_paths_that_cannot_be_used(tmp_path, archive):
     """Folders that are files, a search arch JSON that exists, files to evaluate or plot that
-    are not there or not parameters, an .nnp into a missing folder."""
+    are not there or not parameters, an .nnp under a file."""
     afile = tmp_path / 'a-file'
     afile.write_text('not a folder')
     params = tmp_path / 'params.h5'
@@ -149,8 +141,8 @@ def test_paths_that_cannot_be_used(tmp_path, archive):
          ['none.h5']),
         ('darts_train.py', TRAIN_BASE, ['--eval-only', '--model-load-path', params], ['cannot load parameters']),
         ('darts_train.py', TRAIN_BASE, ['--eval-only', '--model-load-path', archive], ['does not match']),
-        ('darts_train.py', TRAIN_BASE, ['--export-nnp', tmp_path / 'no' / 'm.nnp', '--model-load-path', params],
-         ['--export-nnp', str(tmp_path / 'no')]),
+        ('darts_train.py', TRAIN_BASE, ['--export-nnp', afile / 'no' / 'm.nnp', '--model-load-path', params],
+         ['--export-nnp', '{} is not a folder'.format(afile)]),
         ('darts_train.py', TRAIN_BASE, ['--plot', tmp_path / 'nothing'], ['nothing', 'Test-error']),
     ]
     for program, base, extra, fragments in cases:
@@ -236,8 +228,8 @@ def test_a_missing_or_unreadable_arch_json_is_refused(tmp_path):
     base = [a for a in TRAIN_BASE]
     i = base.index('--model-arch-name') + 1
     good = arch_file(tmp_path / 'good.json', 'VALID')
-    for target, fragments in ((tmp_path / 'missing.json', ['cannot read', 'No such file']),
-                              (tmp_path, ['cannot read', 'Is a directory'])):
+    for target, fragments in ((tmp_path / 'missing.json', ['cannot read', 'it does not exist']),
+                              (tmp_path, ['cannot read', 'it is not a regular file'])):
         base[i] = str(target)
         with tally(KIND):
             refused('darts_train.py', base, [], fragments + [str(target)], tmp_path / 'run')
