@@ -12,7 +12,7 @@ import architect
 import genotype
 import model_search
 import operations
-from helpers import SEARCH_TINY, cuda_installed, grouped_depthwise, one_line, run_cli, train
+from helpers import SEARCH_TINY, cuda_installed, grouped_depthwise, one_line, read_series, run_cli, train
 from backbone import count_parameters
 
 
@@ -188,8 +188,7 @@ def test_search_cli_end_to_end_and_the_json_retrains(tmp_path, archive):
     assert np.array(alphas['alpha_normal']).shape == (14, 8) and np.array(alphas['alpha_reduction']).shape == (14, 8)
     assert genotype.derive(np.array(alphas['alpha_normal']), np.array(alphas['alpha_reduction']), 7) == arch
     for name in ('Training-loss', 'Training-error', 'Validation-loss', 'Validation-error', 'Learning-rate'):
-        lines = (folder / (name + '.series.txt')).read_text().split('\n')
-        assert [line.split()[0] for line in lines if line] == ['1', '2'], name
+        assert [i for i, _ in read_series(folder, name)] == ['1', '2'], name
     assert 'ops at node 2:' in proc.stdout and 'darts_train.py' in proc.stdout
     for picture in ('normal_cell.png', 'reduction_cell.png', 'learning_curves.png'):
         assert (folder / picture).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n', picture
