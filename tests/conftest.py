@@ -1,5 +1,6 @@
 """Fixtures of every test: the project root on sys.path, a tiny CIFAR-10 archive, an empty
 parameter scope. The plain helpers are in helpers.py."""
+import signal
 import sys
 
 import pytest
@@ -8,9 +9,13 @@ from helpers import ROOT, write_archive
 
 
 def pytest_configure(config):
-    """Make the project's top-level modules (args, data_iterator, ...) importable by the tests."""
+    """Make the project's top-level modules (args, data_iterator, ...) importable by the tests, and
+    give the jobs they start the default SIGINT: a shell starts a background job (make test &)
+    with SIGINT ignored, which its children would inherit, and the SIGINT cases would not test."""
     if ROOT not in sys.path:
         sys.path.insert(0, ROOT)
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope='session')
