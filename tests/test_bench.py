@@ -1,24 +1,19 @@
 """benchmarks/bench.py as a user runs it: one JSON line about the scripts' own steps."""
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT
+from helpers import run_cli, train
 
 
 def bench(*argv):
-    return subprocess.run([sys.executable, 'benchmarks/bench.py'] + [str(a) for a in argv], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return run_cli('benchmarks/bench.py', argv)
 
 
 def summary_count(*flags):
     """The trainable-parameter count darts_train.py --summary-only prints for ``flags``."""
-    proc = subprocess.run([sys.executable, 'darts_train.py', '--summary-only'] + list(flags), cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    return int(re.search(r'trainable parameters: (\d+)', proc.stdout).group(1))
+    return int(re.search(r'trainable parameters: (\d+)', train('--summary-only', *flags).stdout).group(1))
 
 
 @pytest.mark.parametrize('order', ['False', 'True'])

@@ -2,6 +2,7 @@
 import hashlib
 import os
 import pickle
+import subprocess
 import tarfile
 import urllib.error
 
@@ -10,7 +11,7 @@ import pytest
 
 import data_iterator as di
 from errors import UserError
-from conftest import replace_entry, write_archive
+from helpers import Evil, replace_entry, truncated_archive, write_archive
 
 
 def _md5(path):
@@ -75,10 +76,15 @@ def test_archive_and_folder_agree_and_layout_is_chw(tmp_path):
 MALFORMED = [
     ('missing', lambda name, b: None if name == 'data_batch_3' else b,
      'missing batch cifar-10-batches-py/data_batch_3'),
+    ('missing test batch', lambda name, b: None if name == 'test_batch' else b,
+     'missing batch cifar-10-batches-py/test_batch'),
     ('columns', replace_entry('data_batch_2', b'data', lambda d: d[:, :3000]), 'shape (n, 3072)'),
+    ('images', replace_entry('test_batch', b'data', lambda d: d.reshape(-1, 3, 32, 32)), 'shape (n, 3072)'),
     ('dtype', replace_entry('test_batch', b'data', lambda d: d.astype(np.int64)), 'uint8'),
-    ('label10', replace_entry('data_batch_4', b'labels', lambda v: v[:2] + [10] + v[3:]), 'label 10 is outside 0..9'),
-    ('label-1', replace_entry('test_batch', b'labels', lambda v: [-1] + v[1:]), 'label -1 is outside 0..9'),
+    ('float32', replace_entry('data_batch_1', b'data', lambda d: d.astype(np.float32)), 'uint8'),
+    ('label10', replace_entry('data_batch_4', b'labels', lambda v: v[:2] + [10] + v[3:]),
+     'data_batch_4: label 10 is outside 0..9'),
+    ('label-1', replace_entry('test_batch', b'labels', lambda v: [-1] + v[1:]), 'test_batch: label -1 is outside 0..9'),
     ('float labels', replace_entry('test_batch', b'labels', lambda v: [0.5] * len(v)), 'labels must be integers'),
     ('count', replace_entry('data_batch_1', b'labels', lambda v: v[:-1]), '7 labels for 8 images'),
     ('empty', lambda name, b: pickle.dumps({b'data': np.zeros((0, 3072), np.uint8), b'labels': []}, protocol=4),
@@ -97,47 +103,91 @@ def test_malformed_batches_are_refused(tmp_path, mutate, expected):
     assert expected in str(error.value) and '\n' not in str(error.value)
 
 
-def test_truncated_and_non_archives_are_refused(tmp_path, cifar_archive):
-    data = cifar_archive.read_bytes()
-    cut = tmp_path / 'cut.tar.gz'
-    cut.write_bytes(data[:len(data) // 2])
+def test_truncated_and_non_archives_are_refused(tmp_path):
     with pytest.raises(UserError, match='truncated'):
-        di.load_cifar10(cut)
+        di.load_cifar10(truncated_archive(tmp_path / 'cut.tar.gz'))
     text = tmp_path / 'notes.txt'
     text.write_text('hello')
-    with pytest.raises(UserError, match='not a tar.gz'):
-        di.load_cifar10(text)
+    empty = tmp_path / 'empty.tar.gz'
+    empty.write_bytes(b'')
+    for path in (text, empty):
+        with pytest.raises(UserError, match='not a tar.gz'):
+            di.load_cifar10(path)
 
 
-def test_missing_path_and_empty_folder_are_refused(tmp_path):
+def test_missing_path_and_empty_folders_are_refused(tmp_path):
     with pytest.raises(UserError, match='does not exist'):
         di.load_cifar10(tmp_path / 'nowhere.tar.gz')
-    (tmp_path / 'empty').mkdir()
-    with pytest.raises(UserError, match='missing batch data_batch_1'):
-        di.load_cifar10(tmp_path / 'empty')
+    (tmp_path / 'empty' / 'cifar-10-batches-py').mkdir(parents=True)
+    for folder in (tmp_path / 'empty', tmp_path / 'empty' / 'cifar-10-batches-py'):
+        with pytest.raises(UserError, match='missing batch data_batch_1'):
+            di.load_cifar10(folder)
 
 
-class _Evil:
-    """Pickles into a call of `function(argument)`, like a malicious batch would."""
-
-    def __init__(self, function, argument):
-        self.function, self.argument = function, argument
-
-    def __reduce__(self):
-        return self.function, (self.argument,)
+def _folder_with(tmp_path, batch_bytes):
+    """An extracted tiny archive whose data_batch_1 holds ``batch_bytes``."""
+    with tarfile.open(write_archive(tmp_path / 'c.tar.gz', 8, 10)) as tar:
+        tar.extractall(tmp_path / 'x')
+    (tmp_path / 'x' / 'cifar-10-batches-py' / 'data_batch_1').write_bytes(batch_bytes)
+    return tmp_path / 'x'
 
 
-@pytest.mark.parametrize('how', ['system', 'exec'])
+def test_a_batch_in_a_folder_that_is_not_a_pickle_is_refused(tmp_path):
+    with pytest.raises(UserError, match='cannot unpickle .*data_batch_1'):
+        di.load_cifar10(_folder_with(tmp_path, b'\x80\x02garbage'))
+
+
+def _payload(how, marker):
+    """A pickled object that runs code creating ``marker`` when unpickled, and the call it asks for."""
+    return {
+        'system': (Evil(os.system, 'touch %s' % marker), r'posix\.system'),
+        'exec': (Evil(exec, 'open(%r, "w").close()' % str(marker)), r'__builtin__\.exec'),
+        'eval': (Evil(eval, '__import__("os").system("touch %s")' % marker), r'__builtin__\.eval'),
+        'subprocess': (Evil(subprocess.call, ['touch', str(marker)]), r'commands\.call'),  # protocol 2's name
+    }[how]
+
+
+@pytest.mark.parametrize('how', ['system', 'exec', 'eval', 'subprocess'])
+def test_the_crafted_pickles_do_run_code_when_unpickled_naively(how, tmp_path):
+    """The payloads are live: plain pickle.loads runs them (so their refusal means something)."""
+    marker = tmp_path / 'MARKER'
+    pickle.loads(pickle.dumps({b'labels': _payload(how, marker)[0]}, protocol=2))
+    assert marker.exists()
+
+
+@pytest.mark.parametrize('how', ['system', 'exec', 'eval', 'subprocess'])
 def test_restricted_unpickler_refuses_code(tmp_path, how):
     marker = tmp_path / 'MARKER'
-    payload = (_Evil(os.system, 'touch %s' % marker) if how == 'system'
-               else _Evil(exec, 'open(%r, "w").close()' % str(marker)))
+    payload, call = _payload(how, marker)
     evil = lambda name, b: {**b, b'labels': payload} if name == 'data_batch_2' else b  # noqa: E731
     archive = write_archive(tmp_path / 'c.tar.gz', 8, 10, mutate=evil)
-    refused = r'refusing to load .*data_batch_2: it asks for (posix\.system|__builtin__\.exec)'
-    with pytest.raises(UserError, match=refused):
+    with pytest.raises(UserError, match=r'refusing to load .*data_batch_2: it asks for ' + call):
         di.load_cifar10(archive)
     assert not marker.exists()
+
+
+def test_restricted_unpickler_refuses_code_in_a_folder(tmp_path):
+    marker = tmp_path / 'MARKER'
+    folder = _folder_with(tmp_path, pickle.dumps(_payload('system', marker)[0], protocol=2))
+    with pytest.raises(UserError, match=r'refusing to load .*data_batch_1: it asks for posix\.system'):
+        di.load_cifar10(folder)
+    assert not marker.exists()
+
+
+def test_what_is_not_a_regular_file_or_a_folder_is_refused_before_it_is_read(tmp_path):
+    """A device would fill the memory and a named pipe hang the job: neither is opened (the
+    pipe has no writer, so opening it would block; the command-line case is in test_train_cli)."""
+    fifo = tmp_path / 'pipe'
+    os.mkfifo(str(fifo))
+    for path in ('/dev/zero', str(fifo)):
+        with pytest.raises(UserError) as error:
+            di.load_cifar10(path)
+        assert str(error.value) == 'cannot read dataset {}: it is not a regular file or a folder'.format(path)
+    huge = tmp_path / 'huge.tar.gz'
+    with open(str(huge), 'wb') as f:
+        f.truncate(di.MAX_ARCHIVE + 1)  # sparse: no disk space used
+    with pytest.raises(UserError, match=r'cannot read dataset .*huge\.tar\.gz: it is \d+ MB, larger than'):
+        di.load_cifar10(huge)
 
 
 # ---------------------------------------------------------------- md5 and download
@@ -193,12 +243,23 @@ def test_download_failure_is_one_line_user_error(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- samples and augmentation
 
 
-def _draws(seed, stream, epoch, n):
-    """The random numbers the module is specified to draw for one data epoch."""
-    rng = np.random.RandomState([seed, stream, epoch])
-    order = rng.permutation(n)
-    dy, dx, flip = rng.randint(0, 9, n), rng.randint(0, 9, n), rng.randint(0, 2, n)
-    return order, dy, dx, flip, rng.randint(0, 32, n), rng.randint(0, 32, n)
+def _which_crop(x, image):
+    """The (dy, dx, flip) for which ``x`` is ``image`` (uint8 CHW), padded with 4 zero pixels,
+    cropped at (dy, dx), flipped left-right if ``flip``, normalised; asserts there is one."""
+    padded = np.pad(image, ((0, 0), (4, 4), (4, 4)))
+    for dy in range(9):
+        for dx in range(9):
+            crop = padded[:, dy:dy + 32, dx:dx + 32]
+            for flip in (False, True):
+                if np.allclose(x, _normalise(crop[:, :, ::-1] if flip else crop), atol=1e-5):
+                    return dy, dx, flip
+    raise AssertionError('the sample is no padded crop of its image, flipped or not')
+
+
+def _samples(images, labels, batch_size, batches, **kwargs):
+    """The first ``batches * batch_size`` samples of an iterator, concatenated: (x, labels)."""
+    taken = _take(di.make_iterator(images, labels, batch_size, **kwargs), batches)
+    return np.concatenate([x for x, _ in taken]), np.concatenate([y[:, 0] for _, y in taken])
 
 
 def test_normalisation_uses_mean_and_std():
@@ -214,17 +275,40 @@ def test_normalisation_uses_mean_and_std():
     assert y[0] == 1
 
 
-def test_augmentation_is_per_image_and_matches_reference():
-    n, seed, stream = 12, 5, 2
-    images, labels = _indexed_images(n, seed=1)
-    x, y = _take(di.make_iterator(images, labels, n, seed, stream=stream), 1)[0]
-    order, dy, dx, flip, _, _ = _draws(seed, stream, 0, n)
-    assert len(set(zip(dy, dx, flip))) > n // 2 and 0 < flip.sum() < n
-    for p in range(n):
-        crop = np.pad(images[order[p]], ((0, 0), (4, 4), (4, 4)))[:, dy[p]:dy[p] + 32, dx[p]:dx[p] + 32]
-        expected = _normalise(crop[:, :, ::-1] if flip[p] else crop)
-        np.testing.assert_allclose(x[p], expected, atol=1e-5)
-        assert y[p, 0] == labels[order[p]]
+def test_augmentation_is_a_random_crop_and_flip_of_each_image():
+    n = 12
+    images = np.random.RandomState(1).randint(0, 256, (n, 3, 32, 32)).astype(np.uint8)
+    x, order = _samples(images, np.arange(n), n, 1, seed=5, stream=2)
+    assert sorted(order) == list(range(n)) and list(order) != list(range(n))  # the labels: a shuffled pass
+    crops = [_which_crop(x[p], images[order[p]]) for p in range(n)]
+    assert len(set(crops)) > n // 2 and 0 < sum(flip for _, _, flip in crops) < n
+
+
+def test_samples_depend_only_on_the_seed_the_stream_and_their_index():
+    """Not on the batch size, and the flags never shift the random numbers a sample receives:
+    with or without cutout the same crops, with or without shuffling or cropping the same squares."""
+    n = 10
+    images = np.random.RandomState(2).randint(1, 256, (n, 3, 32, 32)).astype(np.uint8)
+    labels = np.arange(n)
+    x, y = _samples(images, labels, 4, 5, seed=3, cutout=16)
+    x5, y5 = _samples(images, labels, 5, 4, seed=3, cutout=16)
+    np.testing.assert_array_equal(x, x5)
+    np.testing.assert_array_equal(y, y5)
+    for other in (dict(seed=4), dict(seed=3, stream=1)):
+        xo, yo = _samples(images, labels, 4, 5, cutout=16, **other)
+        assert not np.array_equal(yo, y) and not np.array_equal(xo, x), other
+    square = (x == 0).all(axis=1)  # the cutout of each sample (no normalised pixel is exactly 0)
+    assert square.any(axis=(1, 2)).all()
+    plain, y_plain = _samples(images, labels, 4, 5, seed=3)
+    np.testing.assert_array_equal(y_plain, y)
+    np.testing.assert_array_equal((plain == 0).all(axis=1), np.zeros_like(square))
+    np.testing.assert_array_equal(np.where(square[:, None], 0, plain), x)  # the same crops, then the squares
+    uncropped, y_uncropped = _samples(images, labels, 4, 5, seed=3, cutout=16, augment=False)
+    np.testing.assert_array_equal(y_uncropped, y)
+    np.testing.assert_array_equal((uncropped == 0).all(axis=1), square)
+    in_order, y_in_order = _samples(images, labels, 4, 5, seed=3, cutout=16, shuffle=False)
+    np.testing.assert_array_equal(y_in_order, np.arange(20) % n)
+    np.testing.assert_array_equal((in_order == 0).all(axis=1), square)
 
 
 def test_copies_of_one_image_get_different_augmentations():
@@ -237,21 +321,22 @@ def test_copies_of_one_image_get_different_augmentations():
 
 
 def test_cutout_zeroes_one_clipped_square_per_image():
-    n, seed, size = 24, 7, 16
+    n, size = 24, 16
     images, labels = np.full((n, 3, 32, 32), 200, np.uint8), np.zeros(n, np.int32)
-    x = _take(di.make_iterator(images, labels, n, seed, cutout=size), 1)[0][0]
-    _, _, _, _, cy, cx = _draws(seed, 0, 0, n)
+    x = _take(di.make_iterator(images, labels, n, 7, cutout=size), 1)[0][0]
     interior, masks = 0, set()
     for p in range(n):
         zero = x[p] == 0
         assert (zero == zero[0]).all()  # same square in every channel
         rows, cols = np.nonzero(zero[0])
-        y0, y1 = np.clip([cy[p] - size // 2, cy[p] + size // 2], 0, 32)
-        x0, x1 = np.clip([cx[p] - size // 2, cx[p] + size // 2], 0, 32)
+        assert rows.size > 0  # its centre is always inside the image
         expected = np.zeros((32, 32), bool)
-        expected[y0:y1, x0:x1] = True
-        np.testing.assert_array_equal(zero[0], expected)
-        assert rows.max() - rows.min() < size and cols.max() - cols.min() < size
+        expected[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
+        np.testing.assert_array_equal(zero[0], expected)  # a rectangle ...
+        for lo, hi in ((rows.min(), rows.max() + 1), (cols.min(), cols.max() + 1)):
+            # ... of side `size` around a centre c in 0..31: [c - size/2, c + size/2) clipped to the image
+            assert hi - lo == size or (lo == 0 and size // 2 <= hi < size) or \
+                (hi == 32 and 32 - size < lo <= 32 - size // 2), (p, lo, hi)
         interior += zero[0].sum() == size * size
         masks.add(zero[0].tobytes())
     assert interior > 0 and len(masks) > n // 2

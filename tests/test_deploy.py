@@ -1,7 +1,5 @@
 """Saved models: --eval-only reproduces the reported test error; the .nnp runs like the training code."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import nnabla as nn
@@ -10,14 +8,7 @@ from nnabla.utils.nnp_graph import NnpLoader
 
 import darts_train
 import genotype
-from conftest import ROOT, write_archive
-
-FLAGS = ['-c', 'cpu', '--model-arch-name', 'DARTS_V2', '--num-cells', '3', '--output-filter', '4', '-f', '0']
-
-
-def train(*extra):
-    return subprocess.run([sys.executable, 'darts_train.py', *FLAGS, *[str(e) for e in extra]],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+from helpers import TRAIN_TINY, one_line, train, write_archive
 
 
 @pytest.fixture(scope='module')
@@ -25,7 +16,7 @@ def trained(tmp_path_factory):
     """A finished tiny retraining: (archive, monitor folder)."""
     folder = tmp_path_factory.mktemp('deploy')
     archive = write_archive(folder / 'c.tar.gz', 8, 13)
-    proc = train('--dataset-path', archive, '-b', 4, '-e', 2, '-m', folder / 'run')
+    proc = train(*TRAIN_TINY, '--dataset-path', archive, '-b', 4, '-e', 2, '-m', folder / 'run')
     assert proc.returncode == 0, proc.stderr
     assert (folder / 'run' / 'learning_curves.png').read_bytes()[:4] == b'\x89PNG'
     return archive, folder / 'run'
@@ -35,7 +26,7 @@ def trained(tmp_path_factory):
 def test_eval_only_reproduces_the_reported_test_error(trained, source):
     archive, run = trained
     path = run / source if source == 'params.h5' else sorted(run.glob('checkpoint_*'))[-1]
-    proc = train('--dataset-path', archive, '-b', 5, '--eval-only', '--model-load-path', path)
+    proc = train(*TRAIN_TINY, '--dataset-path', archive, '-b', 5, '--eval-only', '--model-load-path', path)
     assert proc.returncode == 0, proc.stderr
     results = json.loads((run / 'results.json').read_text())
     assert 'test error: {:.2f}%'.format(100 * results['test_error']) in proc.stdout
@@ -44,21 +35,18 @@ def test_eval_only_reproduces_the_reported_test_error(trained, source):
 
 def test_eval_only_refuses_parameters_of_another_architecture(trained):
     archive, run = trained
-    proc = subprocess.run([sys.executable, 'darts_train.py', *FLAGS[:2], '--model-arch-name', 'DARTS_V1',
-                           *FLAGS[4:], '--dataset-path', str(archive), '--eval-only', '--model-load-path',
-                           str(run / 'params.h5')], cwd=ROOT, capture_output=True, text=True)
-    lines = [l for l in proc.stderr.splitlines() if '[nnabla]' not in l]
-    assert proc.returncode == 2 and len(lines) == 1 and 'does not match this architecture' in lines[0], proc.stderr
-    proc = train('--eval-only', '--dataset-path', archive)
-    assert proc.returncode == 2 and 'need --model-load-path' in proc.stderr
+    v1 = TRAIN_TINY[:3] + ['DARTS_V1'] + TRAIN_TINY[4:]
+    proc = train(*v1, '--dataset-path', archive, '--eval-only', '--model-load-path', run / 'params.h5')
+    one_line(proc, 'does not match this architecture')
+    one_line(train(*TRAIN_TINY, '--eval-only', '--dataset-path', archive), 'need --model-load-path')
 
 
 def test_nnp_runs_to_the_outputs_of_the_training_code(trained, tmp_path):
     _, run = trained
     exported = tmp_path / 'again.nnp'
-    proc = train('--export-nnp', exported, '--model-load-path', run / 'params.h5')
+    proc = train(*TRAIN_TINY, '--export-nnp', exported, '--model-load-path', run / 'params.h5')
     assert proc.returncode == 0, proc.stderr
-    args = darts_train.parse('train', FLAGS)
+    args = darts_train.parse('train', TRAIN_TINY)
     x = np.random.RandomState(0).randn(3, 3, 32, 32).astype(np.float32)
     nn.clear_parameters()
     test = darts_train.build_test(genotype.load('DARTS_V2'), args, 3)
@@ -73,3 +61,14 @@ def test_nnp_runs_to_the_outputs_of_the_training_code(trained, tmp_path):
         y = net.outputs['y']
         y.forward()
         np.testing.assert_allclose(y.d, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_an_nnp_under_a_regular_file_is_refused_before_any_work(tmp_path):
+    """--export-nnp names a path whose ancestor is a file: refused before the parameters are read."""
+    afile = tmp_path / 'a-file'
+    afile.write_text('not a folder')
+    target = afile / 'sub' / 'm.nnp'
+    proc = train(*TRAIN_TINY, '--export-nnp', target, '--model-load-path', tmp_path / 'no-params.h5')
+    line = one_line(proc, '--export-nnp', str(target), '{} is not a folder'.format(afile))
+    assert 'no-params.h5' not in line
+    assert afile.read_text() == 'not a folder'

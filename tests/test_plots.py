@@ -1,7 +1,5 @@
 """Pictures: cell diagrams (graphviz or matplotlib) and learning curves from monitor series."""
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -9,7 +7,7 @@ from PIL import Image
 
 import genotype
 import plots
-from conftest import ROOT
+from helpers import one_line, run_cli
 
 
 def image(path):
@@ -54,13 +52,10 @@ def test_the_diagram_has_the_cell_s_edges_with_paper_names():
 
 
 def test_genotype_plot_cli(tmp_path):
-    proc = subprocess.run([sys.executable, 'genotype.py', 'plot', 'DARTS_V2', '--out', str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = run_cli('genotype.py', ['plot', 'DARTS_V2', '--out', tmp_path])
     assert proc.returncode == 0, proc.stderr
     assert image(tmp_path / 'normal_cell.png').size and image(tmp_path / 'reduction_cell.png').size
-    proc = subprocess.run([sys.executable, 'genotype.py', 'plot', str(tmp_path / 'missing.json')],
-                          cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 2 and 'cannot read arch file' in proc.stderr
+    one_line(run_cli('genotype.py', ['plot', tmp_path / 'missing.json']), 'cannot read arch file')
 
 
 def write_series(folder, name, values):
@@ -87,10 +82,7 @@ def test_plot_flag_of_darts_train(tmp_path):
     for run in ('r1', 'r2', 'r3'):
         for name in ('Test error', 'Training error', 'Test loss', 'Training loss', 'Learning rate'):
             write_series(tmp_path / run, name, np.random.RandomState(len(run)).rand(4))
-    proc = subprocess.run([sys.executable, str(ROOT + '/darts_train.py'), '--plot', 'r1', 'r2', 'r3'],
-                          cwd=str(tmp_path), capture_output=True, text=True)
+    proc = run_cli('darts_train.py', ['--plot', 'r1', 'r2', 'r3'], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert image(tmp_path / 'performance.png').shape[1] > 1000
-    proc = subprocess.run([sys.executable, str(ROOT + '/darts_train.py'), '--plot', str(tmp_path)],
-                          cwd=str(tmp_path), capture_output=True, text=True)
-    assert proc.returncode == 2 and 'not a monitor folder' in proc.stderr
+    one_line(run_cli('darts_train.py', ['--plot', tmp_path], cwd=tmp_path), 'not a monitor folder')

@@ -1,4 +1,5 @@
-"""Fixtures of the fault suite, the 'slow' marker and the figures printed at the end.
+"""Fixtures of the fault suite (tests/conftest.py gives it `archive`), the 'slow' marker and
+the figures printed at the end.
 
 `make faults` runs everything (python -m pytest -q tests/faults); `make test` runs the quick
 cases only (-m "not slow"). The figures of a full run go to tests/faults/results.json, those
@@ -17,12 +18,6 @@ _STARTED = time.time()
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: a long fault-injection case (make faults runs it, make test skips it)')
-
-
-@pytest.fixture(scope='session')
-def archive(tmp_path_factory):
-    """40 training images (5 batches of 8, labels index % 10) and 10 test images."""
-    return str(faultlib.write_archive(tmp_path_factory.mktemp('data') / 'cifar-10-python.tar.gz', 8, 10))
 
 
 @pytest.fixture(scope='session')
@@ -52,7 +47,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         write('  {:<46} {:>4} faults {:>4} runs {:>4} ok'.format(kind, k['faults'], k['runs'], k['ok']))
         for hit, n in sorted(k['hits'].items()):
             write('      {:<42} {:>4}'.format(hit, n))
-    partial = bool(config.option.markexpr or config.option.keyword or config.option.lf)
+    partial = bool(config.option.markexpr or config.option.keyword or getattr(config.option, 'lf', False))
     name = 'results-partial.json' if partial else 'results.json'
     path = os.path.join(faultlib.HERE, name)
     with open(path, 'w') as f:

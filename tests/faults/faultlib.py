@@ -1,18 +1,16 @@
-"""Helpers of the fault suite: the tiny configurations, running the CLIs (plain or through
-inject.py), comparing a run with the uninterrupted reference, and the tally of faults that
-tests/faults/conftest.py prints and writes to tests/faults/results.json.
+"""Helpers of the fault suite only (the shared ones are in tests/helpers.py): the tiny
+configurations, running the CLIs through inject.py, comparing a run with the uninterrupted
+reference, and the tally of faults that tests/faults/conftest.py prints and writes to
+tests/faults/results.json.
 """
 import contextlib
-import glob
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
 
-import h5py
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -22,9 +20,8 @@ for _path in (ROOT, os.path.dirname(HERE)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from conftest import snapshot, write_archive  # noqa: E402,F401  (tests/conftest.py)
-
-TIMEOUT = 300
+from helpers import (SEARCH_TINY, TIMEOUT, TRAIN_TINY, checkpoint_folders, env, read_h5,  # noqa: E402
+                     read_series)
 
 
 class Config:
@@ -65,33 +62,12 @@ class Config:
                 'Elapsed-time')
 
 
-TRAIN_TINY = ['-c', 'cpu', '--model-arch-name', 'DARTS_V2', '--num-cells', '3', '--output-filter', '4', '-f', '0']
-SEARCH_TINY = ['-c', 'cpu', '--num-cells', '3', '--output-filter', '4', '-b', '4', '--num-nodes', '5']
 # write_archive(path, 8, 10): 40 training images, 10 test images
 CONFIGS = {
     'train': Config('train', 'train', TRAIN_TINY + ['-b', '4', '-e', '2', '-s', '3'], 2, 10, 3),
     'search1': Config('search1', 'search', SEARCH_TINY + ['-e', '2', '-s', '3'], 2, 5, 3),
     'search2': Config('search2', 'search', SEARCH_TINY + ['-e', '2', '-s', '3', '--second-order', 'True'], 2, 5, 3),
 }
-
-
-def env(**extra):
-    """The environment of a job: unbuffered output (so a killed job's output is complete), plus
-    ``extra`` (a value None removes a variable)."""
-    e = dict(os.environ, PYTHONUNBUFFERED='1')
-    e.pop('DARTS_FAULT_LOG', None)
-    for k, v in extra.items():  # None removes the variable
-        if v is None:
-            e.pop(k, None)
-        else:
-            e[k] = str(v)
-    return e
-
-
-def run_cli(program, argv, timeout=TIMEOUT, **env_extra):
-    """Run a script of the project from the repository root, as a user would."""
-    return subprocess.run([sys.executable, program] + [str(a) for a in argv], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=env(**env_extra))
 
 
 def run_injected(script, argv, faults=(), deny=None, deny_read=None, log=None, timeout=TIMEOUT, **env_extra):
@@ -117,61 +93,12 @@ def run_injected(script, argv, faults=(), deny=None, deny_read=None, log=None, t
     return res, fired
 
 
-# ---------------------------------------------------------------- what a job printed
-
-
-_NOISE = re.compile(r'\[nnabla\]|^\s*epoch \d+/\d+:|\d+%\|.*\||it/s\]|B/s\]')
-
-
-def error_lines(stderr):
-    """stderr without nnabla's log lines and progress bars (tqdm redraws with \\r)."""
-    return [line for line in re.split(r'[\r\n]', stderr) if line.strip() and not _NOISE.search(line)]
-
-
-def one_line(res, *fragments, code=None):
-    """Assert a non-zero exit (``code`` if given) with exactly one 'error:' line holding every
-    fragment, and no traceback; returns the line."""
-    lines = error_lines(res.stderr)
-    context = 'exit {}\nstdout:\n{}\nstderr:\n{}'.format(res.returncode, res.stdout[-2000:], res.stderr[-3000:])
-    assert res.returncode != 0, context
-    if code is not None:
-        assert res.returncode == code, context
-    assert 'Traceback' not in res.stderr, context
-    assert len(lines) == 1 and lines[0].startswith('error: '), context
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
-
-
 # ---------------------------------------------------------------- files of a run
-
-
-def checkpoint_folders(folder):
-    """Complete checkpoints (with state.json), oldest first, as the job sees them."""
-    found = glob.glob(os.path.join(str(folder), 'checkpoint_*', 'state.json'))
-    return sorted(os.path.dirname(p) for p in found)
 
 
 def checkpoint_iteration(path):
     with open(os.path.join(path, 'state.json')) as f:
         return json.load(f)['iteration']
-
-
-def read_series(folder, name):
-    """[(index text, value text)] of a monitor series file."""
-    with open(os.path.join(str(folder), name + '.series.txt')) as f:
-        return [tuple(line.split()) for line in f.read().splitlines()]
-
-
-def read_h5(path):
-    """{dataset name: array} of an .h5 file (parameters or solver states), read with h5py."""
-    out = {}
-    with h5py.File(str(path), 'r') as f:
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset):
-                out[name] = np.asarray(obj[()])
-        f.visititems(visit)
-    return out
 
 
 def assert_loadable(checkpoint):

@@ -12,20 +12,12 @@ import shutil
 
 import pytest
 
-from faults.faultlib import one_line, run_cli, run_injected, snapshot, tally
+from faults.faultlib import run_injected, tally
+from helpers import SEARCH_TINY, TRAIN_TINY, cuda_installed, one_line, run_cli, snapshot
 
 KIND = 'bad arguments and files'
-TRAIN_BASE = ['-c', 'cpu', '--model-arch-name', 'DARTS_V2', '--num-cells', '3', '--output-filter', '4', '-f', '0',
-              '-b', '4', '-e', '1']
-SEARCH_BASE = ['-c', 'cpu', '--num-cells', '3', '--output-filter', '4', '-b', '4', '--num-nodes', '5', '-e', '1']
-
-
-def _cuda_installed():
-    import importlib.util
-    try:
-        return importlib.util.find_spec('nnabla_ext.cudnn') is not None
-    except ImportError:
-        return False
+TRAIN_BASE = TRAIN_TINY + ['-b', '4', '-e', '1']
+SEARCH_BASE = SEARCH_TINY + ['-e', '1']
 
 
 def refused(program, base, extra, fragments, tmp_path, code=2):
@@ -111,7 +103,7 @@ SEARCH_ONLY = [
     (['--eta', 'inf'], ['--eta']),
     (['--dropout-rate', '0.1'], ['--dropout-rate']),  # a flag of the retraining only
 ]
-if not _cuda_installed():
+if not cuda_installed():
     COMMON.append((['--context', 'cudnn'], ['--context cpu', 'nnabla-ext-cuda120']))
 
 TRAIN_FLAGS = [(f, frag) for f, frag in COMMON + TRAIN_ONLY]
@@ -150,8 +142,8 @@ def test_paths_that_cannot_be_used(tmp_path, archive):
          ['none.h5']),
         ('darts_train.py', TRAIN_BASE, ['--eval-only', '--model-load-path', params], ['cannot load parameters']),
         ('darts_train.py', TRAIN_BASE, ['--eval-only', '--model-load-path', archive], ['does not match']),
-        ('darts_train.py', TRAIN_BASE, ['--export-nnp', afile / 'm.nnp', '--model-load-path', params],
-         ['--export-nnp', str(afile), 'not a folder']),
+        ('darts_train.py', TRAIN_BASE, ['--export-nnp', afile / 'no' / 'm.nnp', '--model-load-path', params],
+         ['--export-nnp', '{} is not a folder'.format(afile)]),
         ('darts_train.py', TRAIN_BASE, ['--export-onnx', afile / 'm.onnx', '--model-load-path', params],
          ['--export-onnx', str(afile), 'not a folder']),
         ('darts_train.py', TRAIN_BASE, ['--plot', tmp_path / 'nothing'], ['nothing', 'Test-error']),
@@ -239,8 +231,8 @@ def test_a_missing_or_unreadable_arch_json_is_refused(tmp_path):
     base = [a for a in TRAIN_BASE]
     i = base.index('--model-arch-name') + 1
     good = arch_file(tmp_path / 'good.json', 'VALID')
-    for target, fragments in ((tmp_path / 'missing.json', ['cannot read', 'does not exist']),
-                              (tmp_path, ['cannot read', 'not a regular file'])):
+    for target, fragments in ((tmp_path / 'missing.json', ['cannot read', 'it does not exist']),
+                              (tmp_path, ['cannot read', 'it is not a regular file'])):
         base[i] = str(target)
         with tally(KIND):
             refused('darts_train.py', base, [], fragments + [str(target)], tmp_path / 'run')

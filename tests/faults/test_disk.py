@@ -11,8 +11,9 @@ import os
 
 import pytest
 
-from faults.faultlib import (CONFIGS, assert_identical, assert_loadable, checkpoint_folders, checkpoint_iteration,
-                             one_line, run_cli, run_injected, snapshot, tally)
+from faults.faultlib import (CONFIGS, assert_identical, assert_loadable, checkpoint_iteration, run_injected,
+                             tally)
+from helpers import checkpoint_folders, one_line, run_cli, snapshot
 
 pytestmark = pytest.mark.slow
 ENOSPC, EACCES = 'No space left on device', 'Permission denied'

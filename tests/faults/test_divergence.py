@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from faults.faultlib import (CONFIGS, assert_loadable, checkpoint_folders, checkpoint_iteration, one_line,
-                             run_cli, run_injected, snapshot, tally)
+from faults.faultlib import CONFIGS, assert_loadable, checkpoint_iteration, run_injected, tally
+from helpers import checkpoint_folders, one_line, run_cli, snapshot
 
 pytestmark = pytest.mark.slow
 MESSAGE = re.compile(r'error: (Training loss|Training error|Training objective|Validation loss|Validation error|'

@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from faults.faultlib import (CONFIGS, ROOT, assert_identical, assert_loadable, checkpoint_folders,
-                             checkpoint_iteration, env, one_line, run_cli, run_injected, tally)
+from faults.faultlib import (CONFIGS, assert_identical, assert_loadable, checkpoint_iteration, run_injected,
+                             tally)
+from helpers import ROOT, checkpoint_folders, env, one_line, run_cli
 
 pytestmark = pytest.mark.slow
 KIND = 'interrupt (SIGINT, SIGTERM)'

@@ -13,8 +13,9 @@ import sys
 
 import pytest
 
-from faults.faultlib import (CONFIGS, assert_identical, assert_loadable, checkpoint_folders, checkpoint_iteration,
-                             checkpoint_traces, kill_after, run_cli, run_injected, tally, what_was_hit)
+from faults.faultlib import (CONFIGS, assert_identical, assert_loadable, checkpoint_iteration, checkpoint_traces,
+                             kill_after, run_injected, tally, what_was_hit)
+from helpers import checkpoint_folders, run_cli
 
 pytestmark = pytest.mark.slow
 CHECKPOINT_WRITES = ('ckpt_params', 'ckpt_solver', 'ckpt_state', 'ckpt_rename')
