@@ -8,7 +8,7 @@ import types
 import pytest
 
 import device
-from conftest import ROOT
+from helpers import ROOT
 from errors import UserError
 
 

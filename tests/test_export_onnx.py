@@ -10,7 +10,7 @@ import pytest
 import darts_train
 import export
 import genotype
-from conftest import ROOT, write_archive
+from helpers import ROOT, write_archive
 from errors import UserError
 
 ort = pytest.importorskip('onnxruntime', reason='the ONNX export extras are not installed: '

@@ -21,7 +21,7 @@ import darts_search
 import darts_train
 import genotype
 from args import SEARCH, TRAIN, parse
-from conftest import ROOT
+from helpers import ROOT
 
 TABLE = json.load(open(os.path.join(ROOT, 'tests', 'data', 'gpu_functions.json')))
 BATCH = 2

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, write_archive
+from helpers import ROOT, write_archive
 from test_train_cli import SERIES, assert_same_run, checkpoint_folders, read_series
 
 WORKER = os.path.join(ROOT, 'tests', 'parallel_worker.py')

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, write_archive
+from helpers import ROOT, write_archive
 from test_parallel import MPIRUN, TINY, mpi_env, mpirun, mpirun_command, rank_pid
 from test_train_cli import assert_same_run, checkpoint_folders
 
