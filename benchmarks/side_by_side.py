@@ -2,12 +2,14 @@
 one after the other on the configurations of docs/speed.md, and print the table.
 
     python benchmarks/side_by_side.py --torch-ref PATH/TO/torch_ref.py
-        [--torch-python /tmp/torchref/bin/python] [--full-size True]
+        [--torch-python /tmp/torchref/bin/python] [--full-size True] [--pc-darts True]
 
 torch_ref is called with the arguments of CONFIGS (search or train, C, L, batch size, steps, 1)
 and must print, as its last line, a JSON object with 'sec_per_step' and 'params'. Each
 measurement is its own process, run alone; peak memory is that process's maximum resident set
-size (from wait4). torch_ref runs single-threaded.
+size (from wait4). torch_ref runs single-threaded. ``--pc-darts True`` instead compares the
+full-size PC-DARTS step (K=4, edge normalisation) at batch 64 and 256 with torch_ref's DARTS
+step at batch 64: time per image and peak memory.
 """
 import argparse
 import json
@@ -37,6 +39,9 @@ PROFILE_ROWS = (('convolution (dense and depthwise)', 'convolution'), ('batch no
 FULL_SIZE = ('search, full size (C=16, L=8, batch 64), one step',
              ['search', '--num-cells', '8', '--output-filter', '16', '--batch-size', '64', '--steps', '1', '--warmup', '0'],
              ['search', '16', '8', '64', '1', '1'])
+PC_DARTS = [(batch, ['search', '--num-cells', '8', '--output-filter', '16', '--batch-size', str(batch), '--steps', '2',
+                     '--partial-channels', '4', '--edge-normalization', 'True']) for batch in (64, 256)]
+PC_DARTS_REFERENCE = (64, ['search', '16', '8', '64', '2', '1'])
 
 
 def run(command):
@@ -57,9 +62,12 @@ def main():
     p.add_argument('--torch-python', default='/tmp/torchref/bin/python')
     p.add_argument('--torch-ref', default='', help='the PyTorch measuring stick (a Python script)')
     p.add_argument('--full-size', default='True', choices=('True', 'False'))
+    p.add_argument('--pc-darts', default='False', choices=('True', 'False'))
     args = p.parse_args()
     if not (os.path.exists(args.torch_python) and os.path.exists(args.torch_ref)):
         sys.exit('torch_ref not found: give --torch-python and --torch-ref (docs/speed.md)')
+    if args.pc_darts == 'True':
+        return compare_pc_darts(args)
     rows, ours = [], {}
     for label, bench_args, torch_args in CONFIGS + ([FULL_SIZE] if args.full_size == 'True' else []):
         mine = run([sys.executable, os.path.join(HERE, 'bench.py')] + bench_args)
@@ -86,6 +94,24 @@ def main():
     print('|---|' + '---|' * len(PROFILED))
     for label, key in PROFILE_ROWS:
         print('| {} | {} |'.format(label, ' | '.join('{:.1f} %'.format(100 * p.get(key, 0)) for p in profiles)))
+
+
+def compare_pc_darts(args):
+    """Time per image and peak memory of the full-size PC-DARTS step against torch_ref's DARTS."""
+    batch, torch_args = PC_DARTS_REFERENCE
+    ref = run([args.torch_python, args.torch_ref] + torch_args)
+    print(json.dumps({'config': 'torch_ref DARTS, batch {}'.format(batch), 'torch_ref': ref}), flush=True)
+    ref_image = ref['sec_per_step'] / batch
+    print('\n| step (C=16, L=8) | s/step | ms/image | vs torch_ref | peak MB | vs torch_ref |')
+    print('|---|---|---|---|---|---|')
+    print('| torch_ref DARTS, batch {} | {:.2f} | {:.0f} | 1 | {} | 1 |'.format(
+        batch, ref['sec_per_step'], 1000 * ref_image, ref['peak_mb']))
+    for batch, bench_args in PC_DARTS:
+        mine = run([sys.executable, os.path.join(HERE, 'bench.py')] + bench_args)
+        per_image = mine['sec_per_step'] / batch
+        print('| ours PC-DARTS K=4 + edge normalisation, batch {} | {:.2f} | {:.0f} | {:.2f}x | {} | {:.2f}x |'.format(
+            batch, mine['sec_per_step'], 1000 * per_image, per_image / ref_image, mine['peak_mb'],
+            mine['peak_mb'] / ref['peak_mb']), flush=True)
 
 
 if __name__ == '__main__':

@@ -50,9 +50,8 @@ def test_a_bad_flag_is_one_line():
 def test_first_loss_compares_two_contexts_on_the_same_weights_and_batch():
     """benchmarks/first_loss.py (gpu_check.sh's GPU-against-CPU check), run here with the CPU on both
     sides: the same weights and batch give exactly the same loss and gradient norm."""
-    proc = subprocess.run([sys.executable, 'benchmarks/first_loss.py', '--context', 'cpu', '--model-arch-name',
-                           'DARTS_V2', '--num-cells', '3', '--output-filter', '4', '-f', '0', '--batch-size', '2'],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_cli('benchmarks/first_loss.py', ['--context', 'cpu', '--model-arch-name', 'DARTS_V2', '--num-cells',
+                                                '3', '--output-filter', '4', '-f', '0', '--batch-size', '2'])
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result['gpu_loss'] == result['cpu_loss'] > 0 and result['gpu_grad_norm'] == result['cpu_grad_norm'] > 0
