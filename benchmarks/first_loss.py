@@ -49,7 +49,7 @@ def main(argv=None):
     result = {}
     for name, ctx, half in (('gpu', gpu, args.type_config == 'half'), ('cpu', cpu, False)):
         with nn.context_scope(ctx):
-            train = darts_train.build(arch, args)  # the second build reuses the first's parameters
+            train = darts_train.build(arch, args, args.batch_size)  # the second build reuses the first's parameters
             params = nn.get_parameters(grad_only=True)
             result[name + '_loss'], result[name + '_grad_norm'] = loss_and_grad_norm(
                 train, params, batch, LossScaler(half))

@@ -69,7 +69,7 @@ def main():
         args = parse(TRAIN, ['--model-arch-name', 'DARTS_V2', '--type-config', type_config])
         arch = genotype.load(args.model_arch_name, args.num_nodes)
         with nn.context_scope(context(type_config)):
-            train = darts_train.build(arch, args)
+            train = darts_train.build(arch, args, args.batch_size)
         print(json.dumps(report('retrain DARTS_V2 C=36 L=20 batch 96 ' + type_config, train['loss'],
                                 nn.get_parameters(grad_only=True), 1)))
     return 0
