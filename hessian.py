@@ -2,7 +2,8 @@
 
 Zela et al. (ICLR 2020, "Understanding and Robustifying Differentiable Architecture Search")
 found that a DARTS search collapses onto parameter-free ops while this eigenvalue grows. It is
-found here by power iteration on Hessian-vector products, each a central finite difference of
+found here (the largest eigenvalue, as RobustDARTS reports it) by power iteration on
+Hessian-vector products, each a central finite difference of
 the alpha gradient (normal and reduction alphas as one vector):
 
     H v ~ (grad_a L_val(w, a + eps v) - grad_a L_val(w, a - eps v)) / (2 eps),  |v| = 1
@@ -86,15 +87,27 @@ def power_iteration(hvp, size, iterations=MAX_ITERATIONS, tolerance=TOLERANCE):
     return value, k
 
 
+def largest_eigenvalue(hvp, size, iterations=MAX_ITERATIONS, tolerance=TOLERANCE):
+    """(largest eigenvalue, iterations run) of the symmetric matrix behind ``hvp``, the number
+    RobustDARTS tracks (max of the eigenvalues). Power iteration finds the largest in magnitude;
+    when that one is negative, a second run on H - lambda I (whose eigenvalues are all >= 0, the
+    largest being the largest of H minus lambda) finds it."""
+    value, k = power_iteration(hvp, size, iterations, tolerance)
+    if value >= 0:
+        return value, k
+    shifted, k2 = power_iteration(lambda v: hvp(v) - value * v, size, iterations, tolerance)
+    return shifted + value, k + k2
+
+
 def dominant_eigenvalue(graph, alphas, solver, batches, iterations=MAX_ITERATIONS, tolerance=TOLERANCE):
-    """(dominant eigenvalue of the alpha Hessian of the validation loss on ``batches``, power
+    """(largest eigenvalue of the alpha Hessian of the validation loss on ``batches``, power
     iterations run). The alphas, their gradients and the BN running statistics are restored."""
     saved = {k: (a.d.copy(), a.g.copy()) for k, a in alphas.items()}
     stats = {k: p.d.copy() for k, p in running_statistics().items()}
     base = flat([d for d, _ in saved.values()])
     try:
-        return power_iteration(lambda v: hessian_vector_product(graph, alphas, solver, batches, base, v),
-                               base.size, iterations, tolerance)
+        return largest_eigenvalue(lambda v: hessian_vector_product(graph, alphas, solver, batches, base, v),
+                                  base.size, iterations, tolerance)
     finally:
         for k, a in alphas.items():
             a.d, a.g = saved[k]

@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 import nnabla as nn
 import nnabla.functions as F
 
@@ -64,7 +65,7 @@ def test_eigenvalue_matches_the_exact_hessian_from_double_backward(monkeypatch):
     H = exact_alpha_hessian(alphas, batches)
     assert np.allclose(H, H.T, atol=1e-4 * np.abs(H).max())
     eigenvalues = np.linalg.eigvalsh((H + H.T) / 2)
-    exact = eigenvalues[np.argmax(np.abs(eigenvalues))]
+    exact = eigenvalues[-1]
     assert abs(value - exact) <= 1e-2 * abs(exact)
 
 
@@ -97,3 +98,15 @@ def test_search_stops_early_on_a_scripted_eigenvalue_and_keeps_that_epochs_arch(
     assert not (folder / 'alphas_epoch_18.json').exists()
     lines = (folder / 'Hessian-eigenvalue.series.txt').read_text().split('\n')
     assert [float(l.split()[1]) for l in lines if l] == [1.0] * 15 + [2.0] * 2
+
+
+def test_largest_eigenvalue_also_when_a_negative_one_dominates():
+    """Power iteration alone would return -3 here; the shifted second run finds the largest, 1."""
+    rng = np.random.RandomState(0)
+    q, _ = np.linalg.qr(rng.randn(6, 6))
+    H = q @ np.diag([-3.0, 1.0, 0.5, 0.2, -0.1, 0.0]) @ q.T
+    assert hessian.power_iteration(lambda v: H @ v, 6, 500, 1e-12)[0] == pytest.approx(-3.0, rel=1e-6)
+    value, iterations = hessian.largest_eigenvalue(lambda v: H @ v, 6, 500, 1e-12)
+    assert value == pytest.approx(1.0, rel=1e-6)
+    positive = q @ np.diag([2.0, 1.0, -0.5, 0.2, 0.1, 0.0]) @ q.T  # the largest dominates: one run
+    assert hessian.largest_eigenvalue(lambda v: positive @ v, 6, 500, 1e-12)[0] == pytest.approx(2.0, rel=1e-6)
