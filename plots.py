@@ -147,10 +147,12 @@ def alpha_weights(weights, edge_list, path, title=''):
     fig = Figure(figsize=(6.5 * len(weights), 0.38 * len(edge_list) + 2.2))
     for c, (cell, w) in enumerate(weights.items()):
         ax = fig.add_subplot(1, len(weights), c + 1)
-        ax.imshow(w, cmap='Blues', vmin=0, vmax=max(float(w.max()), 1e-9), aspect='auto')
+        low, high = float(w.min()), max(float(w.max()), float(w.min()) + 1e-9)  # the colours span the
+        image = ax.imshow(w, cmap='Blues', vmin=low, vmax=high, aspect='auto')  # range: early, the weights differ little
+        fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
         for (e, k), value in np.ndenumerate(w):
-            ax.text(k, e, '{:.2f}'.format(value), ha='center', va='center', fontsize=7,
-                    color='white' if value > 0.6 * w.max() else 'black')
+            ax.text(k, e, '{:.3f}'.format(value), ha='center', va='center', fontsize=7,
+                    color='white' if value > (low + high) / 2 else 'black')
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=45, ha='right', fontsize=8)
         ax.set_yticks(range(len(edge_list)))
