@@ -98,6 +98,13 @@ def test_search_stops_early_on_a_scripted_eigenvalue_and_keeps_that_epochs_arch(
     assert not (folder / 'alphas_epoch_18.json').exists()
     lines = (folder / 'Hessian-eigenvalue.series.txt').read_text().split('\n')
     assert [float(l.split()[1]) for l in lines if l] == [1.0] * 15 + [2.0] * 2
+    arch = read('arch.json')
+    (folder / 'arch.json').unlink()  # resumed, the stopped search runs no further epoch
+    nn.clear_parameters()
+    assert darts_search.main([*SEARCH_FLAGS, '--dataset-path', str(archive), '-m', str(folder), '-e', '18',
+                              '--model-arch-name', str(folder / 'arch.json'), '--early-stop', 'True',
+                              '--arch-lr', '0.05', '--hessian-batches', '2', '--resume', 'True']) == 0
+    assert len(calls) == 17 and read('arch.json') == arch and not (folder / 'alphas_epoch_18.json').exists()
 
 
 def test_largest_eigenvalue_also_when_a_negative_one_dominates():
