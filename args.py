@@ -10,6 +10,7 @@ import parallel
 from errors import UserError
 
 SEARCH, TRAIN = 'search', 'train'
+HESSIAN_BATCHES = 1  # at most 8.4 % of an epoch at the paper's size (README, Collapse diagnostics)
 DEFAULTS = {
     SEARCH: dict(epoch=50, batch_size=64, num_cells=8, output_filter=16,
                  additional_filters_on_retrain=0, model_lr=0.025, min_model_lr=0.001,
@@ -84,6 +85,14 @@ def parse(script, argv=None):
             help='PC-DARTS: weigh the edges into each node by a softmax over their betas')
         add('--arch-warmup-epochs', type=int, default=0,
             help='epochs before the alphas (and betas) are first updated (PC-DARTS: 15)')
+        add('--hessian-every', type=int, default=1,
+            help='epochs between evaluations of the dominant Hessian eigenvalue of the alphas (0: never)')
+        add('--hessian-batches', type=int, default=HESSIAN_BATCHES,
+            help='fixed validation batches (no augmentation) of the Hessian eigenvalue')
+        add('--early-stop', type=boolean, default=False,
+            help='DARTS-ES: stop when the Hessian eigenvalue grows, keep the arch of an earlier epoch')
+        add('--max-skip-connect', type=int, default=None,
+            help='at most M identity ops in the derived normal cell (P-DARTS; default: no cap)')
     else:
         add('--dropout-rate', type=float, default=0.2, help='final drop-path probability')
         add('--auxiliary', type=boolean, default=True, help='auxiliary head')
@@ -150,7 +159,13 @@ def check(args, script):
                   (args.partial_channels >= 1 and args.output_filter % args.partial_channels == 0
                    and args.output_filter // args.partial_channels >= 2,
                    '--partial-channels must be at least 1 and divide --output-filter into parts of 2 or more channels'),
-                  (args.arch_warmup_epochs >= 0, '--arch-warmup-epochs must be non-negative')]
+                  (args.arch_warmup_epochs >= 0, '--arch-warmup-epochs must be non-negative'),
+                  (args.hessian_every >= 0, '--hessian-every must be non-negative (0: never)'),
+                  (args.hessian_batches > 0, '--hessian-batches must be positive'),
+                  (args.hessian_every > 0 or not args.early_stop, '--early-stop needs the Hessian eigenvalue: '
+                   'set --hessian-every to a positive number'),
+                  (args.max_skip_connect is None or args.max_skip_connect >= 0,
+                   '--max-skip-connect must be non-negative')]
     else:
         rules += [(0 <= args.dropout_rate < 1, '--dropout-rate must be in [0, 1)'),
                   (args.auxiliary_weight >= 0, '--auxiliary-weight must be non-negative'),

@@ -3,6 +3,7 @@
     python darts_search.py --context cudnn --device-id 0 --monitor-path search.monitor \\
         --model-arch-name arch.json [--second-order True]
 """
+import json
 import os
 import sys
 
@@ -10,7 +11,9 @@ import nnabla as nn
 import nnabla.solvers as S
 
 import checkpoint
+import early_stop
 import genotype
+import hessian
 import parallel
 from architect import Unroller, forward_backward, search_graph, unrolled_alpha_grads
 from args import SEARCH, parse
@@ -18,14 +21,17 @@ from backbone import count_parameters
 from data_iterator import download_url, load_cifar10, make_iterator, search_halves, take_first
 from device import device_context
 from errors import UserError, run
-from files import check_output, write_json
+from files import check_output, write_atomic, write_json
 from loop import Log, TrainingLoop
 from model_search import split_parameters
 from numerics import MOMENTUM, GradClipper, cosine_lr, set_momentum_lr
-from plots import draw_cells
+from plots import alpha_weights, draw_cells
 
+EIGENVALUE, ITERATIONS = 'Hessian eigenvalue', 'Hessian power iterations'
+PARAMETER_FREE = {'arch_normal': 'Parameter-free ops normal', 'arch_reduction': 'Parameter-free ops reduction'}
 CURVES = (('error', ('Training error', 'Validation error')), ('loss', ('Training loss', 'Validation loss')),
-          ('learning rate', ('Learning rate',)))
+          ('learning rate', ('Learning rate',)), ('dominant eigenvalue of the alpha Hessian', (EIGENVALUE,)),
+          ('parameter-free ops in the derived cells', tuple(PARAMETER_FREE.values())))
 
 
 def setup(args):
@@ -65,7 +71,7 @@ def setup(args):
         solvers['weights'].update()
         return world.mean_values(dict({'Training loss': train[0], 'Training error': train[1]}, **values))
 
-    return weights, alphas, solvers, step
+    return weights, alphas, solvers, step, graph
 
 
 def alpha_dict(alphas):
@@ -73,11 +79,53 @@ def alpha_dict(alphas):
     return {name.split('/')[-1]: a.d.tolist() for name, a in alphas.items()}
 
 
-def arch_of(alphas, num_nodes):
+def arch_of(alphas, num_nodes, max_skip_connect=None):
     """The arch JSON that the current alphas (and betas, with edge normalisation) derive."""
     by_name = {name.split('/')[-1]: a.d for name, a in alphas.items()}
     betas = [by_name[name] for name in genotype.BETA_NAMES] if genotype.BETA_NAMES[0] in by_name else None
-    return genotype.derive(*[by_name[name] for name in genotype.ALPHA_NAMES], num_nodes, betas)
+    return genotype.derive(*[by_name[name] for name in genotype.ALPHA_NAMES], num_nodes, max_skip_connect, betas)
+
+
+def draw_alphas(alphas, num_nodes, folder, epoch):
+    """Refresh folder/alphas.png (softmax weights of every edge and op); a failed drawing never
+    stops the job."""
+    weights = {name.split('/')[-1][len('alpha_'):]: genotype.softmax_weights(a.d) for name, a in alphas.items()
+               if name.split('/')[-1] in genotype.ALPHA_NAMES}
+    try:
+        alpha_weights(weights, genotype.edges(num_nodes), os.path.join(folder, 'alphas.png'),
+                      'epoch {}'.format(epoch + 1))
+    except Exception as e:  # matplotlib or font trouble: the numbers are in alphas_epoch_N.json
+        print('warning: alphas.png not drawn: {}'.format(e), file=sys.stderr)
+
+
+def eigenvalue_due(epoch, args):
+    """Whether the Hessian eigenvalue is evaluated after ``epoch`` (from 0): every --hessian-every
+    epochs from the first, and after the last (RobustDARTS's schedule)."""
+    return args.hessian_every > 0 and (epoch % args.hessian_every == 0 or epoch == args.epoch - 1)
+
+
+def stop_reason(decision, epoch, every):
+    """The one line that says why and where DARTS-ES stopped (epochs counted from 1)."""
+    earlier, ratio = decision
+    return ('early stop (DARTS-ES) after epoch {}: the local average of the Hessian eigenvalue at epoch {} is '
+            '{:.3g} times the one at epoch {} (more than {}); the architecture of epoch {} is kept'.format(
+                epoch + 1, earlier + every * early_stop.DELTA + 1, ratio, earlier + 1, early_stop.FACTOR,
+                earlier + 1))
+
+
+def finish(args, alphas, extra):
+    """The arch and alphas the search returns: the last epoch's, or with DARTS-ES the kept epoch's
+    (whose files the search wrote at that epoch's end), and the stop reason in the monitor folder."""
+    stopped = extra.get('early_stop')
+    if not stopped:
+        return arch_of(alphas, args.num_nodes, args.max_skip_connect), alpha_dict(alphas)
+    kept = stopped['epoch'] + 1
+    arch = genotype.load(os.path.join(args.monitor_path, 'arch_epoch_{}.json'.format(kept)), args.num_nodes)
+    with open(os.path.join(args.monitor_path, 'alphas_epoch_{}.json'.format(kept))) as f:
+        kept_alphas = json.load(f)
+    write_atomic(os.path.join(args.monitor_path, 'early_stop.txt'), lambda f: f.write(stopped['reason'] + '\n'))
+    print(stopped['reason'])
+    return arch, kept_alphas
 
 
 def main(argv=None):
@@ -101,7 +149,7 @@ def main(argv=None):
             args.batch_size, len(wy)))
     nn.set_default_context(ctx)
     nn.seed(args.seed)
-    weights, alphas, solvers, step = setup(args)
+    weights, alphas, solvers, step, graph = setup(args)
     world.say('supernet: {} weights, {} alphas; {} order{}'.format(
         count_parameters(weights), count_parameters(alphas), 'second' if args.second_order else 'first',
         '; partial channels 1/{}'.format(args.partial_channels) if args.partial_channels > 1 else ''))
@@ -109,7 +157,15 @@ def main(argv=None):
     loop = TrainingLoop(state, resumed_from, args.epoch, iters_per_epoch, args.model_save_interval,
                         args.model_save_path, solvers,
                         Log(args.monitor_path, CURVES, state['epochs_done'] if resumed_from else None))
-    loop.restore()
+    extra = loop.restore()
+    extra.setdefault('eigenvalues', [])  # [epoch from 0, eigenvalue] of every evaluation
+    if extra.get('early_stop'):  # a search that had stopped: resuming only writes its results again
+        loop.stop()
+    if args.hessian_every and args.hessian_batches * args.batch_size > len(ay):
+        raise UserError('--hessian-batches {} of --batch-size {} need more than the {} validation images'.format(
+            args.hessian_batches, args.batch_size, len(ay)))
+    probe = ([world.shard(b) for b in hessian.fixed_batches(ax, ay, args.batch_size, args.hessian_batches)]
+             if args.hessian_every else None)
     start = state['iteration'] * args.batch_size
     data = [make_iterator(x, y, args.batch_size, args.seed, stream=s, start=start)
             for s, (x, y) in enumerate(((wx, wy), (ax, ay)))]
@@ -122,26 +178,40 @@ def main(argv=None):
     def search_step(it):
         return step(data[0].next(), data[1].next(), it // iters_per_epoch >= args.arch_warmup_epochs)
 
-    def end_epoch(epoch, interrupts):
-        if not world.is_main:
+    def diagnose(epoch):
+        """The Hessian eigenvalue (when due) and the DARTS-ES decision of the epoch."""
+        if not eigenvalue_due(epoch, args):
             return {}
-        genotype.save(arch_of(alphas, args.num_nodes),
-                      os.path.join(args.monitor_path, 'arch_epoch_{}.json'.format(epoch + 1)))
-        write_json(alpha_dict(alphas), os.path.join(args.monitor_path, 'alphas_epoch_{}.json'.format(epoch + 1)))
-        return {}
+        value, iterations = hessian.dominant_eigenvalue(graph, alphas, solvers['alphas'], probe)
+        extra['eigenvalues'].append([epoch, value])
+        decision = early_stop.decide(extra['eigenvalues'], args.hessian_every)
+        if args.early_stop and epoch < args.epoch - 1 and decision:
+            extra['early_stop'] = {'epoch': decision[0], 'reason': stop_reason(decision, epoch, args.hessian_every)}
+            loop.stop()
+        return {EIGENVALUE: value, ITERATIONS: iterations}
+
+    def end_epoch(epoch, interrupts):
+        arch = arch_of(alphas, args.num_nodes, args.max_skip_connect)
+        if world.is_main:
+            genotype.save(arch, os.path.join(args.monitor_path, 'arch_epoch_{}.json'.format(epoch + 1)))
+            write_json(alpha_dict(alphas), os.path.join(args.monitor_path, 'alphas_epoch_{}.json'.format(epoch + 1)))
+            draw_alphas(alphas, args.num_nodes, args.monitor_path, epoch)
+        values = {PARAMETER_FREE[cell]: count for cell, count in genotype.parameter_free(arch).items()}
+        values.update(diagnose(epoch))
+        return values
 
     try:
         loop.run(begin_epoch, search_step, end_epoch)
     finally:
         for d in data:
             d.close()
-    arch = arch_of(alphas, args.num_nodes)
     if world.is_main:
-        write_json(alpha_dict(alphas), os.path.join(args.monitor_path, 'alphas.json'))
+        arch, final_alphas = finish(args, alphas, extra)
+        write_json(final_alphas, os.path.join(args.monitor_path, 'alphas.json'))
         genotype.save(arch, args.model_arch_name)
         draw_cells(genotype.cells(arch), args.monitor_path)
-    world.say(genotype.describe(arch))
-    world.say('architecture written to {}; retrain it with:\n  python darts_train.py --context {} '
+        print(genotype.describe(arch))
+        print('architecture written to {}; retrain it with:\n  python darts_train.py --context {} '
               '--model-arch-name {} --num-nodes {} --monitor-path result.monitor'.format(
                   args.model_arch_name, args.context, args.model_arch_name, args.num_nodes))
     return 0

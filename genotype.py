@@ -6,6 +6,8 @@ Format (the seed's): ``{"arch_normal": {"2": [[op_id, input_node], [op_id, input
 two (op id, earlier node) pairs. ``DARTS_V1`` and ``DARTS_V2`` name the paper's cells.
 
     python genotype.py plot ARCH --out DIR     # DIR/normal_cell.png, DIR/reduction_cell.png
+    python genotype.py derive ALPHAS_JSON --out ARCH_JSON [--max-skip-connect M] [--num-nodes N]
+    python genotype.py evolution MONITOR_PATH --out PNG   # the softmax weights against the epoch
 """
 import json
 import os
@@ -15,12 +17,13 @@ import numpy as np
 
 from args import Parser
 from errors import UserError, run
-from files import MB, check_input, write_atomic
-from operations import OP_NAMES, ZERO
+from files import MB, check_input, check_output, write_atomic
+from operations import IDENTITY, OP_NAMES, POOLS, ZERO
 
 CELLS = ('arch_normal', 'arch_reduction')
 ALPHA_NAMES = ('alpha_normal', 'alpha_reduction')  # the alphas of the normal and the reduction cell
 BETA_NAMES = ('beta_normal', 'beta_reduction')  # PC-DARTS's edge-normalisation betas, one per edge
+PARAMETER_FREE = (IDENTITY,) + POOLS  # the ops a collapsed search piles up
 PAPER_ARCHS = {
     'DARTS_V2': {'arch_normal': {'2': [[2, 0], [2, 1]], '3': [[2, 0], [2, 1]],
                                  '4': [[2, 1], [6, 0]], '5': [[6, 0], [0, 2]]},
@@ -38,28 +41,70 @@ def edges(num_nodes):
     return [(i, j) for j in range(2, num_nodes - 1) for i in range(j)]
 
 
-def softmax(x, axis):
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+def softmax_weights(alpha):
+    """The softmax of each edge's row of alphas: the weights of the ops in the mixed op."""
+    w = np.exp(alpha - alpha.max(axis=1, keepdims=True))
+    return w / w.sum(axis=1, keepdims=True)
 
 
-def derive(alpha_normal, alpha_reduction, num_nodes, betas=None):
+def normalised_betas(beta, num_nodes):
+    """PC-DARTS's edge weights: each edge's beta, softmax-normalised over the edges into its node."""
+    beta, weights = np.ravel(beta), np.zeros(len(edges(num_nodes)))
+    for j in range(2, num_nodes - 1):
+        rows = [e for e, (i, node) in enumerate(edges(num_nodes)) if node == j]
+        weights[rows] = softmax_weights(beta[rows][None])[0]
+    return weights
+
+
+def pick_edges(w, num_nodes, edge_weights=None):
+    """Per node the two edges whose strongest op in ``w`` (edges x non-zero ops) weighs most (times
+    the edge's weight with PC-DARTS's ``edge_weights``), each with that op, strongest edge first."""
+    cell = {}
+    for j in range(2, num_nodes - 1):
+        rows = [e for e, (i, node) in enumerate(edges(num_nodes)) if node == j]
+        best = sorted(rows, key=lambda e: -w[e].max() * (1 if edge_weights is None else edge_weights[e]))[:2]
+        cell[str(j)] = [[int(w[e].argmax()), edges(num_nodes)[e][0]] for e in best]
+    return cell
+
+
+def identity_edges(cell, num_nodes):
+    """The alpha rows (edge indices) of the identity ops of a derived cell."""
+    rows = {pair: e for e, pair in enumerate(edges(num_nodes))}
+    return [rows[(inp, int(node))] for node, pairs in cell.items() for op, inp in pairs if op == IDENTITY]
+
+
+def capped_skips(w, num_nodes, max_skip, edge_weights=None):
+    """P-DARTS's cap on skip connections: while the derived cell has more than ``max_skip``
+    identity ops, the weakest of them (by its softmax weight) is struck out of its edge, which then
+    offers its next best non-zero, non-identity op, and the edges are ranked again."""
+    w = w.copy()
+    cell = pick_edges(w, num_nodes, edge_weights)
+    while len(identity_edges(cell, num_nodes)) > max_skip:
+        weakest = min(identity_edges(cell, num_nodes), key=lambda e: w[e, IDENTITY])
+        w[weakest, IDENTITY] = -1.0  # below every weight: never the edge's strongest op again
+        cell = pick_edges(w, num_nodes, edge_weights)
+    return cell
+
+
+def derive(alpha_normal, alpha_reduction, num_nodes, max_skip_connect=None, betas=None):
     """The arch of the alphas (DARTS's rule): per node the two edges whose strongest non-zero op has
-    the largest softmax weight, each with that op (strongest edge first). With PC-DARTS's ``betas``
-    (normal, reduction), an edge's strength is that weight times its beta normalised over the
-    node's incoming edges."""
+    the largest softmax weight, each with that op (strongest edge first). With ``max_skip_connect``
+    M, the normal cell keeps at most M identity ops (P-DARTS, ``capped_skips``). With PC-DARTS's
+    ``betas`` (normal, reduction), an edge's strength is that weight times its normalised beta."""
     arch = {}
     for c, (cell, alpha) in enumerate(zip(CELLS, (alpha_normal, alpha_reduction))):
-        w = np.delete(softmax(alpha, 1), ZERO, axis=1)
-        arch[cell] = {}
-        for j in range(2, num_nodes - 1):
-            rows = [e for e, (i, node) in enumerate(edges(num_nodes)) if node == j]
-            strength = w[rows].max(axis=1)
-            if betas is not None:
-                strength = strength * softmax(np.ravel(betas[c])[rows], 0)
-            best = [rows[r] for r in sorted(range(len(rows)), key=lambda r: -strength[r])[:2]]
-            arch[cell][str(j)] = [[int(w[e].argmax()), edges(num_nodes)[e][0]] for e in best]
+        w = np.delete(softmax_weights(alpha), ZERO, axis=1)
+        edge_weights = None if betas is None else normalised_betas(betas[c], num_nodes)
+        if cell == CELLS[0] and max_skip_connect is not None:
+            arch[cell] = capped_skips(w, num_nodes, max_skip_connect, edge_weights)
+        else:
+            arch[cell] = pick_edges(w, num_nodes, edge_weights)
     return arch
+
+
+def parameter_free(arch):
+    """{cell: number of parameter-free ops (identity, max and average pooling) among its edges}."""
+    return {cell: sum(op in PARAMETER_FREE for pairs in arch[cell].values() for op, _ in pairs) for cell in CELLS}
 
 
 def is_int(value):
@@ -154,16 +199,91 @@ def cells(arch):
     return {cell[len('arch_'):]: nodes(arch[cell]) for cell in CELLS}
 
 
-def main(argv=None):
-    parser = Parser(prog='genotype.py', description='Draw the cells of an arch JSON (or DARTS_V1, DARTS_V2).')
-    command = parser.add_subparsers(dest='command', required=True).add_parser('plot', help='draw the cells')
-    command.add_argument('arch', help='arch JSON path, or DARTS_V1 / DARTS_V2')
-    command.add_argument('--out', default='.', help='folder of normal_cell.png and reduction_cell.png')
-    command.add_argument('--num-nodes', type=int, default=7, help='nodes of a cell')
-    args = parser.parse_args(argv)
+def load_alphas(path, num_nodes=7):
+    """(alpha_normal, alpha_reduction) of an alphas JSON file written by the search, checked
+    against the edges and ops of ``num_nodes``-node cells."""
+    check_input(path, 'alphas file', MB)
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+        alphas = tuple(np.array(raw[name], dtype=np.float64) for name in ALPHA_NAMES)
+    except OSError as e:
+        raise UserError('cannot read alphas file {}: {}'.format(path, e.strerror or e))
+    except (ValueError, UnicodeDecodeError, TypeError, KeyError, RecursionError) as e:
+        raise UserError('{} is not an alphas file ({} as JSON lists): {}'.format(path, ' and '.join(ALPHA_NAMES), e))
+    shape = (len(edges(num_nodes)), len(OP_NAMES))
+    for name, a in zip(ALPHA_NAMES, alphas):
+        if a.shape != shape or not np.isfinite(a).all():
+            raise UserError('{}: {} must be {} finite numbers (edges x ops of --num-nodes {}), got shape {}'.format(
+                path, name, 'x'.join(map(str, shape)), num_nodes, a.shape))
+    return alphas
+
+
+def epoch_alphas(folder):
+    """(epochs, {cell: array epochs x edges x ops of softmax weights}) of the alphas_epoch_N.json
+    files that a search writes into its monitor folder, in epoch order."""
+    found = sorted((int(name[len('alphas_epoch_'):-len('.json')]), name) for name in os.listdir(folder)
+                   if name.startswith('alphas_epoch_') and name.endswith('.json')
+                   and name[len('alphas_epoch_'):-len('.json')].isdigit())
+    if not found:
+        raise UserError('{} has no alphas_epoch_N.json files: is it the monitor folder of a search?'.format(folder))
+    rows = [json.load(open(os.path.join(folder, name))) for _, name in found]
+    num_nodes = nodes_of_rows(len(rows[0][ALPHA_NAMES[0]]))
+    weights = {name[len('alpha_'):]: np.array([softmax_weights(np.array(r[name])) for r in rows])
+               for name in ALPHA_NAMES}
+    return [epoch for epoch, _ in found], weights, num_nodes
+
+
+def nodes_of_rows(rows):
+    """The --num-nodes whose cells have ``rows`` edges."""
+    for n in range(4, 64):
+        if len(edges(n)) == rows:
+            return n
+    raise UserError('no cell has {} edges'.format(rows))
+
+
+def command_plot(args):
     import plots  # matplotlib is loaded to draw, never to read or build a network
     written, renderer = plots.draw_cells(cells(load(args.arch, args.num_nodes)), args.out)
     print('{} ({})'.format(', '.join(written), renderer))
+
+
+def command_derive(args):
+    if args.max_skip_connect is not None and args.max_skip_connect < 0:
+        raise UserError('--max-skip-connect must be non-negative')
+    check_output(args.out, '--out')
+    arch = derive(*load_alphas(args.alphas, args.num_nodes), args.num_nodes, args.max_skip_connect)
+    save(arch, args.out)
+    print(describe(arch))
+    print('architecture written to {}'.format(args.out))
+
+
+def command_evolution(args):
+    import plots
+    epochs, weights, num_nodes = epoch_alphas(args.monitor)
+    check_output(args.out, '--out')
+    plots.alpha_evolution(epochs, weights, edges(num_nodes), args.out)
+    print('{} ({} epochs)'.format(args.out, len(epochs)))
+
+
+def main(argv=None):
+    parser = Parser(prog='genotype.py', description='Cells of an arch JSON, and archs and pictures from alphas.')
+    commands = parser.add_subparsers(dest='command', required=True)
+    plot = commands.add_parser('plot', help='draw the cells of an arch JSON')
+    plot.add_argument('arch', help='arch JSON path, or DARTS_V1 / DARTS_V2')
+    plot.add_argument('--out', default='.', help='folder of normal_cell.png and reduction_cell.png')
+    plot.add_argument('--num-nodes', type=int, default=7, help='nodes of a cell')
+    derive_ = commands.add_parser('derive', help='write the arch JSON of a saved alphas.json')
+    derive_.add_argument('alphas', help='alphas JSON (alphas.json or alphas_epoch_N.json of a search)')
+    derive_.add_argument('--out', required=True, help='arch JSON to write')
+    derive_.add_argument('--max-skip-connect', type=int, default=None,
+                         help='at most M identity ops in the normal cell (P-DARTS)')
+    derive_.add_argument('--num-nodes', type=int, default=7, help='nodes of a cell')
+    evolution = commands.add_parser('evolution', help='draw the softmax weights against the epoch')
+    evolution.add_argument('monitor', help='monitor folder of a search (its alphas_epoch_N.json files)')
+    evolution.add_argument('--out', default='alphas_evolution.png', help='PNG to write')
+    args = parser.parse_args(argv)
+    {'plot': command_plot, 'derive': command_derive, 'evolution': command_evolution}[args.command](args)
     return 0
 
 

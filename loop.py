@@ -88,6 +88,11 @@ class TrainingLoop:
         self.epochs, self.iters_per_epoch, self.save_interval = epochs, iters_per_epoch, save_interval
         self.save_path, self.solvers, self.log = save_path, solvers, log
         self.started = time.time()
+        self.stopped = False
+
+    def stop(self):
+        """End the job normally after the current epoch (early stopping): no further epoch runs."""
+        self.stopped = True
 
     def restore(self):
         """Load the checkpoint resumed from into the built graph and solvers; returns its extra state."""
@@ -117,6 +122,8 @@ class TrainingLoop:
                     if self.resumed_from is None:  # a first checkpoint before the first step: a job
                         self.save()  # stopped at any later moment can continue with --resume
                     for epoch in range(self.state['epochs_done'], self.epochs):
+                        if self.stopped:
+                            break
                         schedule = begin_epoch(epoch)
                         self.run_steps(epoch, schedule, step, interrupts)
                         self.finish_epoch(epoch, schedule, end_epoch, interrupts)

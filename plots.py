@@ -133,3 +133,49 @@ def learning_curves(folders, path, panels):
             ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+
+
+def edge_labels(edge_list):
+    """'i->j' for each (input, node) edge, in the alphas' row order."""
+    return ['{}->{}'.format(i, j) for i, j in edge_list]
+
+
+def alpha_weights(weights, edge_list, path, title=''):
+    """The softmax weights of every edge (rows, labelled i->j) and op (columns) of each cell of
+    ``weights`` ({cell name: edges x ops array}) as annotated heat maps side by side."""
+    names = [op_label(k) for k in range(len(OP_NAMES))]
+    fig = Figure(figsize=(6.5 * len(weights), 0.38 * len(edge_list) + 2.2))
+    for c, (cell, w) in enumerate(weights.items()):
+        ax = fig.add_subplot(1, len(weights), c + 1)
+        low, high = float(w.min()), max(float(w.max()), float(w.min()) + 1e-9)  # the colours span the
+        image = ax.imshow(w, cmap='Blues', vmin=low, vmax=high, aspect='auto')  # range: early, the weights differ little
+        fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+        for (e, k), value in np.ndenumerate(w):
+            ax.text(k, e, '{:.3f}'.format(value), ha='center', va='center', fontsize=7,
+                    color='white' if value > (low + high) / 2 else 'black')
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=45, ha='right', fontsize=8)
+        ax.set_yticks(range(len(edge_list)))
+        ax.set_yticklabels(edge_labels(edge_list), fontsize=8)
+        ax.set_title('{} cell{}'.format(cell, ': ' + title if title else ''))
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def alpha_evolution(epochs, weights, edge_list, path):
+    """The softmax weight of every op against the epoch, a small panel per edge (rows) and cell
+    (columns): ``weights`` is {cell name: array epochs x edges x ops}."""
+    rows, cols = len(edge_list), len(weights)
+    fig = Figure(figsize=(4.2 * cols, 1.5 * rows + 1))
+    for c, (cell, w) in enumerate(weights.items()):
+        for e, label in enumerate(edge_labels(edge_list)):
+            ax = fig.add_subplot(rows, cols, e * cols + c + 1)
+            for k in range(w.shape[2]):
+                ax.plot(epochs, w[:, e, k], color='C{}'.format(k), lw=1.2, label=op_label(k))
+            ax.set_ylim(0, max(float(w.max()), 1e-9) * 1.05)
+            ax.text(0.01, 0.92, '{} {}'.format(cell, label), transform=ax.transAxes, fontsize=8, va='top')
+            ax.tick_params(labelsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.axes[0].legend(fontsize=6, ncol=4, loc='upper right')
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)

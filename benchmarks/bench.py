@@ -55,7 +55,7 @@ def synthetic_iterator(batch_size, seed, stream, cutout=0):
 
 def search_step(args):
     """The search step of darts_search.py and the supernet's weight count."""
-    weights, _, solvers, step = darts_search.setup(args)
+    weights, _, solvers, step, _ = darts_search.setup(args)
     set_momentum_lr(solvers['weights'], args.model_lr)
     data = [synthetic_iterator(args.batch_size, args.seed, s) for s in (0, 1)]
     return (lambda it: step(data[0].next(), data[1].next())), count_parameters(weights), data

@@ -203,11 +203,19 @@ def test_search_cli_end_to_end_and_the_json_retrains(tmp_path, archive):
 def test_search_is_seeded_and_the_orders_differ(tmp_path, archive):
     runs = {name: search(tmp_path, name, archive, '-e', '1', *extra)
             for name, extra in (('a', ()), ('b', ()), ('second', ('--second-order', 'True')),
-                                ('seed', ('--seed', '1')))}
+                                ('seed', ('--seed', '1')), ('off', ('--hessian-every', '0')))}
     for proc, _ in runs.values():
         assert proc.returncode == 0, proc.stderr
     alphas = {name: np.array(read(folder / 'alphas.json')['alpha_normal']) for name, (_, folder) in runs.items()}
     assert np.array_equal(alphas['a'], alphas['b'])
+    # the Hessian eigenvalue (on by default) leaves the search bit for bit as without it: the
+    # alphas, every parameter (BN running statistics too) and the solver states of the checkpoint
+    assert np.array_equal(alphas['a'], alphas['off'])
+    with_hessian, without = (sorted(runs[name][1].glob('checkpoint_*'))[-1] for name in ('a', 'off'))
+    for name in ('params.h5', 'solver_weights.h5', 'solver_alphas.h5'):
+        assert (with_hessian / name).read_bytes() == (without / name).read_bytes(), name
+    assert (runs['a'][1] / 'Hessian-eigenvalue.series.txt').exists()
+    assert not (runs['off'][1] / 'Hessian-eigenvalue.series.txt').exists()
     assert not np.allclose(alphas['a'], alphas['second'], rtol=0, atol=1e-7)
     assert not np.allclose(alphas['a'], alphas['seed'], rtol=0, atol=1e-7)
 
@@ -226,8 +234,10 @@ def test_search_stopped_and_resumed_ends_with_the_same_alphas(tmp_path, archive,
     assert again.returncode == 0, again.stderr
     assert read(a / 'alphas.json') == read(b / 'alphas.json')
     assert read(a / 'arch.json') == read(b / 'arch.json')
-    for name in ('Training-loss', 'Validation-error', 'Learning-rate'):
-        assert (a / (name + '.series.txt')).read_text() == (b / (name + '.series.txt')).read_text()
+    for name in ('Training-loss', 'Validation-error', 'Learning-rate', 'Hessian-eigenvalue', 'Hessian-power-iterations',
+                 'Parameter-free-ops-normal', 'Parameter-free-ops-reduction'):
+        assert (a / (name + '.series.txt')).read_text() == (b / (name + '.series.txt')).read_text(), name
+        assert len((a / (name + '.series.txt')).read_text().split()) == 4, name  # two epochs
 
 
 def test_search_refuses_bad_input_before_work(tmp_path, archive):

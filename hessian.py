@@ -1,0 +1,115 @@
+"""The dominant eigenvalue of the Hessian of the validation loss with respect to the alphas.
+
+Zela et al. (ICLR 2020, "Understanding and Robustifying Differentiable Architecture Search")
+found that a DARTS search collapses onto parameter-free ops while this eigenvalue grows. It is
+found here (the largest eigenvalue, as RobustDARTS reports it) by power iteration on
+Hessian-vector products, each a central finite difference of the alpha gradient (normal and
+reduction alphas as one vector):
+
+    H v ~ (grad_a L_val(w, a + eps v) - grad_a L_val(w, a - eps v)) / (2 eps),  |v| = 1
+
+on a fixed set of validation batches without augmentation, so that the numbers of two epochs
+differ only by what the search changed. The search itself is left exactly as it was: the
+alphas, their gradients and the BN running statistics that these forward passes touch are
+written back bit for bit, and the batches come from an iterator of their own.
+"""
+import numpy as np
+import nnabla as nn
+
+from architect import forward_backward
+from data_iterator import make_iterator
+
+FD_STEP = 1e-2       # eps: the length of the alpha perturbation
+MAX_ITERATIONS = 20  # power iterations at most
+TOLERANCE = 1e-3     # stop when the Rayleigh quotient moves by less than this fraction of itself
+START_SEED = 0       # the power iteration always starts from the same random direction
+
+
+def fixed_batches(images, labels, batch_size, count):
+    """The first ``count`` batches of ``images`` in stored order, without augmentation."""
+    iterator = make_iterator(images, labels, batch_size, seed=0, shuffle=False, augment=False)
+    try:
+        return [tuple(np.array(v, copy=True) for v in iterator.next()) for _ in range(count)]
+    finally:
+        iterator.close()
+
+
+def running_statistics():
+    """The parameters that no solver owns (BN running means and variances): forward passes with
+    batch statistics update them, so they are saved and written back."""
+    trained = nn.get_parameters(grad_only=True)
+    return {k: p for k, p in nn.get_parameters(grad_only=False).items() if k not in trained}
+
+
+def flat(arrays):
+    return np.concatenate([a.ravel() for a in arrays]).astype(np.float64)
+
+
+def write_alphas(alphas, vector):
+    """Write the flat ``vector`` into the alphas' arrays, in place (the graph reads those arrays)."""
+    start = 0
+    for a in alphas.values():
+        a.d = vector[start:start + a.size].reshape(a.shape)
+        start += a.size
+
+
+def alpha_gradient(graph, alphas, solver, batches):
+    """grad_a of the mean validation loss over ``batches``, as one flat vector."""
+    total = 0.0
+    for batch in batches:
+        forward_backward(graph, batch, {'alphas': solver})
+        total = total + flat([a.g for a in alphas.values()])
+    return total / len(batches)
+
+
+def hessian_vector_product(graph, alphas, solver, batches, base, v, eps=FD_STEP):
+    """H v by the central difference of the alpha gradient around ``base`` (v of norm 1)."""
+    grads = []
+    for sign in (1, -1):
+        write_alphas(alphas, base + sign * eps * v)
+        grads.append(alpha_gradient(graph, alphas, solver, batches))
+    return (grads[0] - grads[1]) / (2 * eps)
+
+
+def power_iteration(hvp, size, iterations=MAX_ITERATIONS, tolerance=TOLERANCE):
+    """(eigenvalue of largest magnitude, iterations run) of the symmetric matrix behind ``hvp``:
+    the Rayleigh quotient v.Hv, v <- Hv / |Hv|, from a fixed random start."""
+    v = np.random.RandomState(START_SEED).randn(size)
+    v /= np.linalg.norm(v)
+    value = None
+    for k in range(1, iterations + 1):
+        hv = hvp(v)
+        previous, value = value, float(v @ hv)
+        norm = np.linalg.norm(hv)
+        if norm == 0 or (previous is not None and abs(value - previous) <= tolerance * abs(value)):
+            break
+        v = hv / norm
+    return value, k
+
+
+def largest_eigenvalue(hvp, size, iterations=MAX_ITERATIONS, tolerance=TOLERANCE):
+    """(largest eigenvalue, iterations run) of the symmetric matrix behind ``hvp``, the number
+    RobustDARTS tracks (max of the eigenvalues). Power iteration finds the largest in magnitude;
+    when that one is negative, a second run on H - lambda I (whose eigenvalues are all >= 0, the
+    largest being the largest of H minus lambda) finds it."""
+    value, k = power_iteration(hvp, size, iterations, tolerance)
+    if value >= 0:
+        return value, k
+    shifted, k2 = power_iteration(lambda v: hvp(v) - value * v, size, iterations, tolerance)
+    return shifted + value, k + k2
+
+
+def dominant_eigenvalue(graph, alphas, solver, batches, iterations=MAX_ITERATIONS, tolerance=TOLERANCE):
+    """(largest eigenvalue of the alpha Hessian of the validation loss on ``batches``, power
+    iterations run). The alphas, their gradients and the BN running statistics are restored."""
+    saved = {k: (a.d.copy(), a.g.copy()) for k, a in alphas.items()}
+    stats = {k: p.d.copy() for k, p in running_statistics().items()}
+    base = flat([d for d, _ in saved.values()])
+    try:
+        return largest_eigenvalue(lambda v: hessian_vector_product(graph, alphas, solver, batches, base, v),
+                                  base.size, iterations, tolerance)
+    finally:
+        for k, a in alphas.items():
+            a.d, a.g = saved[k]
+        for k, p in running_statistics().items():
+            p.d = stats[k]

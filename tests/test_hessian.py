@@ -1,0 +1,119 @@
+"""The Hessian eigenvalue of the search, the DARTS-ES rule and the parameter-free op counts."""
+import json
+
+import numpy as np
+import pytest
+import nnabla as nn
+import nnabla.functions as F
+
+import architect
+import hessian
+import model_search
+import operations
+from conftest import grouped_depthwise
+from test_search import plain_mixed_op, tiny_search_setup, use_computed_parameters
+
+
+def exact_alpha_hessian(alphas, batches, C=2, cells=3, nodes=4):
+    """The full Hessian of the mean loss over ``batches`` w.r.t. the alphas, column by column from
+    nnabla's double backward (d/da of g(a).e_i)."""
+    losses = []
+    for x, y in batches:
+        logits = model_search.supernet(nn.Variable.from_numpy_array(x), C, cells, nodes)
+        losses.append(F.mean(F.softmax_cross_entropy(logits, nn.Variable.from_numpy_array(y))))
+    loss = F.add_n(*losses) / len(losses)
+    params = list(alphas.values())
+    grads = nn.grad([loss], params)
+    probes = [nn.Variable(p.shape) for p in params]
+    hv = nn.grad([F.add_n(*[F.sum(g * v) for g, v in zip(grads, probes)])], params)
+    out = F.sink(*hv)
+    size = sum(p.size for p in params)
+    columns = []
+    for i in range(size):
+        basis = np.zeros(size)
+        basis[i] = 1
+        hessian.write_alphas({k: v for k, v in zip(range(len(probes)), probes)}, basis)
+        out.forward()
+        columns.append(np.concatenate([h.d.ravel() for h in hv]))
+    return np.array(columns).T
+
+
+def smooth_supernet(monkeypatch):
+    """The tiny supernet with smooth ops (see test_finite_difference_hypergradient_matches_exact_double_backward)."""
+    use_computed_parameters(monkeypatch)
+    monkeypatch.setattr(F, 'relu', F.softplus)
+    monkeypatch.setattr(F, 'max_pooling', F.average_pooling)
+    monkeypatch.setattr(operations, 'depthwise', grouped_depthwise)
+    return tiny_search_setup()
+
+
+def test_eigenvalue_matches_the_exact_hessian_from_double_backward(monkeypatch):
+    graph, weights, alphas, solvers, batch_a, batch_b = smooth_supernet(monkeypatch)
+    batches = [batch_a, batch_b]
+    stats = {k: p.d.copy() for k, p in hessian.running_statistics().items()}
+    before = {k: (a.d.copy(), a.g.copy()) for k, a in alphas.items()}
+    weight_grads = {k: p.g.copy() for k, p in weights.items()}
+    value, iterations = hessian.dominant_eigenvalue(graph, alphas, solvers['alphas'], batches,
+                                                    iterations=200, tolerance=1e-7)
+    for k, a in alphas.items():  # left exactly as they were
+        assert np.array_equal(a.d, before[k][0]) and np.array_equal(a.g, before[k][1]), k
+    for k, p in hessian.running_statistics().items():
+        assert np.array_equal(p.d, stats[k]), k
+    for k, p in weights.items():  # the alpha-only backward leaves the weight gradients alone
+        assert np.array_equal(p.g, weight_grads[k]), k
+    monkeypatch.setattr(model_search, 'mixed_op', plain_mixed_op)
+    H = exact_alpha_hessian(alphas, batches)
+    assert np.allclose(H, H.T, atol=1e-4 * np.abs(H).max())
+    eigenvalues = np.linalg.eigvalsh((H + H.T) / 2)
+    exact = eigenvalues[-1]
+    assert abs(value - exact) <= 1e-2 * abs(exact)
+
+
+def test_search_stops_early_on_a_scripted_eigenvalue_and_keeps_that_epochs_arch(tmp_path, monkeypatch, capsys):
+    """DARTS-ES inside darts_search.py: the eigenvalue is scripted (1 up to epoch 14, 2 from epoch
+    15, from 0), so the rule stops after epoch 16 and keeps epoch 10's arch (files numbered from 1)."""
+    import darts_search
+    from conftest import write_archive
+    from test_search import SEARCH_FLAGS
+    archive = write_archive(tmp_path / 'c.tar.gz', 4, 10)  # two steps an epoch
+    calls = []
+
+    def scripted(graph, alphas, solver, batches):
+        calls.append(len(batches))
+        return (2.0 if len(calls) - 1 >= 15 else 1.0), 1
+    monkeypatch.setattr(hessian, 'dominant_eigenvalue', scripted)
+    folder = tmp_path / 'run'
+    nn.clear_parameters()
+    assert darts_search.main([*SEARCH_FLAGS, '--dataset-path', str(archive), '-m', str(folder), '-e', '18',
+                              '--model-arch-name', str(folder / 'arch.json'), '--early-stop', 'True',
+                              '--arch-lr', '0.05', '--hessian-batches', '2']) == 0
+    out = capsys.readouterr().out
+    assert len(calls) == 17 and set(calls) == {2}
+    reason = (folder / 'early_stop.txt').read_text()
+    assert reason.startswith('early stop (DARTS-ES) after epoch 17:') and 'architecture of epoch 11 is kept' in reason
+    assert reason.strip() in out.splitlines()
+    read = lambda name: json.loads((folder / name).read_text())
+    assert read('arch.json') == read('arch_epoch_11.json')
+    assert read('alphas.json') == read('alphas_epoch_11.json') != read('alphas_epoch_17.json')
+    assert not (folder / 'alphas_epoch_18.json').exists()
+    lines = (folder / 'Hessian-eigenvalue.series.txt').read_text().split('\n')
+    assert [float(l.split()[1]) for l in lines if l] == [1.0] * 15 + [2.0] * 2
+    arch = read('arch.json')
+    (folder / 'arch.json').unlink()  # resumed, the stopped search runs no further epoch
+    nn.clear_parameters()
+    assert darts_search.main([*SEARCH_FLAGS, '--dataset-path', str(archive), '-m', str(folder), '-e', '18',
+                              '--model-arch-name', str(folder / 'arch.json'), '--early-stop', 'True',
+                              '--arch-lr', '0.05', '--hessian-batches', '2', '--resume', 'True']) == 0
+    assert len(calls) == 17 and read('arch.json') == arch and not (folder / 'alphas_epoch_18.json').exists()
+
+
+def test_largest_eigenvalue_also_when_a_negative_one_dominates():
+    """Power iteration alone would return -3 here; the shifted second run finds the largest, 1."""
+    rng = np.random.RandomState(0)
+    q, _ = np.linalg.qr(rng.randn(6, 6))
+    H = q @ np.diag([-3.0, 1.0, 0.5, 0.2, -0.1, 0.0]) @ q.T
+    assert hessian.power_iteration(lambda v: H @ v, 6, 500, 1e-12)[0] == pytest.approx(-3.0, rel=1e-6)
+    value, iterations = hessian.largest_eigenvalue(lambda v: H @ v, 6, 500, 1e-12)
+    assert value == pytest.approx(1.0, rel=1e-6)
+    positive = q @ np.diag([2.0, 1.0, -0.5, 0.2, 0.1, 0.0]) @ q.T  # the largest dominates: one run
+    assert hessian.largest_eigenvalue(lambda v: positive @ v, 6, 500, 1e-12)[0] == pytest.approx(2.0, rel=1e-6)
