@@ -35,8 +35,9 @@ CURVES = (('error', ('Training error', 'Validation error')), ('loss', ('Training
 
 
 def setup(args):
-    """Build the supernet once; returns its weights, alphas (betas included), solvers and
-    ``step(train_batch, valid_batch, update_arch=True)``: the alpha step on the validation batch
+    """Build the supernet once; returns its weights, alphas (betas included), solvers,
+    ``step(train_batch, valid_batch, update_arch=True)`` and the graph (for the Hessian
+    eigenvalue). The step is the alpha step on the validation batch
     (skipped in a warm-up), then the weight step on the training batch. benchmarks/bench.py times
     this same step. Under mpirun each rank computes its rows of both global batches and every
     gradient a pass computes is averaged over the ranks as soon as it is computed (parallel.py)."""

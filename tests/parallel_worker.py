@@ -55,7 +55,7 @@ def steps(kind):
         set_momentum_lr(solver, args.model_lr)
         return [step(images(BATCH, it), it, 0.2) for it in range(3)]
     args = parse(SEARCH, SEARCH_FLAGS + ['--second-order', str(kind == 'search2')])
-    _, _, solvers, step = darts_search.setup(args)
+    _, _, solvers, step, _ = darts_search.setup(args)
     set_momentum_lr(solvers['weights'], args.model_lr)
     return [step(images(BATCH, it), images(BATCH, 100 + it)) for it in range(3)]
 

@@ -10,7 +10,7 @@ import architect
 import hessian
 import model_search
 import operations
-from conftest import grouped_depthwise
+from helpers import grouped_depthwise
 from test_search import plain_mixed_op, tiny_search_setup, use_computed_parameters
 
 
@@ -73,8 +73,7 @@ def test_search_stops_early_on_a_scripted_eigenvalue_and_keeps_that_epochs_arch(
     """DARTS-ES inside darts_search.py: the eigenvalue is scripted (1 up to epoch 14, 2 from epoch
     15, from 0), so the rule stops after epoch 16 and keeps epoch 10's arch (files numbered from 1)."""
     import darts_search
-    from conftest import write_archive
-    from test_search import SEARCH_FLAGS
+    from helpers import SEARCH_TINY as SEARCH_FLAGS, write_archive
     archive = write_archive(tmp_path / 'c.tar.gz', 4, 10)  # two steps an epoch
     calls = []
 
