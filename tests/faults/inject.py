@@ -231,7 +231,8 @@ def install(point):
     elif name == 'accumulate':  # a step done, its values not yet counted
         wrap(loop.TrainingLoop, 'add_step', point)
     elif name == 'unrolled':  # inside the second-order step, weights temporarily moved
-        wrap(architect, 'write_weights', point)
+        for method in ('unroll', 'perturb', 'restore'):  # each moves the weights (as write_weights did)
+            wrap(architect.Unroller, method, point)
     elif name == 'eval':  # before a test batch of the retraining's evaluation
         wrap_generator(darts_train, 'eval_batches', point)
     elif name == 'epoch_json':  # the search's arch_epoch_N.json (and, last, the final arch JSON)
