@@ -41,6 +41,11 @@ def edges(num_nodes):
     return [(i, j) for j in range(2, num_nodes - 1) for i in range(j)]
 
 
+def incoming(num_nodes, j):
+    """The alpha rows of the edges into intermediate node ``j``."""
+    return [e for e, (_, node) in enumerate(edges(num_nodes)) if node == j]
+
+
 def softmax_weights(alpha):
     """The softmax of each edge's row of alphas: the weights of the ops in the mixed op."""
     w = np.exp(alpha - alpha.max(axis=1, keepdims=True))
@@ -51,7 +56,7 @@ def normalised_betas(beta, num_nodes):
     """PC-DARTS's edge weights: each edge's beta, softmax-normalised over the edges into its node."""
     beta, weights = np.ravel(beta), np.zeros(len(edges(num_nodes)))
     for j in range(2, num_nodes - 1):
-        rows = [e for e, (i, node) in enumerate(edges(num_nodes)) if node == j]
+        rows = incoming(num_nodes, j)
         weights[rows] = softmax_weights(beta[rows][None])[0]
     return weights
 
@@ -61,7 +66,7 @@ def pick_edges(w, num_nodes, edge_weights=None):
     the edge's weight with PC-DARTS's ``edge_weights``), each with that op, strongest edge first."""
     cell = {}
     for j in range(2, num_nodes - 1):
-        rows = [e for e, (i, node) in enumerate(edges(num_nodes)) if node == j]
+        rows = incoming(num_nodes, j)
         best = sorted(rows, key=lambda e: -w[e].max() * (1 if edge_weights is None else edge_weights[e]))[:2]
         cell[str(j)] = [[int(w[e].argmax()), edges(num_nodes)[e][0]] for e in best]
     return cell

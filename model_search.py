@@ -20,7 +20,7 @@ import nnabla.functions as F
 import nnabla.initializer as I
 
 from backbone import backbone, preprocess
-from genotype import ALPHA_NAMES, BETA_NAMES, edges
+from genotype import ALPHA_NAMES, BETA_NAMES, edges, incoming
 from operations import IDENTITY, OP_NAMES, OPS, POOLS, ZERO, NodeOutput, batch_norm, concat_nodes, scale
 
 ALPHA_SCOPE = 'alpha'
@@ -92,7 +92,7 @@ def edge_weights(beta, num_nodes):
     Variable per edge."""
     weights = []
     for j in range(2, num_nodes - 1):
-        rows = [e for e, (_, node) in enumerate(edges(num_nodes)) if node == j]
+        rows = incoming(num_nodes, j)
         w = F.softmax(F.slice(beta, (rows[0], 0), (rows[-1] + 1, 1)), axis=0)
         weights += [F.slice(w, (r, 0), (r + 1, 1)) for r in range(len(rows))]
     return weights
