@@ -1,5 +1,5 @@
 # make test: build .venv from python3.10 when missing, install (with the ONNX export extras), run the test
-# suite (quick fault cases included).
+# suite (quick fault cases included) on TEST_WORKERS processes (nnabla's CPU backend uses one core each).
 # make faults: the whole fault-injection suite of tests/faults (kills, full disk, divergence, bad data...).
 # make demo: the whole pipeline on the CPU in a few minutes: a short search, the derived cells
 #   retrained briefly, and the pictures (DATA=path for a local archive; DEMO_DIR=output folder).
@@ -7,6 +7,7 @@ PYTHON ?= python3.10
 VENV := .venv
 PY := $(VENV)/bin/python
 DATA ?=
+TEST_WORKERS ?= 2
 DEMO_DIR ?= demo.monitor
 DATASET := $(if $(DATA),--dataset-path $(DATA),)
 
@@ -14,16 +15,16 @@ DATASET := $(if $(DATA),--dataset-path $(DATA),)
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-export.txt
+$(VENV)/.installed: requirements.txt requirements-export.txt Makefile
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; nnabla 1.39 has wheels only for Python 3.8-3.10 (install 3.10, e.g. with pyenv)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt pytest
+	$(PY) -m pip install --quiet -r requirements.txt pytest==9.2.0 pytest-xdist==3.8.0
 	$(PY) -m pip install --quiet --no-deps -r requirements-export.txt
 	@touch $@
 
 test: venv
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests
 
 faults: venv
 	$(PY) -m pytest -q tests/faults

@@ -1,7 +1,12 @@
 """Fixtures of every test: the project root on sys.path, a tiny CIFAR-10 archive, an empty
-parameter scope. The plain helpers are in helpers.py."""
+parameter scope; and the fault suite's tally, printed at the end and written to
+tests/faults/results.json (results-partial.json after a marker or keyword selection), gathered
+from every worker under pytest-xdist (make test runs -n 2). The plain helpers are in helpers.py."""
+import json
+import os
 import signal
 import sys
+import time
 
 import pytest
 
@@ -33,3 +38,43 @@ def fresh_parameters():
     yield
     nn.clear_parameters()
 
+
+# ---------------------------------------------------------------- the fault tally
+
+_STARTED = time.time()
+
+
+def pytest_sessionfinish(session):
+    """A pytest-xdist worker hands its part of the tally to the controller."""
+    if hasattr(session.config, 'workeroutput'):
+        from faults import faultlib
+        session.config.workeroutput['fault_tally'] = json.dumps(faultlib.TALLY)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    from faults import faultlib
+    faultlib.TALLY.extend(json.loads(getattr(node, 'workeroutput', {}).get('fault_tally', '[]')))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    from faults import faultlib
+    kinds = faultlib.summary()
+    if not kinds:
+        return
+    write = terminalreporter.write_line
+    write('')
+    write('fault suite: faults injected / runs / runs that ended as required')
+    for kind, k in sorted(kinds.items()):
+        write('  {:<46} {:>4} faults {:>4} runs {:>4} ok'.format(kind, k['faults'], k['runs'], k['ok']))
+        for hit, n in sorted(k['hits'].items()):
+            write('      {:<42} {:>4}'.format(hit, n))
+    partial = bool(config.option.markexpr or config.option.keyword or getattr(config.option, 'lf', False))
+    name = 'results-partial.json' if partial else 'results.json'
+    path = os.path.join(faultlib.HERE, name)
+    with open(path, 'w') as f:
+        json.dump(dict(kinds=kinds, seconds=round(time.time() - _STARTED, 1), exit_status=int(exitstatus),
+                       selection=dict(markers=config.option.markexpr, keywords=config.option.keyword,
+                                      args=[str(a) for a in config.args]),
+                       cases=faultlib.TALLY), f, indent=1)
+    write('figures written to {}'.format(os.path.relpath(path, faultlib.ROOT)))

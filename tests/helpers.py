@@ -22,6 +22,7 @@ TIMEOUT = 300
 # the tiny networks of the end-to-end tests (a retraining of DARTS_V2; a supernet, 4 images a batch)
 TRAIN_TINY = ['-c', 'cpu', '--model-arch-name', 'DARTS_V2', '--num-cells', '3', '--output-filter', '4', '-f', '0']
 SEARCH_TINY = ['-c', 'cpu', '--num-cells', '3', '--output-filter', '4', '-b', '4', '--num-nodes', '5']
+NO_EIGENVALUE = ['--hessian-every', '0']  # for tests of something else: the eigenvalue is most of a tiny search
 
 
 # ---------------------------------------------------------------- data

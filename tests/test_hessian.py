@@ -1,4 +1,5 @@
 """The Hessian eigenvalue of the search, the DARTS-ES rule and the parameter-free op counts."""
+import functools
 import json
 
 import numpy as np
@@ -70,40 +71,42 @@ def test_eigenvalue_matches_the_exact_hessian_from_double_backward(monkeypatch):
 
 
 def test_search_stops_early_on_a_scripted_eigenvalue_and_keeps_that_epochs_arch(tmp_path, monkeypatch, capsys):
-    """DARTS-ES inside darts_search.py: the eigenvalue is scripted (1 up to epoch 14, 2 from epoch
-    15, from 0), so the rule stops after epoch 16 and keeps epoch 10's arch (files numbered from 1)."""
+    """DARTS-ES inside darts_search.py: the eigenvalue is scripted (1 up to epoch 5, 2 from epoch 6,
+    from 0) and the rule may return any epoch from 0 (its default of 10 is test_collapse.py's), so
+    it stops after epoch 7 and keeps epoch 1's arch (files numbered from 1)."""
     import darts_search
+    import early_stop
     from helpers import SEARCH_TINY as SEARCH_FLAGS, write_archive
     archive = write_archive(tmp_path / 'c.tar.gz', 4, 10)  # two steps an epoch
     calls = []
 
     def scripted(graph, alphas, solver, batches):
         calls.append(len(batches))
-        return (2.0 if len(calls) - 1 >= 15 else 1.0), 1
+        return (2.0 if len(calls) - 1 >= 6 else 1.0), 1
     monkeypatch.setattr(hessian, 'dominant_eigenvalue', scripted)
+    monkeypatch.setattr(early_stop, 'decide', functools.partial(early_stop.decide, start_epoch=0))
     folder = tmp_path / 'run'
+    flags = [*SEARCH_FLAGS, '--dataset-path', str(archive), '-m', str(folder), '-e', '10',
+             '--model-arch-name', str(folder / 'arch.json'), '--early-stop', 'True', '--arch-lr', '0.05',
+             '--hessian-batches', '2']
     nn.clear_parameters()
-    assert darts_search.main([*SEARCH_FLAGS, '--dataset-path', str(archive), '-m', str(folder), '-e', '18',
-                              '--model-arch-name', str(folder / 'arch.json'), '--early-stop', 'True',
-                              '--arch-lr', '0.05', '--hessian-batches', '2']) == 0
+    assert darts_search.main(flags) == 0
     out = capsys.readouterr().out
-    assert len(calls) == 17 and set(calls) == {2}
+    assert len(calls) == 8 and set(calls) == {2}
     reason = (folder / 'early_stop.txt').read_text()
-    assert reason.startswith('early stop (DARTS-ES) after epoch 17:') and 'architecture of epoch 11 is kept' in reason
+    assert reason.startswith('early stop (DARTS-ES) after epoch 8:') and 'architecture of epoch 2 is kept' in reason
     assert reason.strip() in out.splitlines()
     read = lambda name: json.loads((folder / name).read_text())
-    assert read('arch.json') == read('arch_epoch_11.json')
-    assert read('alphas.json') == read('alphas_epoch_11.json') != read('alphas_epoch_17.json')
-    assert not (folder / 'alphas_epoch_18.json').exists()
+    assert read('arch.json') == read('arch_epoch_2.json')
+    assert read('alphas.json') == read('alphas_epoch_2.json') != read('alphas_epoch_8.json')
+    assert not (folder / 'alphas_epoch_9.json').exists()
     lines = (folder / 'Hessian-eigenvalue.series.txt').read_text().split('\n')
-    assert [float(l.split()[1]) for l in lines if l] == [1.0] * 15 + [2.0] * 2
+    assert [float(l.split()[1]) for l in lines if l] == [1.0] * 6 + [2.0] * 2
     arch = read('arch.json')
     (folder / 'arch.json').unlink()  # resumed, the stopped search runs no further epoch
     nn.clear_parameters()
-    assert darts_search.main([*SEARCH_FLAGS, '--dataset-path', str(archive), '-m', str(folder), '-e', '18',
-                              '--model-arch-name', str(folder / 'arch.json'), '--early-stop', 'True',
-                              '--arch-lr', '0.05', '--hessian-batches', '2', '--resume', 'True']) == 0
-    assert len(calls) == 17 and read('arch.json') == arch and not (folder / 'alphas_epoch_18.json').exists()
+    assert darts_search.main(flags + ['--resume', 'True']) == 0
+    assert len(calls) == 8 and read('arch.json') == arch and not (folder / 'alphas_epoch_9.json').exists()
 
 
 def test_largest_eigenvalue_also_when_a_negative_one_dominates():

@@ -10,6 +10,7 @@ import pytest
 import genotype
 import model_search
 import operations
+from helpers import NO_EIGENVALUE
 from test_search import read, search
 
 
@@ -74,7 +75,7 @@ def test_derivation_weighs_each_edge_by_its_normalised_beta():
 
 def test_pc_darts_search_end_to_end(tmp_path, archive):
     """K=2 with edge normalisation and one warm-up epoch: betas saved, alphas frozen in epoch 1."""
-    proc, folder = search(tmp_path, 'pc', archive, '-e', '2', '--partial-channels', '2',
+    proc, folder = search(tmp_path, 'pc', archive, '-e', '2', *NO_EIGENVALUE, '--partial-channels', '2',
                           '--edge-normalization', 'True', '--arch-warmup-epochs', '1')
     assert proc.returncode == 0, proc.stderr
     first, last = read(folder / 'alphas_epoch_1.json'), read(folder / 'alphas.json')
@@ -95,8 +96,8 @@ def test_pc_darts_search_end_to_end(tmp_path, archive):
 
 
 def test_k_1_without_edge_normalisation_is_darts_bit_for_bit(tmp_path, archive):
-    plain, a = search(tmp_path, 'plain', archive, '-e', '1')
-    named, b = search(tmp_path, 'named', archive, '-e', '1', '--partial-channels', '1',
+    plain, a = search(tmp_path, 'plain', archive, '-e', '1', *NO_EIGENVALUE)
+    named, b = search(tmp_path, 'named', archive, '-e', '1', *NO_EIGENVALUE, '--partial-channels', '1',
                       '--edge-normalization', 'False', '--arch-warmup-epochs', '0')
     assert plain.returncode == 0 and named.returncode == 0, named.stderr
     assert (a / 'alphas.json').read_bytes() == (b / 'alphas.json').read_bytes()

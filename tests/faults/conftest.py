@@ -1,19 +1,12 @@
-"""Fixtures of the fault suite (tests/conftest.py gives it `archive`), the 'slow' marker and
-the figures printed at the end.
+"""Fixtures of the fault suite (tests/conftest.py gives it `archive`, and prints and writes the
+tally) and the 'slow' marker.
 
 `make faults` runs everything (python -m pytest -q tests/faults); `make test` runs the quick
-cases only (-m "not slow"). The figures of a full run go to tests/faults/results.json, those
-of a partial one (a marker or keyword selection) to tests/faults/results-partial.json.
+cases only (-m "not slow").
 """
-import json
-import os
-import time
-
 import pytest
 
 from faults import faultlib
-
-_STARTED = time.time()
 
 
 def pytest_configure(config):
@@ -34,25 +27,3 @@ def reference(archive, tmp_path_factory):
             done[name] = (faultlib.outputs(folder, config), timing, folder)
         return done[name]
     return get
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    kinds = faultlib.summary()
-    if not kinds:
-        return
-    write = terminalreporter.write_line
-    write('')
-    write('fault suite: faults injected / runs / runs that ended as required')
-    for kind, k in sorted(kinds.items()):
-        write('  {:<46} {:>4} faults {:>4} runs {:>4} ok'.format(kind, k['faults'], k['runs'], k['ok']))
-        for hit, n in sorted(k['hits'].items()):
-            write('      {:<42} {:>4}'.format(hit, n))
-    partial = bool(config.option.markexpr or config.option.keyword or getattr(config.option, 'lf', False))
-    name = 'results-partial.json' if partial else 'results.json'
-    path = os.path.join(faultlib.HERE, name)
-    with open(path, 'w') as f:
-        json.dump(dict(kinds=kinds, seconds=round(time.time() - _STARTED, 1), exit_status=int(exitstatus),
-                       selection=dict(markers=config.option.markexpr, keywords=config.option.keyword,
-                                      args=[str(a) for a in config.args]),
-                       cases=faultlib.TALLY), f, indent=1)
-    write('figures written to {}'.format(os.path.relpath(path, faultlib.ROOT)))

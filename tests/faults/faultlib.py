@@ -1,6 +1,6 @@
 """Helpers of the fault suite only (the shared ones are in tests/helpers.py): the tiny
 configurations, running the CLIs through inject.py, comparing a run with the uninterrupted
-reference, and the tally of faults that tests/faults/conftest.py prints and writes to
+reference, and the tally of faults that tests/conftest.py prints and writes to
 tests/faults/results.json.
 """
 import contextlib
