@@ -1,7 +1,7 @@
 """What tests/test_parallel.py runs under ``mpirun -n 2`` and alone: tiny networks, synthetic data,
 one .npz or .json of results per rank in the folder named last.
 
-    python tests/parallel_worker.py steps train|search|search2 OUT   # 3 steps; every parameter
+    python tests/parallel_worker.py steps train|search|search2|pc OUT   # 3 steps; every parameter
     python tests/parallel_worker.py grads OUT                        # one backward, reduced
     python tests/parallel_worker.py evaluate OUT                     # the test loss and error
 
@@ -22,6 +22,7 @@ import nnabla as nn  # noqa: E402
 import darts_search  # noqa: E402
 import darts_train  # noqa: E402
 import genotype  # noqa: E402
+import hessian  # noqa: E402
 import parallel  # noqa: E402
 from args import SEARCH, TRAIN, parse  # noqa: E402
 from device import device_context  # noqa: E402
@@ -48,16 +49,22 @@ def start():
 
 
 def steps(kind):
-    """Three steps of the retraining or of the search (first or second order)."""
+    """Three steps of the retraining or of the search (first order, second order, or PC-DARTS's
+    first order followed by the Hessian eigenvalue on a probe batch sharded as darts_search.py does)."""
     if kind == 'train':
         args = parse(TRAIN, TRAIN_FLAGS)
         _, solver, _, step = darts_train.setup(genotype.load('DARTS_V2', args.num_nodes), args)
         set_momentum_lr(solver, args.model_lr)
         return [step(images(BATCH, it), it, 0.2) for it in range(3)]
-    args = parse(SEARCH, SEARCH_FLAGS + ['--second-order', str(kind == 'search2')])
-    _, _, solvers, step, _ = darts_search.setup(args)
+    pc = ['--partial-channels', '2', '--edge-normalization', 'True'] if kind == 'pc' else []
+    args = parse(SEARCH, SEARCH_FLAGS + pc + ['--second-order', str(kind == 'search2')])
+    _, alphas, solvers, step, graph = darts_search.setup(args)
     set_momentum_lr(solvers['weights'], args.model_lr)
-    return [step(images(BATCH, it), images(BATCH, 100 + it)) for it in range(3)]
+    values = [step(images(BATCH, it), images(BATCH, 100 + it)) for it in range(3)]
+    if kind == 'pc':
+        probe = [parallel.world().shard(images(BATCH, 200))]
+        values.append(hessian.dominant_eigenvalue(graph, alphas, solvers['alphas'], probe, iterations=5))
+    return values
 
 
 def grads():
