@@ -99,6 +99,14 @@ def draw_alphas(alphas, num_nodes, folder, epoch):
         print('warning: alphas.png not drawn: {}'.format(e), file=sys.stderr)
 
 
+def write_epoch(arch, alphas, num_nodes, folder, epoch):
+    """The files of ``epoch`` (from 0) that DARTS-ES may return to and ``genotype.py evolution``
+    reads: arch_epoch_N.json and alphas_epoch_N.json (N from 1); and alphas.png redrawn."""
+    genotype.save(arch, os.path.join(folder, 'arch_epoch_{}.json'.format(epoch + 1)))
+    write_json(alpha_dict(alphas), os.path.join(folder, 'alphas_epoch_{}.json'.format(epoch + 1)))
+    draw_alphas(alphas, num_nodes, folder, epoch)
+
+
 def eigenvalue_due(epoch, args):
     """Whether the Hessian eigenvalue is evaluated after ``epoch`` (from 0): every --hessian-every
     epochs from the first, and after the last (RobustDARTS's schedule)."""
@@ -129,6 +137,42 @@ def finish(args, alphas, extra):
     return arch, kept_alphas
 
 
+def report(args, arch, final_alphas):
+    """Write the search's results (alphas.json, the arch JSON, the cell diagrams) and say how to
+    retrain the arch."""
+    write_json(final_alphas, os.path.join(args.monitor_path, 'alphas.json'))
+    genotype.save(arch, args.model_arch_name)
+    draw_cells(genotype.cells(arch), args.monitor_path)
+    print(genotype.describe(arch))
+    print('architecture written to {}; retrain it with:\n  python darts_train.py --context {} '
+          '--model-arch-name {} --num-nodes {} --monitor-path result.monitor'.format(
+              args.model_arch_name, args.context, args.model_arch_name, args.num_nodes))
+
+
+def checkpoint_config(args):
+    """The flags a resumed search must share with the run it resumes (checkpoint.start checks them)."""
+    config = dict(num_cells=args.num_cells, channels=args.output_filter, num_nodes=args.num_nodes,
+                  batch_size=args.batch_size, seed=args.seed, second_order=args.second_order,
+                  train_images=args.train_images)
+    if args.partial_channels > 1 or args.edge_normalization:  # absent from the checkpoints of DARTS runs
+        config.update(partial_channels=args.partial_channels, edge_normalization=args.edge_normalization)
+    return config
+
+
+def load_halves(args):
+    """The weights' and the alphas' halves of the training set, ((x, y), (x, y)), after the checks
+    that need their sizes: all before the supernet is built."""
+    train_x, train_y, _, _ = load_cifar10(args.dataset_path, url=download_url())
+    (wx, wy), (ax, ay) = search_halves(*take_first(train_x, train_y, args.train_images))
+    if len(wy) < args.batch_size:
+        raise UserError('--batch-size {} is larger than the {} images of each half of the training set'.format(
+            args.batch_size, len(wy)))
+    if args.hessian_every and args.hessian_batches * args.batch_size > len(ay):
+        raise UserError('--hessian-batches {} of --batch-size {} need more than the {} validation images'.format(
+            args.hessian_batches, args.batch_size, len(ay)))
+    return (wx, wy), (ax, ay)
+
+
 def main(argv=None):
     args = parse(SEARCH, argv)
     world = parallel.start(args.context)
@@ -137,17 +181,9 @@ def main(argv=None):
         raise UserError('{} already exists: choose another --model-arch-name or move it away'.format(
             args.model_arch_name))
     ctx = device_context(args.context, world.device_id(args.device_id), args.type_config, args.deterministic)
-    config = dict(num_cells=args.num_cells, channels=args.output_filter, num_nodes=args.num_nodes,
-                  batch_size=args.batch_size, seed=args.seed, second_order=args.second_order,
-                  train_images=args.train_images)
-    if args.partial_channels > 1 or args.edge_normalization:  # absent from the checkpoints of DARTS runs
-        config.update(partial_channels=args.partial_channels, edge_normalization=args.edge_normalization)
-    state, resumed_from = checkpoint.start(args.monitor_path, args.model_save_path, config, args.resume)
-    train_x, train_y, _, _ = load_cifar10(args.dataset_path, url=download_url())
-    (wx, wy), (ax, ay) = search_halves(*take_first(train_x, train_y, args.train_images))
-    if len(wy) < args.batch_size:
-        raise UserError('--batch-size {} is larger than the {} images of each half of the training set'.format(
-            args.batch_size, len(wy)))
+    state, resumed_from = checkpoint.start(args.monitor_path, args.model_save_path, checkpoint_config(args),
+                                           args.resume)
+    (wx, wy), (ax, ay) = load_halves(args)
     nn.set_default_context(ctx)
     nn.seed(args.seed)
     weights, alphas, solvers, step, graph = setup(args)
@@ -162,9 +198,6 @@ def main(argv=None):
     extra.setdefault('eigenvalues', [])  # [epoch from 0, eigenvalue] of every evaluation
     if extra.get('early_stop'):  # a search that had stopped: resuming only writes its results again
         loop.stop()
-    if args.hessian_every and args.hessian_batches * args.batch_size > len(ay):
-        raise UserError('--hessian-batches {} of --batch-size {} need more than the {} validation images'.format(
-            args.hessian_batches, args.batch_size, len(ay)))
     probe = ([world.shard(b) for b in hessian.fixed_batches(ax, ay, args.batch_size, args.hessian_batches)]
              if args.hessian_every else None)
     start = state['iteration'] * args.batch_size
@@ -194,9 +227,7 @@ def main(argv=None):
     def end_epoch(epoch, interrupts):
         arch = arch_of(alphas, args.num_nodes, args.max_skip_connect)
         if world.is_main:
-            genotype.save(arch, os.path.join(args.monitor_path, 'arch_epoch_{}.json'.format(epoch + 1)))
-            write_json(alpha_dict(alphas), os.path.join(args.monitor_path, 'alphas_epoch_{}.json'.format(epoch + 1)))
-            draw_alphas(alphas, args.num_nodes, args.monitor_path, epoch)
+            write_epoch(arch, alphas, args.num_nodes, args.monitor_path, epoch)
         values = {PARAMETER_FREE[cell]: count for cell, count in genotype.parameter_free(arch).items()}
         values.update(diagnose(epoch))
         return values
@@ -207,16 +238,8 @@ def main(argv=None):
         for d in data:
             d.close()
     if world.is_main:
-        arch, final_alphas = finish(args, alphas, extra)
-        write_json(final_alphas, os.path.join(args.monitor_path, 'alphas.json'))
-        genotype.save(arch, args.model_arch_name)
-        draw_cells(genotype.cells(arch), args.monitor_path)
-        print(genotype.describe(arch))
-        print('architecture written to {}; retrain it with:\n  python darts_train.py --context {} '
-              '--model-arch-name {} --num-nodes {} --monitor-path result.monitor'.format(
-                  args.model_arch_name, args.context, args.model_arch_name, args.num_nodes))
+        report(args, *finish(args, alphas, extra))
     return 0
-
 
 if __name__ == '__main__':
     sys.exit(run(main))

@@ -253,9 +253,11 @@ def test_search_refuses_bad_input_before_work(tmp_path, archive):
     if not cuda_installed():
         one_line(search(tmp_path, 'ctx', archive, '-c', 'cudnn')[0], '--context cpu', 'nnabla-ext-cuda120')
     one_line(search(tmp_path, 'half', archive, '-t', 'half')[0], '--type-config half is for darts_train.py')
-    proc, folder = search(tmp_path, 'big', archive, '-b', '64')
-    one_line(proc, 'larger than')
-    assert not list(folder.glob('*.series.txt'))
+    for name, flags, fragments in (('big', ('-b', '64'), ('larger than',)),
+                                   ('probe', ('--hessian-batches', '6'), ('--hessian-batches 6', '20 validation'))):
+        proc, folder = search(tmp_path, name, archive, *flags)
+        one_line(proc, *fragments)
+        assert not list(folder.glob('*.series.txt'))
 
 
 @pytest.mark.parametrize('stride', [1, 2])

@@ -102,6 +102,15 @@ SEARCH_ONLY = [
     (['--eta', 'nan'], ['--eta']),
     (['--eta', 'inf'], ['--eta']),
     (['--dropout-rate', '0.1'], ['--dropout-rate']),  # a flag of the retraining only
+    (['--partial-channels', '0'], ['--partial-channels']),
+    (['--partial-channels', '3'], ['--partial-channels', 'divide']),  # 4 channels
+    (['--partial-channels', '4'], ['--partial-channels', '2 or more']),
+    (['--edge-normalization', 'maybe'], ['--edge-normalization', 'maybe']),
+    (['--arch-warmup-epochs', '-1'], ['--arch-warmup-epochs']),
+    (['--hessian-every', '-1'], ['--hessian-every']),
+    (['--hessian-batches', '0'], ['--hessian-batches']),
+    (['--early-stop', 'True', '--hessian-every', '0'], ['--early-stop', '--hessian-every']),
+    (['--max-skip-connect', '-1'], ['--max-skip-connect']),
 ]
 if not cuda_installed():
     COMMON.append((['--context', 'cudnn'], ['--context cpu', 'nnabla-ext-cuda120']))
