@@ -56,3 +56,42 @@ def test_first_loss_compares_two_contexts_on_the_same_weights_and_batch():
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result['gpu_loss'] == result['cpu_loss'] > 0 and result['gpu_grad_norm'] == result['cpu_grad_norm'] > 0
     assert result['loss_rel_diff'] == result['grad_norm_rel_diff'] == 0
+
+
+def load_benchmark(name):
+    """A script of benchmarks/ as a module (the folder is not a package)."""
+    import importlib.util
+    from helpers import ROOT
+    spec = importlib.util.spec_from_file_location(name, '{}/benchmarks/{}.py'.format(ROOT, name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize('type_config, size', [('float', 4), ('half', 2)])
+def test_gpu_memory_counts_every_output_once_and_reshapes_as_nothing(fresh_parameters, type_config, size):
+    import nnabla as nn
+    import nnabla.functions as F
+    import nnabla.parametric_functions as PF
+    gpu_memory = load_benchmark('gpu_memory')
+    x = nn.Variable((2, 3, 8, 8))
+    with nn.context_scope(gpu_memory.context(type_config)):
+        h = PF.convolution(x, 4, (3, 3), pad=(1, 1))   # 2*4*8*8 = 512 values, needing gradients
+        y = F.relu(F.reshape(h, (2, 256)))              # the reshape shares h's buffer; 512 more
+        z = F.identity(nn.Variable((2, 256)))           # no gradient through it
+    assert gpu_memory.buffers(y) == (1024 * size, 1024 * size)
+    assert gpu_memory.buffers(z) == (512 * size, 0)
+
+
+def test_gpu_memory_script_reports_the_paper_sizes():
+    proc = run_cli('benchmarks/gpu_memory.py', [])
+    assert proc.returncode == 0, proc.stderr
+    search, float_, half = (json.loads(line) for line in proc.stdout.strip().splitlines())
+    for r in (search, float_, half):
+        assert abs(r['low_mb'] - (r['parameters_mb'] + r['activations_mb'])) <= 1  # sums of rounded parts
+        assert abs(r['high_mb'] - (r['parameters_mb'] + r['activations_mb'] + r['activation_grads_mb'])) <= 1
+    summary = train('--summary-only', '--model-arch-name', 'DARTS_V2').stdout  # C=36, L=20
+    network, aux = map(int, re.search(r'trainable parameters: (\d+) \(aux head: (\d+)\)', summary).groups())
+    weights = network + aux  # trained, so held on the GPU with their gradients and momentum
+    assert float_['parameters_mb'] == half['parameters_mb'] == round(weights * 4 * 3 / 2 ** 20, 1)
+    assert half['activations_mb'] < 0.7 * float_['activations_mb']
