@@ -13,7 +13,6 @@ import shutil
 import nnabla as nn
 from nnabla.monitor import MonitorSeries
 
-import parallel
 from errors import UserError
 from files import MB, check_input, check_output, series_path, write_atomic
 
@@ -34,13 +33,15 @@ def checkpoints(folder):
     return sorted(os.path.dirname(p) for p in found)
 
 
+def checkpoint_folder(folder, iteration):
+    """The checkpoint folder of ``iteration`` in ``folder``."""
+    return os.path.join(folder, '{}{:09d}'.format(PREFIX, iteration))
+
+
 def save(folder, state, solvers, keep=2):
     """Write the parameters, the solver states and ``state`` as a new checkpoint folder; only the
-    ``keep`` newest are kept. Returns the folder. Under mpirun, rank 0 alone writes it (all
-    ranks hold the same parameters and state)."""
-    final = os.path.join(folder, '{}{:09d}'.format(PREFIX, state['iteration']))
-    if not parallel.world().is_main:
-        return final
+    ``keep`` newest are kept. Returns the folder."""
+    final = checkpoint_folder(folder, state['iteration'])
     tmp = os.path.join(folder, '.{}tmp'.format(PREFIX))
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)

@@ -106,8 +106,12 @@ class TrainingLoop:
         return self.state['elapsed'] + time.time() - self.started
 
     def save(self):
-        """Write a checkpoint of the current state (never of weights that are no longer finite)."""
+        """Write a checkpoint of the current state (never of weights that are no longer finite) and
+        return its folder. Under mpirun rank 0 alone writes it: every rank holds the same
+        parameters and state."""
         self.check_weights()
+        if not parallel.world().is_main:
+            return checkpoint.checkpoint_folder(self.save_path, self.state['iteration'])
         state = dict(self.state, elapsed=self.elapsed(),
                      lr={name: s.learning_rate() for name, s in self.solvers.items()})
         return checkpoint.save(self.save_path, state, self.solvers)
