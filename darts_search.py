@@ -22,7 +22,7 @@ from data_iterator import download_url, load_cifar10, make_iterator, search_halv
 from device import device_context
 from errors import UserError, run
 from files import check_output, write_atomic, write_json
-from loop import Log, TrainingLoop
+from loop import Log, TrainingLoop, warn
 from model_search import split_parameters
 from numerics import MOMENTUM, GradClipper, cosine_lr, set_momentum_lr
 from plots import alpha_weights, draw_cells
@@ -96,7 +96,7 @@ def draw_alphas(alphas, num_nodes, folder, epoch):
         alpha_weights(weights, genotype.edges(num_nodes), os.path.join(folder, 'alphas.png'),
                       'epoch {}'.format(epoch + 1))
     except Exception as e:  # matplotlib or font trouble: the numbers are in alphas_epoch_N.json
-        print('warning: alphas.png not drawn: {}'.format(e), file=sys.stderr)
+        warn('alphas.png not drawn: {}'.format(e))
 
 
 def write_epoch(arch, alphas, num_nodes, folder, epoch):

@@ -239,4 +239,10 @@ class Log:
         try:
             learning_curves([self.folder], os.path.join(self.folder, 'learning_curves.png'), self.curves)
         except Exception as e:  # matplotlib or font trouble: the numbers are in the series files
-            tqdm.write('warning: learning_curves.png not drawn: {}'.format(e))
+            warn('learning_curves.png not drawn: {}'.format(e))
+
+
+def warn(text):
+    """One 'warning: ' line on stderr, between the progress bars' lines, for what does not stop a
+    job (a picture not drawn)."""
+    tqdm.write('warning: ' + text, file=sys.stderr)
