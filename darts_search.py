@@ -27,7 +27,7 @@ from model_search import split_parameters
 from numerics import MOMENTUM, GradClipper, cosine_lr, set_momentum_lr
 from plots import alpha_weights, draw_cells
 
-EIGENVALUE, ITERATIONS = 'Hessian eigenvalue', 'Hessian power iterations'
+EIGENVALUE, ITERATIONS = 'Hessian eigenvalue', 'Hessian-vector products'
 PARAMETER_FREE = {'arch_normal': 'Parameter-free ops normal', 'arch_reduction': 'Parameter-free ops reduction'}
 CURVES = (('error', ('Training error', 'Validation error')), ('loss', ('Training loss', 'Validation loss')),
           ('learning rate', ('Learning rate',)), ('dominant eigenvalue of the alpha Hessian', (EIGENVALUE,)),

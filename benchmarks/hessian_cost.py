@@ -4,10 +4,11 @@
         --steps-per-epoch 390 --hessian-batches 2
 
 Times the search step (alpha step + weight step, the script's own ``setup()``) and the alpha
-gradient of one validation batch, the unit of the eigenvalue: a power iteration takes two alpha
-gradients (the central difference) per batch of ``--hessian-batches``. The eigenvalue's cost is
-given for the worst case (``hessian.MAX_ITERATIONS`` iterations) and for ``--iterations`` (the
-number a real search needed, from its ``Hessian-power-iterations`` series), as a fraction of
+gradient of one validation batch, the unit of the eigenvalue: a Lanczos iteration (one
+Hessian-vector product) takes two alpha gradients (the central difference) per batch of
+``--hessian-batches``. The eigenvalue's cost is given for the worst case
+(``hessian.MAX_ITERATIONS`` iterations) and for ``--iterations`` (the number a real search
+needed, from its ``Hessian-vector-products`` series), as a fraction of
 an epoch of ``--steps-per-epoch`` steps (390 at the paper's size: 25,000 images, batch 64).
 """
 import argparse
@@ -46,7 +47,7 @@ def main(argv=None):
     own = argparse.ArgumentParser(prog='hessian_cost.py', description=__doc__.split('\n')[0])
     own.add_argument('--steps', type=int, default=3, help='timed repetitions of each measure (median)')
     own.add_argument('--steps-per-epoch', type=int, default=390, help='search steps of an epoch')
-    own.add_argument('--iterations', type=float, default=None, help='power iterations actually needed')
+    own.add_argument('--iterations', type=float, default=None, help='Hessian-vector products actually needed')
     bench, rest = own.parse_known_args(argv)
     args = parse(SEARCH, ['--context', 'cpu'] + rest)
     nn.set_default_context(device_context(args.context, args.device_id, args.type_config))
@@ -66,7 +67,7 @@ def main(argv=None):
     per_iteration = 2 * args.hessian_batches * grad_s
     result = dict(C=args.output_filter, L=args.num_cells, batch=args.batch_size, hessian_batches=args.hessian_batches,
                   step_s=round(step_s, 3), alpha_gradient_s=round(grad_s, 3), epoch_s=round(epoch_s, 1),
-                  power_iteration_s=round(per_iteration, 2),
+                  product_s=round(per_iteration, 2),
                   worst_case_share=round(hessian.MAX_ITERATIONS * per_iteration / epoch_s, 4))
     if bench.iterations:
         result['share_at_{}_iterations'.format(bench.iterations)] = round(bench.iterations * per_iteration / epoch_s, 4)

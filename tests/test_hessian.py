@@ -109,13 +109,33 @@ def test_search_stops_early_on_a_scripted_eigenvalue_and_keeps_that_epochs_arch(
     assert len(calls) == 8 and read('arch.json') == arch and not (folder / 'alphas_epoch_9.json').exists()
 
 
-def test_largest_eigenvalue_also_when_a_negative_one_dominates():
-    """Power iteration alone would return -3 here; the shifted second run finds the largest, 1."""
-    rng = np.random.RandomState(0)
-    q, _ = np.linalg.qr(rng.randn(6, 6))
-    H = q @ np.diag([-3.0, 1.0, 0.5, 0.2, -0.1, 0.0]) @ q.T
-    assert hessian.power_iteration(lambda v: H @ v, 6, 500, 1e-12)[0] == pytest.approx(-3.0, rel=1e-6)
-    value, iterations = hessian.largest_eigenvalue(lambda v: H @ v, 6, 500, 1e-12)
-    assert value == pytest.approx(1.0, rel=1e-6)
-    positive = q @ np.diag([2.0, 1.0, -0.5, 0.2, 0.1, 0.0]) @ q.T  # the largest dominates: one run
-    assert hessian.largest_eigenvalue(lambda v: positive @ v, 6, 500, 1e-12)[0] == pytest.approx(2.0, rel=1e-6)
+def symmetric(eigenvalues, seed=0):
+    """A symmetric matrix with ``eigenvalues``, in a random orthonormal basis."""
+    q, _ = np.linalg.qr(np.random.RandomState(seed).randn(len(eigenvalues), len(eigenvalues)))
+    return q @ np.diag(eigenvalues) @ q.T
+
+
+def test_lanczos_finds_the_largest_eigenvalue_not_the_largest_in_magnitude():
+    H = symmetric([-3.0, 1.0, 0.5, 0.2, -0.1, 0.0])
+    value, iterations = hessian.lanczos(lambda v: H @ v, 6, 500, 1e-12)
+    assert value == pytest.approx(1.0, rel=1e-9) and iterations <= 6  # the whole space by the 6th product
+    positive = symmetric([2.0, 1.0, -0.5, 0.2, 0.1, 0.0])
+    assert hessian.lanczos(lambda v: positive @ v, 6, 500, 1e-12)[0] == pytest.approx(2.0, rel=1e-9)
+
+
+def test_lanczos_converges_in_20_products_where_power_iteration_swings():
+    """A spectrum like the alpha Hessian of a real search (224 alphas): the largest eigenvalue 0.35, a
+    negative one almost as large, the rest in between. 20 power iterations are still 10 % or
+    more away, swinging; Lanczos is within 0.1 % and stops by itself."""
+    rng = np.random.RandomState(1)
+    spectrum = np.concatenate([[0.35, -0.33, 0.3, -0.25], rng.uniform(-0.15, 0.15, 220)])
+    H = symmetric(spectrum, seed=2)
+    value, iterations = hessian.lanczos(lambda v: H @ v, 224)
+    assert abs(value - 0.35) <= 1e-3 * 0.35 and iterations < hessian.MAX_ITERATIONS
+    v = np.random.RandomState(hessian.START_SEED).randn(224)
+    quotients = []
+    for _ in range(20):
+        hv = H @ (v / np.linalg.norm(v))
+        quotients.append(float(v @ hv) / np.linalg.norm(v))
+        v = hv
+    assert abs(quotients[-1] - 0.35) > 0.1 * 0.35 and max(quotients[-4:]) - min(quotients[-4:]) > 0.02

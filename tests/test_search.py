@@ -221,7 +221,7 @@ def test_search_is_seeded_and_the_orders_differ(tmp_path, archive):
     assert not np.allclose(alphas['a'], alphas['seed'], rtol=0, atol=1e-7)
 
 
-EIGENVALUE_SERIES = ('Hessian-eigenvalue', 'Hessian-power-iterations')
+EIGENVALUE_SERIES = ('Hessian-eigenvalue', 'Hessian-vector-products')
 
 
 @pytest.mark.parametrize('order', ['False', 'True'])
