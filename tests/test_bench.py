@@ -95,3 +95,16 @@ def test_gpu_memory_script_reports_the_paper_sizes():
     weights = network + aux  # trained, so held on the GPU with their gradients and momentum
     assert float_['parameters_mb'] == half['parameters_mb'] == round(weights * 4 * 3 / 2 ** 20, 1)
     assert half['activations_mb'] < 0.7 * float_['activations_mb']
+
+
+def test_hessian_cost_relates_the_product_to_the_epoch():
+    proc = run_cli('benchmarks/hessian_cost.py', ['--num-cells', '3', '--output-filter', '4', '--num-nodes', '5',
+                                                  '--batch-size', '4', '--steps', '1', '--steps-per-epoch', '10',
+                                                  '--hessian-batches', '2', '--iterations', '7'])
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r['step_s'] > r['alpha_gradient_s'] > 0 and r['epoch_s'] == pytest.approx(10 * r['step_s'], abs=0.1)
+    assert r['product_s'] == pytest.approx(2 * 2 * r['alpha_gradient_s'], abs=0.01)  # central difference, 2 batches
+    # the shares come from the unrounded times (product_s is rounded to 0.01 s)
+    assert r['worst_case_share'] == pytest.approx(20 * r['product_s'] / r['epoch_s'], rel=0.05)
+    assert r['share_at_7.0_iterations'] == pytest.approx(7 * r['product_s'] / r['epoch_s'], rel=0.05)
