@@ -164,18 +164,24 @@ def alpha_weights(weights, edge_list, path, title=''):
 
 def alpha_evolution(epochs, weights, edge_list, path):
     """The softmax weight of every op against the epoch, a small panel per edge (rows) and cell
-    (columns): ``weights`` is {cell name: array epochs x edges x ops}."""
+    (columns): ``weights`` is {cell name: array epochs x edges x ops}. Every panel has the same
+    vertical scale, zoomed to the range the weights took: early in a search they all stay near
+    1/8, and a scale from 0 would draw flat lines."""
     rows, cols = len(edge_list), len(weights)
-    fig = Figure(figsize=(4.2 * cols, 1.5 * rows + 1))
+    low = min(float(w.min()) for w in weights.values())
+    high = max(float(w.max()) for w in weights.values())
+    pad = max(high - low, 1e-6) * 0.05
+    height = 1.5 * rows + 1
+    fig = Figure(figsize=(4.2 * cols, height))
     for c, (cell, w) in enumerate(weights.items()):
         for e, label in enumerate(edge_labels(edge_list)):
             ax = fig.add_subplot(rows, cols, e * cols + c + 1)
             for k in range(w.shape[2]):
                 ax.plot(epochs, w[:, e, k], color='C{}'.format(k), lw=1.2, label=op_label(k))
-            ax.set_ylim(0, max(float(w.max()), 1e-9) * 1.05)
-            ax.text(0.01, 0.92, '{} {}'.format(cell, label), transform=ax.transAxes, fontsize=8, va='top')
+            ax.set_ylim(low - pad, high + pad)
+            ax.set_title('{} {}'.format(cell, label), fontsize=8)
             ax.tick_params(labelsize=7)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.axes[0].legend(fontsize=6, ncol=4, loc='upper right')
-    fig.tight_layout()
+    fig.legend(*fig.axes[0].get_legend_handles_labels(), fontsize=7, ncol=4, loc='upper center')
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.7 / height))
     fig.savefig(path, dpi=80)
