@@ -10,7 +10,7 @@ import parallel
 from errors import UserError
 
 SEARCH, TRAIN = 'search', 'train'
-HESSIAN_BATCHES = 1  # at most 8.4 % of an epoch at the paper's size (README, Collapse diagnostics)
+HESSIAN_BATCHES = 1  # at most 4.4 % of an epoch at the paper's size (docs/collapse.md, Cost)
 DEFAULTS = {
     SEARCH: dict(epoch=50, batch_size=64, num_cells=8, output_filter=16,
                  additional_filters_on_retrain=0, model_lr=0.025, min_model_lr=0.001,
@@ -125,6 +125,11 @@ FINITE = ('model_lr', 'min_model_lr', 'weight_decay_model', 'arch_lr', 'weight_d
           'auxiliary_weight')
 
 
+def skip_cap_rule(max_skip_connect):
+    """(holds, message) of --max-skip-connect, which the search and genotype.py derive both take."""
+    return max_skip_connect is None or max_skip_connect >= 0, '--max-skip-connect must be non-negative'
+
+
 def check(args, script):
     """Refuse impossible values in one line, before anything is built or loaded."""
     for name in FINITE:
@@ -164,8 +169,7 @@ def check(args, script):
                   (args.hessian_batches > 0, '--hessian-batches must be positive'),
                   (args.hessian_every > 0 or not args.early_stop, '--early-stop needs the Hessian eigenvalue: '
                    'set --hessian-every to a positive number'),
-                  (args.max_skip_connect is None or args.max_skip_connect >= 0,
-                   '--max-skip-connect must be non-negative')]
+                  skip_cap_rule(args.max_skip_connect)]
     else:
         rules += [(0 <= args.dropout_rate < 1, '--dropout-rate must be in [0, 1)'),
                   (args.auxiliary_weight >= 0, '--auxiliary-weight must be non-negative'),

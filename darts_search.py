@@ -75,26 +75,29 @@ def setup(args):
     return weights, alphas, solvers, step, graph
 
 
+def named_arrays(alphas):
+    """{short name ('alpha_normal', 'beta_reduction', ...): array} of the alpha parameters."""
+    return {name.split('/')[-1]: a.d for name, a in alphas.items()}
+
+
 def alpha_dict(alphas):
     """The raw alphas as JSON lists, rows in edge order 0->2, 1->2, 0->3, ..."""
-    return {name.split('/')[-1]: a.d.tolist() for name, a in alphas.items()}
+    return {name: d.tolist() for name, d in named_arrays(alphas).items()}
 
 
 def arch_of(alphas, num_nodes, max_skip_connect=None):
     """The arch JSON that the current alphas (and betas, with edge normalisation) derive."""
-    by_name = {name.split('/')[-1]: a.d for name, a in alphas.items()}
-    betas = [by_name[name] for name in genotype.BETA_NAMES] if genotype.BETA_NAMES[0] in by_name else None
-    return genotype.derive(*[by_name[name] for name in genotype.ALPHA_NAMES], num_nodes, max_skip_connect, betas)
+    arrays = named_arrays(alphas)
+    betas = [arrays[name] for name in genotype.BETA_NAMES] if genotype.BETA_NAMES[0] in arrays else None
+    return genotype.derive(*[arrays[name] for name in genotype.ALPHA_NAMES], num_nodes, max_skip_connect, betas)
 
 
 def draw_alphas(alphas, num_nodes, folder, epoch):
     """Refresh folder/alphas.png (softmax weights of every edge and op); a failed drawing never
     stops the job."""
-    weights = {name.split('/')[-1][len('alpha_'):]: genotype.softmax_weights(a.d) for name, a in alphas.items()
-               if name.split('/')[-1] in genotype.ALPHA_NAMES}
     try:
-        alpha_weights(weights, genotype.edges(num_nodes), os.path.join(folder, 'alphas.png'),
-                      'epoch {}'.format(epoch + 1))
+        alpha_weights(genotype.cell_weights(named_arrays(alphas)), genotype.edges(num_nodes),
+                      os.path.join(folder, 'alphas.png'), 'epoch {}'.format(epoch + 1))
     except Exception as e:  # matplotlib or font trouble: the numbers are in alphas_epoch_N.json
         warn('alphas.png not drawn: {}'.format(e))
 
@@ -102,15 +105,16 @@ def draw_alphas(alphas, num_nodes, folder, epoch):
 def write_epoch(arch, alphas, num_nodes, folder, epoch):
     """The files of ``epoch`` (from 0) that DARTS-ES may return to and ``genotype.py evolution``
     reads: arch_epoch_N.json and alphas_epoch_N.json (N from 1); and alphas.png redrawn."""
-    genotype.save(arch, os.path.join(folder, 'arch_epoch_{}.json'.format(epoch + 1)))
-    write_json(alpha_dict(alphas), os.path.join(folder, 'alphas_epoch_{}.json'.format(epoch + 1)))
+    genotype.save(arch, genotype.epoch_file(folder, 'arch', epoch + 1))
+    write_json(alpha_dict(alphas), genotype.epoch_file(folder, 'alphas', epoch + 1))
     draw_alphas(alphas, num_nodes, folder, epoch)
 
 
-def eigenvalue_due(epoch, args):
-    """Whether the Hessian eigenvalue is evaluated after ``epoch`` (from 0): every --hessian-every
-    epochs from the first, and after the last (RobustDARTS's schedule)."""
-    return args.hessian_every > 0 and (epoch % args.hessian_every == 0 or epoch == args.epoch - 1)
+def eigenvalue_due(epoch, every, epochs):
+    """Whether the Hessian eigenvalue is evaluated after ``epoch`` (from 0) of ``epochs``: every
+    ``every`` epochs (--hessian-every, 0: never) from the first, and after the last (RobustDARTS's
+    schedule)."""
+    return every > 0 and (epoch % every == 0 or epoch == epochs - 1)
 
 
 def stop_reason(decision, epoch, every):
@@ -129,8 +133,8 @@ def finish(args, alphas, extra):
     if not stopped:
         return arch_of(alphas, args.num_nodes, args.max_skip_connect), alpha_dict(alphas)
     kept = stopped['epoch'] + 1
-    arch = genotype.load(os.path.join(args.monitor_path, 'arch_epoch_{}.json'.format(kept)), args.num_nodes)
-    with open(os.path.join(args.monitor_path, 'alphas_epoch_{}.json'.format(kept))) as f:
+    arch = genotype.load(genotype.epoch_file(args.monitor_path, 'arch', kept), args.num_nodes)
+    with open(genotype.epoch_file(args.monitor_path, 'alphas', kept)) as f:
         kept_alphas = json.load(f)
     write_atomic(os.path.join(args.monitor_path, 'early_stop.txt'), lambda f: f.write(stopped['reason'] + '\n'))
     print(stopped['reason'])
@@ -214,7 +218,7 @@ def main(argv=None):
 
     def diagnose(epoch):
         """The Hessian eigenvalue (when due) and the DARTS-ES decision of the epoch."""
-        if not eigenvalue_due(epoch, args):
+        if not eigenvalue_due(epoch, args.hessian_every, args.epoch):
             return {}
         value, iterations = hessian.dominant_eigenvalue(graph, alphas, solvers['alphas'], probe)
         extra['eigenvalues'].append([epoch, value])

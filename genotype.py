@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from args import Parser
+from args import Parser, skip_cap_rule
 from errors import UserError, run
 from files import MB, check_input, check_output, write_atomic
 from operations import IDENTITY, OP_NAMES, POOLS, ZERO
@@ -224,19 +224,32 @@ def load_alphas(path, num_nodes=7):
     return alphas
 
 
+def epoch_file(folder, kind, epoch):
+    """The file of ``kind`` ('arch' or 'alphas') that a search writes after ``epoch`` (from 1):
+    folder/kind_epoch_N.json."""
+    return os.path.join(folder, '{}_epoch_{}.json'.format(kind, epoch))
+
+
+def cell_weights(alphas):
+    """{cell name ('normal', 'reduction'): softmax weights, edges x ops} of ``alphas``, a mapping
+    that holds the ALPHA_NAMES (betas or other keys are ignored)."""
+    return {name[len('alpha_'):]: softmax_weights(np.asarray(alphas[name])) for name in ALPHA_NAMES}
+
+
 def epoch_alphas(folder):
     """(epochs, {cell: array epochs x edges x ops of softmax weights}) of the alphas_epoch_N.json
     files that a search writes into its monitor folder, in epoch order."""
-    found = sorted((int(name[len('alphas_epoch_'):-len('.json')]), name) for name in os.listdir(folder)
-                   if name.startswith('alphas_epoch_') and name.endswith('.json')
-                   and name[len('alphas_epoch_'):-len('.json')].isdigit())
+    start, end = epoch_file('', 'alphas', '|').split('|')  # the name around the epoch number
+    found = sorted(int(name[len(start):-len(end)]) for name in os.listdir(folder)
+                   if name.startswith(start) and name.endswith(end) and name[len(start):-len(end)].isdigit())
     if not found:
         raise UserError('{} has no alphas_epoch_N.json files: is it the monitor folder of a search?'.format(folder))
-    rows = [json.load(open(os.path.join(folder, name))) for _, name in found]
-    num_nodes = nodes_of_rows(len(rows[0][ALPHA_NAMES[0]]))
-    weights = {name[len('alpha_'):]: np.array([softmax_weights(np.array(r[name])) for r in rows])
-               for name in ALPHA_NAMES}
-    return [epoch for epoch, _ in found], weights, num_nodes
+    rows = []
+    for epoch in found:
+        with open(epoch_file(folder, 'alphas', epoch)) as f:
+            rows.append(cell_weights(json.load(f)))
+    num_nodes = nodes_of_rows(len(rows[0]['normal']))
+    return found, {cell: np.array([r[cell] for r in rows]) for cell in rows[0]}, num_nodes
 
 
 def nodes_of_rows(rows):
@@ -254,8 +267,9 @@ def command_plot(args):
 
 
 def command_derive(args):
-    if args.max_skip_connect is not None and args.max_skip_connect < 0:
-        raise UserError('--max-skip-connect must be non-negative')
+    holds, message = skip_cap_rule(args.max_skip_connect)
+    if not holds:
+        raise UserError(message)
     check_output(args.out, '--out')
     arch = derive(*load_alphas(args.alphas, args.num_nodes), args.num_nodes, args.max_skip_connect)
     save(arch, args.out)

@@ -13,9 +13,10 @@ differ only by what the search changed. Lanczos rather than power iteration: the
 of a real search has negative eigenvalues almost as large as the largest one, and power
 iteration's Rayleigh quotient then swings without settling (on the README's search after 3
 epochs it still moved between 0.15 and 0.23 after 40 products), where Lanczos, with the same
-products, gives the largest eigenvalue (0.3528) to 4 digits in 9. The search itself is left exactly as it was: the
-alphas, their gradients and the BN running statistics that these forward passes touch are
-written back bit for bit, and the batches come from an iterator of their own.
+products, gives the largest eigenvalue (0.3528) to 4 digits in 9. The search itself is left
+exactly as it was: the alphas, their gradients and the BN running statistics that these
+forward passes touch are written back bit for bit, and the batches come from an iterator of
+their own.
 """
 import numpy as np
 import nnabla as nn
@@ -105,7 +106,7 @@ def dominant_eigenvalue(graph, alphas, solver, batches, iterations=MAX_ITERATION
     """(largest eigenvalue of the alpha Hessian of the validation loss on ``batches``, Lanczos
     iterations run). The alphas, their gradients and the BN running statistics are restored."""
     saved = {k: (a.d.copy(), a.g.copy()) for k, a in alphas.items()}
-    stats = {k: p.d.copy() for k, p in running_statistics().items()}
+    stats = [(p, p.d.copy()) for p in running_statistics().values()]
     base = flat([d for d, _ in saved.values()])
     try:
         return lanczos(lambda v: hessian_vector_product(graph, alphas, solver, batches, base, v),
@@ -113,5 +114,5 @@ def dominant_eigenvalue(graph, alphas, solver, batches, iterations=MAX_ITERATION
     finally:
         for k, a in alphas.items():
             a.d, a.g = saved[k]
-        for k, p in running_statistics().items():
-            p.d = stats[k]
+        for p, d in stats:
+            p.d = d

@@ -16,7 +16,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -25,21 +24,15 @@ import nnabla as nn  # noqa: E402
 import darts_search  # noqa: E402
 import hessian  # noqa: E402
 from args import SEARCH, parse  # noqa: E402
-from bench import synthetic_iterator  # noqa: E402
+from bench import measure, synthetic_iterator  # noqa: E402
 from device import device_context  # noqa: E402
 from errors import run  # noqa: E402
 from numerics import set_momentum_lr  # noqa: E402
 
 
 def median_seconds(work, repeats):
-    """Median wall time of ``work()`` over ``repeats`` calls, after one untimed call."""
-    work()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median wall time of ``work()`` over ``repeats`` calls after one untimed call (bench.measure)."""
+    return statistics.median(measure(lambda it: work(), repeats, 1, False)[0])
 
 
 def main(argv=None):

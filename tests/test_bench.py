@@ -1,10 +1,11 @@
 """benchmarks/bench.py as a user runs it: one JSON line about the scripts' own steps."""
+import importlib.util
 import json
 import re
 
 import pytest
 
-from helpers import run_cli, train
+from helpers import ROOT, run_cli, train
 
 
 def bench(*argv):
@@ -60,8 +61,6 @@ def test_first_loss_compares_two_contexts_on_the_same_weights_and_batch():
 
 def load_benchmark(name):
     """A script of benchmarks/ as a module (the folder is not a package)."""
-    import importlib.util
-    from helpers import ROOT
     spec = importlib.util.spec_from_file_location(name, '{}/benchmarks/{}.py'.format(ROOT, name))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
