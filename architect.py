@@ -4,7 +4,7 @@ paper's second-order approximation (eq. 7-8), on one supernet graph built once.
 First order: grad_a L_val(w, a). Second order, with xi the current weight learning rate and
 buf the PyTorch-style momentum buffer (numerics.py):
 
-    w' = w - xi (0.9 buf + grad_w L_train(w, a) + wd w)
+    w' = w - xi (mu buf + grad_w L_train(w, a) + wd w)       (mu: the momentum, 0.9)
     grad_a = grad_a L_val(w', a) - xi (grad_a L_train(w+, a) - grad_a L_train(w-, a)) / (2 eps)
     w+- = w +- eps grad_w' L_val(w', a),  eps = 0.01 / ||grad_w' L_val(w', a)|| (global 2-norm)
 
@@ -20,19 +20,20 @@ import nnabla as nn
 import nnabla.functions as F
 import nnabla.solvers as S
 
+from backbone import CIFAR10
 from genotype import ALPHA_NAMES, BETA_NAMES
 from model_search import supernet
-from numerics import MOMENTUM, concatenated, flat_view
+from numerics import concatenated, flat_view
 
 FD_RADIUS = 0.01  # eps = FD_RADIUS / ||grad_w' L_val(w', a)||, as in the paper's code
 
 
-def search_graph(batch_size, C, num_cells, num_nodes, partial_channels=1, edge_normalization=False):
+def search_graph(batch_size, C, num_cells, num_nodes, partial_channels=1, edge_normalization=False, data=CIFAR10):
     """The supernet's loss and error on one input pair, fed alternately with both data halves,
-    and the graph's own Variables of the weights and of the alphas (betas included)."""
-    x, y = nn.Variable((batch_size, 3, 32, 32)), nn.Variable((batch_size, 1))
-    logits = supernet(x, C, num_cells, num_nodes, partial_channels=partial_channels,
-                      edge_normalization=edge_normalization)
+    and the graph's own Variables of the weights and of the alphas (betas included); ``data``
+    (a backbone.Data) is what the supernet is fed."""
+    x, y = nn.Variable((batch_size, 3, data.size, data.size)), nn.Variable((batch_size, 1))
+    logits = supernet(x, C, num_cells, num_nodes, data.classes, partial_channels, edge_normalization, data.imagenet)
     graph = dict(x=x, y=y, loss=F.mean(F.softmax_cross_entropy(logits, y)), err=F.mean(F.top_n_error(logits, y)))
     graph['loss'].persistent = graph['err'].persistent = True
     graph['leaves'] = graph_parameters(graph['loss'])
@@ -134,8 +135,9 @@ class Unroller:
     kernel: about one function per weight tensor and step, where a graph node per tensor and
     operation took about 28."""
 
-    def __init__(self, weights, solver, weight_decay):
+    def __init__(self, weights, solver, weight_decay, momentum):
         self.solver, self.names, self.weights = solver, list(weights), list(weights.values())
+        self.momentum_factor = momentum  # mu of w' = w - xi (mu buf + ...)
         data, grads = [p.data for p in self.weights], [p.grad for p in self.weights]
         saved, direction = [zeros_like(p) for p in self.weights], [zeros_like(p) for p in self.weights]
         self.save_copy, self.restore_copy = Copier(data, saved), Copier(saved, data)
@@ -144,7 +146,7 @@ class Unroller:
         self.momentum = [nn.Variable((1, 1, p.size)) for p in self.weights]  # bound to the solver's in save()
         w, g = concatenated(saved), concatenated(grads)
         m = self.momentum[0] if len(self.momentum) == 1 else F.concatenate(*self.momentum, axis=2)
-        # w - xi (grad + wd w + 0.9 m / lr), in the operation order of the per-tensor formulation
+        # w - xi (grad + wd w + mu m / lr), in the operation order of the per-tensor formulation
         unrolled = F.sub2(w, bmm_scale(self.xi, F.add2(F.add2(g, F.mul_scalar(w, weight_decay)),
                                                        bmm_scale(self.buffer_scale, m))))
         self.unrolled = split_into(unrolled, data)
@@ -158,10 +160,10 @@ class Unroller:
         states = self.solver.get_states()
         for m, name in zip(self.momentum, self.names):
             m.data = flat_view(states[name].pstate['m'].data).data
-        self.xi.d, self.buffer_scale.d = xi, MOMENTUM / self.solver.learning_rate()
+        self.xi.d, self.buffer_scale.d = xi, self.momentum_factor / self.solver.learning_rate()
 
     def unroll(self):
-        """w' = w - xi (0.9 buf + grad + wd w), the gradient being the one now in the weights' .grad."""
+        """w' = w - xi (mu buf + grad + wd w), the gradient being the one now in the weights' .grad."""
         nn.forward_all(self.unrolled, clear_buffer=True)
 
     def keep_direction(self):
@@ -185,7 +187,7 @@ def unrolled_alpha_grads(graph, unroller, alphas, solvers, xi, train_batch, vali
     """Leave in the alphas' .grad the second-order gradient of the paper (eq. 7-8); returns the
     validation loss and error at the unrolled weights.
 
-    w' = w - xi (0.9 buf + grad_w L_train(w) + wd w);  grad_a = grad_a L_val(w') -
+    w' = w - xi (mu buf + grad_w L_train(w) + wd w);  grad_a = grad_a L_val(w') -
     xi (grad_a L_train(w+) - grad_a L_train(w-)) / (2 eps), w+- = w +- eps grad_w' L_val(w').
     The weights are written in place and restored exactly at the end.
     """

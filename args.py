@@ -6,8 +6,13 @@ search and retraining recipes, docs/reference.md) and in the few flags of their 
 import argparse
 import math
 
+import datasets
 import parallel
-from errors import UserError
+import workers
+from backbone import downsampling
+from errors import Parser, UserError
+from genotype import skip_cap_rule
+from model_eval import smallest_aux_input
 
 SEARCH, TRAIN = 'search', 'train'
 HESSIAN_BATCHES = 1  # at most 4.4 % of an epoch at the paper's size (docs/collapse.md, Cost)
@@ -19,13 +24,29 @@ DEFAULTS = {
                 additional_filters_on_retrain=20, model_lr=0.025, min_model_lr=0.0,
                 monitor_path='train.monitor', model_arch_name='DARTS_arch.json'),
 }
+COMMON = dict(weight_decay_model=3e-4, lr_schedule='cosine', color_jitter=(0.0, 0.0, 0.0, 0.0),
+              label_smoothing=0.0, dropout_rate=0.2, cutout=True)
+# the paper's ImageNet recipe (mobile setting, its train_imagenet.py): the retraining defaults of --dataset imagenet
+IMAGENET_RECIPE = dict(epoch=250, batch_size=128, num_cells=14, additional_filters_on_retrain=32, model_lr=0.1,
+                       lr_schedule='exponential', weight_decay_model=3e-5, label_smoothing=0.1, dropout_rate=0.0,
+                       cutout=False, color_jitter=(0.4, 0.4, 0.4, 0.2))
+DEPENDS_ON_DATASET = ('image_size',) + tuple(IMAGENET_RECIPE)  # defaults that --dataset changes
 
 
-class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are UserErrors (one line, no usage dump)."""
+def recipe_default(script, dataset, name):
+    """The default of flag ``name`` of ``script`` on ``dataset``."""
+    if name == 'image_size':
+        return datasets.default_image_size(dataset)
+    if script == TRAIN and dataset == 'imagenet' and name in IMAGENET_RECIPE:
+        return IMAGENET_RECIPE[name]
+    return DEFAULTS[script].get(name, COMMON.get(name))
 
-    def error(self, message):
-        raise UserError(message)
+
+def shown(script, name):
+    """The default of a dataset-dependent flag as its help shows it."""
+    default, imagenet = recipe_default(script, 'cifar10', name), recipe_default(script, 'imagenet', name)
+    words = (lambda v: ' '.join(map(str, v)) if isinstance(v, tuple) else str(v))
+    return '(default {}{})'.format(words(default), '' if imagenet == default else '; imagenet: ' + words(imagenet))
 
 
 def boolean(text):
@@ -39,24 +60,36 @@ def boolean(text):
 def parse(script, argv=None):
     """Parse and check the flags of ``script`` (SEARCH or TRAIN)."""
     d = DEFAULTS[script]
-    p = Parser(prog='darts_{}.py'.format(script), description='DARTS {} on CIFAR-10 (nnabla)'.format(
+    p = Parser(prog='darts_{}.py'.format(script), description='DARTS {} (nnabla)'.format(
         'architecture search' if script == SEARCH else 'retraining of a derived cell'))
-    add = p.add_argument
+
+    def add(*names, **options):  # a flag whose default depends on --dataset is filled in after parsing
+        name = names[0][2:].replace('-', '_')
+        if name in DEPENDS_ON_DATASET:
+            options['help'] = '{} {}'.format(options['help'], shown(script, name))
+            options['default'] = None
+        p.add_argument(*names, **options)
     add('--context', '-c', default='cudnn', choices=('cpu', 'cudnn'), help='nnabla extension')
     add('--device-id', '-d', type=int, default=0, help='GPU id')
     add('--type-config', '-t', default='float', choices=('float', 'half'), help='float, or half (cudnn)')
     add('--deterministic', type=boolean, default=False,
         help='cudnn: deterministic cuDNN algorithms (NNABLA_CUDNN_DETERMINISTIC), for runs that repeat exactly')
-    add('--epoch', '-e', type=int, default=d['epoch'], help='epochs')
-    add('--batch-size', '-b', type=int, default=d['batch_size'], help='batch size')
-    add('--num-cells', type=int, default=d['num_cells'], help='cells in the network (L)')
+    add('--dataset', default='cifar10', choices=datasets.NAMES,
+        help='what to train on: the archives (downloaded without --dataset-path) or an image folder')
+    add('--epoch', '-e', type=int, help='epochs')
+    add('--batch-size', '-b', type=int, help='batch size (the global batch under mpirun)')
+    add('--num-cells', type=int, help='cells in the network (L)')
     add('--num-nodes', type=int, default=7, help='nodes in a cell: 2 inputs, intermediates, 1 output')
     add('--output-filter', type=int, default=d['output_filter'], help='channels of the first cells (C)')
-    add('--additional-filters-on-retrain', '-f', type=int, default=d['additional_filters_on_retrain'],
+    add('--additional-filters-on-retrain', '-f', type=int,
         help='channels added to --output-filter when retraining (16 + 20 = the paper\'s 36)')
-    add('--model-lr', type=float, default=d['model_lr'], help='initial weight learning rate (cosine)')
-    add('--min-model-lr', type=float, default=d['min_model_lr'], help='final weight learning rate')
-    add('--weight-decay-model', type=float, default=3e-4, help='weight decay of the weights')
+    add('--model-lr', type=float, help='initial weight learning rate')
+    add('--min-model-lr', type=float, default=d['min_model_lr'], help='final weight learning rate (cosine)')
+    add('--lr-schedule', choices=('cosine', 'exponential'),
+        help='per epoch: cosine to --min-model-lr, or times --lr-gamma')
+    add('--lr-gamma', type=float, default=0.97, help='exponential schedule: the factor of every epoch')
+    add('--momentum', type=float, default=0.9, help='SGD momentum of the weights')
+    add('--weight-decay-model', type=float, help='weight decay of the weights')
     add('--grad-clip-value-model', type=float, default=5.0, help='max global norm of the weight gradients')
     add('--monitor-path', '-m', default=d['monitor_path'], help='folder of monitor series and results')
     add('--model-save-interval', '-s', type=int, default=1000,
@@ -67,7 +100,14 @@ def parse(script, argv=None):
             'write' if script == SEARCH else 'read'))
     add('--seed', type=int, default=0, help='seed of initialisation, data order, augmentation, drop path')
     add('--dataset-path', default=None,
-        help='CIFAR-10 python archive (.tar.gz) or extracted cifar-10-batches-py folder (default: download)')
+        help='the dataset: a CIFAR python archive (.tar.gz) or its extracted folder, the folder of SVHN\'s two '
+             '.mat files, or an image folder (train/<class>/*, val/<class>/*); default: download the archive')
+    add('--image-size', type=int, help='side of the square images the network is fed (image folders)')
+    add('--data-workers', type=int, default=None,
+        help='processes decoding image files (image folders; default: the cores of this machine, less one, '
+             'shared by its mpirun processes, at most 8)')
+    add('--color-jitter', type=float, nargs=4, metavar=('BRIGHTNESS', 'CONTRAST', 'SATURATION', 'HUE'),
+        help='colour jitter of the training images')
     add('--train-images', type=int, default=0,
         help='use only the first N training images (0: all), for quick trials')
     add('--test-images', type=int, default=0, help='use only the first N test images (0: all)')
@@ -94,10 +134,11 @@ def parse(script, argv=None):
         add('--max-skip-connect', type=int, default=None,
             help='at most M identity ops in the derived normal cell (P-DARTS; default: no cap)')
     else:
-        add('--dropout-rate', type=float, default=0.2, help='final drop-path probability')
+        add('--dropout-rate', type=float, help='final drop-path probability')
+        add('--label-smoothing', type=float, help='label smoothing of the training loss (main and aux heads)')
         add('--auxiliary', type=boolean, default=True, help='auxiliary head')
         add('--auxiliary-weight', type=float, default=0.4, help='weight of the auxiliary loss')
-        add('--cutout', type=boolean, default=True, help='cutout augmentation')
+        add('--cutout', type=boolean, help='cutout augmentation')
         add('--cutout-length', type=int, default=16, help='side of the cutout square')
         add('--summary-only', type=boolean, default=False, const=True, nargs='?',
             help='print the cells and the parameter count, then exit')
@@ -113,6 +154,11 @@ def parse(script, argv=None):
             help='write the inference network of --model-load-path as this ONNX file (opset 11, any batch '
                  'size), then exit; needs requirements-export.txt')
     args = p.parse_args(argv)
+    for name in DEPENDS_ON_DATASET:
+        if hasattr(args, name) and getattr(args, name) is None:
+            setattr(args, name, recipe_default(script, args.dataset, name))
+    if args.data_workers is None:
+        args.data_workers = workers.default_count(parallel.launched_size())
     check(args, script)
     if args.model_save_path is None:
         args.model_save_path = args.monitor_path
@@ -122,12 +168,26 @@ def parse(script, argv=None):
 # float flags that must be finite (argparse's float() takes 'nan' and 'inf'); an infinite
 # --grad-clip-value-model is allowed: it means no clipping
 FINITE = ('model_lr', 'min_model_lr', 'weight_decay_model', 'arch_lr', 'weight_decay_archs', 'eta', 'dropout_rate',
-          'auxiliary_weight')
+          'auxiliary_weight', 'lr_gamma', 'momentum', 'label_smoothing')
 
 
-def skip_cap_rule(max_skip_connect):
-    """(holds, message) of --max-skip-connect, which the search and genotype.py derive both take."""
-    return max_skip_connect is None or max_skip_connect >= 0, '--max-skip-connect must be non-negative'
+def image_size_rules(args, script):
+    """The rules of --image-size: the archives' images are 32x32; the network halves the side at each
+    reduction (and 3 times more in the ImageNet stem), which a factorized reduction needs even; the
+    aux head needs maps of 8x8 (CIFAR) or 7x7 (ImageNet) at least."""
+    size, imagenet = args.image_size, datasets.imagenet_network(args.dataset, args.image_size)
+    factor = downsampling(imagenet)
+    rules = [(size == datasets.ARRAY_SIZE or datasets.on_disk(args.dataset),
+              '--image-size is for image folders: {} images are {}x{}'.format(
+                  args.dataset, datasets.ARRAY_SIZE, datasets.ARRAY_SIZE)),
+             (size > 0 and size % factor == 0, '--image-size {} must be a multiple of {}: the {} network halves it {} '
+              'times'.format(size, factor, 'ImageNet' if imagenet else 'CIFAR', factor.bit_length() - 1))]
+    smallest = smallest_aux_input(imagenet)
+    if script == TRAIN and args.auxiliary:
+        rules.append((size // factor >= smallest, '--image-size {} leaves {}x{} maps for the aux head, which needs '
+                      '{}x{}: use --image-size {} or more, or --auxiliary False'.format(
+                          size, size // factor, size // factor, smallest, smallest, smallest * factor)))
+    return rules
 
 
 def check(args, script):
@@ -154,7 +214,12 @@ def check(args, script):
         (args.model_save_interval >= 0, '--model-save-interval must be non-negative (0: epoch ends only)'),
         (args.device_id >= 0, '--device-id must be non-negative'),
         (args.train_images >= 0 and args.test_images >= 0, '--train-images/--test-images must be non-negative'),
-    ]
+        (0 < args.lr_gamma <= 1, '--lr-gamma must be in (0, 1]'),
+        (0 <= args.momentum < 1, '--momentum must be in [0, 1)'),
+        (args.data_workers >= 0, '--data-workers must be non-negative (0: decode on the job\'s own thread)'),
+        (all(math.isfinite(v) and v >= 0 for v in args.color_jitter) and args.color_jitter[3] <= 0.5,
+         '--color-jitter takes four non-negative numbers, the hue at most 0.5'),
+    ] + image_size_rules(args, script)
     if script == SEARCH:
         rules += [(args.type_config == 'float', '--type-config half is for darts_train.py; the search '
                    'computes in float (its finite differences need the precision)'),
@@ -173,7 +238,9 @@ def check(args, script):
     else:
         rules += [(0 <= args.dropout_rate < 1, '--dropout-rate must be in [0, 1)'),
                   (args.auxiliary_weight >= 0, '--auxiliary-weight must be non-negative'),
-                  (0 < args.cutout_length <= 32 or not args.cutout, '--cutout-length must be in 1..32'),
+                  (0 < args.cutout_length <= args.image_size or not args.cutout,
+                   '--cutout-length must be in 1..{} (--image-size)'.format(args.image_size)),
+                  (0 <= args.label_smoothing < 1, '--label-smoothing must be in [0, 1)'),
                   (args.model_load_path or not (args.eval_only or args.export_nnp or args.export_onnx),
                    '--eval-only, --export-nnp and --export-onnx need --model-load-path')]
     for ok, message in rules:

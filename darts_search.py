@@ -1,4 +1,5 @@
-"""DARTS bilevel architecture search on CIFAR-10; writes the derived cells as an arch JSON.
+"""DARTS bilevel architecture search (CIFAR-10; --dataset for the others); writes the derived cells
+as an arch JSON.
 
     python darts_search.py --context cudnn --device-id 0 --monitor-path search.monitor \\
         --model-arch-name arch.json [--second-order True]
@@ -11,20 +12,21 @@ import nnabla as nn
 import nnabla.solvers as S
 
 import checkpoint
+import datasets
 import early_stop
 import genotype
 import hessian
 import parallel
 from architect import Unroller, forward_backward, search_graph, unrolled_alpha_grads
 from args import SEARCH, parse
-from backbone import count_parameters
-from data_iterator import download_url, load_cifar10, make_iterator, search_halves, take_first
+from backbone import CIFAR10, count_parameters
+from data_iterator import fixed_batches, network_input, recipe, training_batches, worker_pool
 from device import device_context
-from errors import UserError, run
+from errors import UserError, run, warn
 from files import check_output, write_atomic, write_json
-from loop import Log, TrainingLoop, warn
+from loop import Log, TrainingLoop
 from model_search import split_parameters
-from numerics import MOMENTUM, GradClipper, cosine_lr, set_momentum_lr
+from numerics import GradClipper, epoch_lr, set_momentum_lr
 from plots import alpha_weights, draw_cells
 
 EIGENVALUE, ITERATIONS = 'Hessian eigenvalue', 'Hessian-vector products'
@@ -34,29 +36,29 @@ CURVES = (('error', ('Training error', 'Validation error')), ('loss', ('Training
           ('parameter-free ops in the derived cells', tuple(PARAMETER_FREE.values())))
 
 
-def setup(args):
-    """Build the supernet once; returns its weights, alphas (betas included), solvers,
-    ``step(train_batch, valid_batch, update_arch=True)`` and the graph (for the Hessian
-    eigenvalue). The step is the alpha step on the validation batch
-    (skipped in a warm-up), then the weight step on the training batch. benchmarks/bench.py times
-    this same step. Under mpirun each rank computes its rows of both global batches and every
-    gradient a pass computes is averaged over the ranks as soon as it is computed (parallel.py)."""
+def setup(args, data=CIFAR10):
+    """Build the supernet once, fed ``data`` (a backbone.Data); returns its weights, alphas (betas
+    included), solvers, ``step(train_batch, valid_batch, update_arch=True)`` and the graph (for the
+    Hessian eigenvalue). The step is the alpha step on the validation batch (skipped in a warm-up),
+    then the weight step on the training batch. benchmarks/bench.py times this same step. Under
+    mpirun the batches are this rank's rows of the global batches, and every gradient a pass
+    computes is averaged over the ranks as soon as it is computed (parallel.py)."""
     world = parallel.world()
     graph = search_graph(args.batch_size // world.size, args.output_filter, args.num_cells, args.num_nodes,
-                         args.partial_channels, args.edge_normalization)
+                         args.partial_channels, args.edge_normalization, data)
     weights, alphas = split_parameters(nn.get_parameters(grad_only=True))
     graph['reduce'] = {'weights': parallel.grad_reducer(weights, with_buffers=True),
                        'alphas': parallel.grad_reducer(alphas)}
-    solvers = {'weights': S.Momentum(args.model_lr, MOMENTUM),
+    solvers = {'weights': S.Momentum(args.model_lr, args.momentum),
                'alphas': S.Adam(args.arch_lr, beta1=0.5, beta2=0.999)}
     solvers['weights'].set_parameters(weights)
     solvers['alphas'].set_parameters(alphas)
     clipper = GradClipper(weights, args.grad_clip_value_model)
-    unroller = Unroller(weights, solvers['weights'], args.weight_decay_model) if args.second_order else None
+    unroller = Unroller(weights, solvers['weights'], args.weight_decay_model, args.momentum) if args.second_order \
+        else None
 
     def step(train_batch, valid_batch, update_arch=True):
         values = {}
-        train_batch, valid_batch = world.shard(train_batch), world.shard(valid_batch)
         if update_arch:
             if args.second_order:
                 xi = solvers['weights'].learning_rate() if args.eta is None else args.eta
@@ -160,21 +162,23 @@ def checkpoint_config(args):
                   train_images=args.train_images)
     if args.partial_channels > 1 or args.edge_normalization:  # absent from the checkpoints of DARTS runs
         config.update(partial_channels=args.partial_channels, edge_normalization=args.edge_normalization)
+    if args.dataset != 'cifar10':  # absent from the checkpoints of CIFAR-10 searches
+        config.update(dataset=args.dataset, image_size=args.image_size)
     return config
 
 
 def load_halves(args):
-    """The weights' and the alphas' halves of the training set, ((x, y), (x, y)), after the checks
-    that need their sizes: all before the supernet is built."""
-    train_x, train_y, _, _ = load_cifar10(args.dataset_path, url=download_url())
-    (wx, wy), (ax, ay) = search_halves(*take_first(train_x, train_y, args.train_images))
-    if len(wy) < args.batch_size:
+    """The dataset and the weights' and the alphas' halves of its training set, after the checks that
+    need their sizes, and the worker pool of an image folder: all before the supernet is built."""
+    data = datasets.load(args.dataset, args.dataset_path, args.image_size, args.train_images)
+    halves = data.train.halves()
+    if len(halves[0]) < args.batch_size:
         raise UserError('--batch-size {} is larger than the {} images of each half of the training set'.format(
-            args.batch_size, len(wy)))
-    if args.hessian_every and args.hessian_batches * args.batch_size > len(ay):
+            args.batch_size, len(halves[0])))
+    if args.hessian_every and args.hessian_batches * args.batch_size > len(halves[1]):
         raise UserError('--hessian-batches {} of --batch-size {} need more than the {} validation images'.format(
-            args.hessian_batches, args.batch_size, len(ay)))
-    return (wx, wy), (ax, ay)
+            args.hessian_batches, args.batch_size, len(halves[1])))
+    return data, halves, worker_pool(data, args.data_workers)
 
 
 def main(argv=None):
@@ -187,14 +191,24 @@ def main(argv=None):
     ctx = device_context(args.context, world.device_id(args.device_id), args.type_config, args.deterministic)
     state, resumed_from = checkpoint.start(args.monitor_path, args.model_save_path, checkpoint_config(args),
                                            args.resume)
-    (wx, wy), (ax, ay) = load_halves(args)
+    data, halves, pool = load_halves(args)
+    try:
+        return search(args, ctx, data, halves, pool, state, resumed_from)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def search(args, ctx, data, halves, pool, state, resumed_from):
+    """The search itself: the supernet built once, the epochs run, the results written."""
+    world = parallel.world()
     nn.set_default_context(ctx)
     nn.seed(args.seed)
-    weights, alphas, solvers, step, graph = setup(args)
+    weights, alphas, solvers, step, graph = setup(args, network_input(args.dataset, args.dataset_path, args.image_size))
     world.say('supernet: {} weights, {} alphas; {} order{}'.format(
         count_parameters(weights), count_parameters(alphas), 'second' if args.second_order else 'first',
         '; partial channels 1/{}'.format(args.partial_channels) if args.partial_channels > 1 else ''))
-    iters_per_epoch = len(wy) // args.batch_size
+    iters_per_epoch = len(halves[0]) // args.batch_size
     loop = TrainingLoop(state, resumed_from, args.epoch, iters_per_epoch, args.model_save_interval,
                         args.model_save_path, solvers,
                         Log(args.monitor_path, CURVES, state['epochs_done'] if resumed_from else None))
@@ -202,19 +216,20 @@ def main(argv=None):
     extra.setdefault('eigenvalues', [])  # [epoch from 0, eigenvalue] of every evaluation
     if extra.get('early_stop'):  # a search that had stopped: resuming only writes its results again
         loop.stop()
-    probe = ([world.shard(b) for b in hessian.fixed_batches(ax, ay, args.batch_size, args.hessian_batches)]
-             if args.hessian_every else None)
+    augment = recipe(data, jitter=args.color_jitter)
+    probe = (fixed_batches(halves[1], augment._replace(augment=False), args.batch_size, args.hessian_batches,
+                           world.rank, world.size, pool) if args.hessian_every else None)
     start = state['iteration'] * args.batch_size
-    data = [make_iterator(x, y, args.batch_size, args.seed, stream=s, start=start)
-            for s, (x, y) in enumerate(((wx, wy), (ax, ay)))]
+    batches = [training_batches(half, augment, args.batch_size, args.seed, s, start, world.rank, world.size, pool)
+               for s, half in enumerate(halves)]
 
     def begin_epoch(epoch):
-        lr = cosine_lr(epoch, args.epoch, args.model_lr, args.min_model_lr)
+        lr = epoch_lr(args.lr_schedule, epoch, args.epoch, args.model_lr, args.min_model_lr, args.lr_gamma)
         set_momentum_lr(solvers['weights'], lr)
         return {'Learning rate': lr}
 
     def search_step(it):
-        return step(data[0].next(), data[1].next(), it // iters_per_epoch >= args.arch_warmup_epochs)
+        return step(batches[0].next(), batches[1].next(), it // iters_per_epoch >= args.arch_warmup_epochs)
 
     def diagnose(epoch):
         """The Hessian eigenvalue (when due) and the DARTS-ES decision of the epoch."""
@@ -239,8 +254,8 @@ def main(argv=None):
     try:
         loop.run(begin_epoch, search_step, end_epoch)
     finally:
-        for d in data:
-            d.close()
+        for b in batches:
+            b.close()
     if world.is_main:
         report(args, *finish(args, alphas, extra))
     return 0

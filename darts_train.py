@@ -1,4 +1,5 @@
-"""Retrain a DARTS cell from an arch JSON on CIFAR-10 and report its test error.
+"""Retrain a DARTS cell from an arch JSON and report its test error (CIFAR-10; --dataset for
+CIFAR-100, SVHN, ImageNet in the paper's mobile setting, or an image folder).
 
     python darts_train.py --context cudnn --epoch 600 --batch-size 96 --num-cells 20 \\
         --cutout True --monitor-path result.monitor --model-arch-name arch.json
@@ -12,21 +13,23 @@ import nnabla.functions as F
 import nnabla.solvers as S
 
 import checkpoint
+import datasets
 import genotype
 import parallel
 from args import TRAIN, parse
-from backbone import count_parameters
-from data_iterator import download_url, eval_batches, load_cifar10, make_iterator, take_first
+from backbone import CIFAR10, count_parameters, multiply_adds
+from data_iterator import eval_batches, network_input, recipe, training_batches, worker_pool
 from device import device_context, float_context
 from errors import UserError, agree, run
 from export import load_into_network, nnp_to_onnx, onnx_export_available, save_nnp, save_onnx
 from files import check_output, write_json
 from loop import InterruptFlag, Log, TrainingLoop
 from model_eval import DropPath, network
-from numerics import MOMENTUM, GradClipper, LossScaler, cosine_lr, set_momentum_lr
+from numerics import GradClipper, LossScaler, epoch_lr, set_momentum_lr
 from plots import learning_curves, read_series
 
-CURVES = (('error', ('Training error', 'Test error')), ('loss', ('Training loss', 'Test loss')),
+TOP5 = 'Test error top-5'  # logged for more than 10 classes, or more than 5 on the ImageNet network
+CURVES = (('error', ('Training error', 'Test error', TOP5)), ('loss', ('Training loss', 'Test loss')),
           ('learning rate', ('Learning rate',)))
 
 
@@ -41,12 +44,15 @@ def parameter_counts(params):
     return count_parameters(params) - aux, aux
 
 
-def summary(arch, args):
-    """The cells and the trainable-parameter counts, without touching any data."""
-    network(nn.Variable((1, 3, 32, 32)), arch, channels(args), args.num_cells, auxiliary=True)
+def summary(arch, args, data):
+    """The cells, the trainable-parameter counts and the multiply-adds of one image, without
+    touching any image."""
+    network(nn.Variable((1, 3, data.size, data.size)), arch, channels(args), args.num_cells, data.classes,
+            auxiliary=args.auxiliary, imagenet=data.imagenet)
     body, aux = parameter_counts(nn.get_parameters(grad_only=True))
-    return '{}\ntrainable parameters: {} (aux head: {})'.format(
-        genotype.describe(arch), body, aux if args.auxiliary else 'off')
+    logits = build_test(arch, args, 1, data)['logits']
+    return '{}\ntrainable parameters: {} (aux head: {})\nmultiply-adds: {} per {}x{} image'.format(
+        genotype.describe(arch), body, aux if args.auxiliary else 'off', multiply_adds(logits), data.size, data.size)
 
 
 def single_value_batch_norms(output):
@@ -63,18 +69,30 @@ def single_value_batch_norms(output):
     return found
 
 
-def build(arch, args, batch_size):
+def training_loss(logits, y, smoothing):
+    """The mean cross entropy of ``logits`` with label smoothing ``smoothing`` (the paper's ImageNet
+    recipe: 0.1): targets (1 - s) one-hot + s / K, so -(1 - s) log p_y - s mean_k log p_k."""
+    ce = F.softmax_cross_entropy(logits, y)
+    if not smoothing:
+        return F.mean(ce)
+    uniform = -F.mean(F.log_softmax(logits, axis=1), axis=1, keepdims=True)
+    return F.mean((1 - smoothing) * ce + smoothing * uniform)
+
+
+def build(arch, args, batch_size, data=CIFAR10):
     """The training graph of ``batch_size`` images (this rank's share of --batch-size): loss with
-    the aux head and drop path, main-head loss and error. With --type-config half the losses and
-    errors are computed in float: nnabla-ext-cuda 1.39 has no half softmax cross entropy, and a
-    float log-softmax keeps the small probabilities."""
-    x, y = nn.Variable((batch_size, 3, 32, 32)), nn.Variable((batch_size, 1))
+    the aux head, drop path and label smoothing, main-head loss (no smoothing) and error. With
+    --type-config half the losses and errors are computed in float: nnabla-ext-cuda 1.39 has no
+    half softmax cross entropy, and a float log-softmax keeps the small probabilities."""
+    x, y = nn.Variable((batch_size, 3, data.size, data.size)), nn.Variable((batch_size, 1))
     drop_path = DropPath()
-    logits, aux_logits = network(x, arch, channels(args), args.num_cells, auxiliary=args.auxiliary,
-                                 drop_path=drop_path)
+    logits, aux_logits = network(x, arch, channels(args), args.num_cells, data.classes, auxiliary=args.auxiliary,
+                                 drop_path=drop_path, imagenet=data.imagenet)
     with nn.context_scope(float_context(nn.get_current_context())):  # the loss in float (see losses())
         ce = F.mean(F.softmax_cross_entropy(logits, y))
-        loss = ce + args.auxiliary_weight * F.mean(F.softmax_cross_entropy(aux_logits, y)) if args.auxiliary else ce
+        loss = ce if not args.label_smoothing else training_loss(logits, y, args.label_smoothing)
+        if args.auxiliary:
+            loss = loss + args.auxiliary_weight * training_loss(aux_logits, y, args.label_smoothing)
         err = F.mean(F.top_n_error(logits, y))
     if single_value_batch_norms(loss):
         raise UserError('--batch-size {} leaves one value per channel in a batch normalisation (the aux head '
@@ -86,23 +104,23 @@ def build(arch, args, batch_size):
     return train
 
 
-def setup(arch, args):
+def setup(arch, args, data=CIFAR10):
     """Build the training graph once; returns its parameters, solver, loss scaler and
     ``step(batch, iteration, drop_prob)``: forward, backward, clip, update. benchmarks/bench.py
-    times this same step. Under mpirun each rank computes its rows of the global ``batch`` and
-    the gradients and BN statistics are averaged over the ranks before the clip (parallel.py)."""
+    times this same step. Under mpirun ``batch`` is this rank's rows of the global batch, and the
+    gradients and BN statistics are averaged over the ranks before the clip (parallel.py)."""
     world = parallel.world()
-    train = build(arch, args, args.batch_size // world.size)
+    train = build(arch, args, args.batch_size // world.size, data)
     params = nn.get_parameters(grad_only=True)
     reduce_grads = parallel.grad_reducer(params, with_buffers=True)
     scaler = LossScaler(args.type_config == 'half')
     with nn.context_scope(float_context(nn.get_current_context())):  # float master weights, float clip
-        solver = S.Momentum(args.model_lr, MOMENTUM)
+        solver = S.Momentum(args.model_lr, args.momentum)
         solver.set_parameters(params)
         clipper = GradClipper(params, args.grad_clip_value_model)
 
     def step(batch, it, drop_prob):
-        train['x'].d, train['y'].d = world.shard(batch)
+        train['x'].d, train['y'].d = batch
         train['drop_path'].refresh(np.random.RandomState([args.seed, 3, it]), drop_prob, world.rank, world.size)
         nn.forward_all([train['loss'], train['ce'], train['err']], clear_no_need_grad=True)
         solver.zero_grad()
@@ -119,25 +137,31 @@ def setup(arch, args):
     return params, solver, scaler, step
 
 
-def build_test(arch, args, batch_size):
-    """The test graph (BN statistics, no aux head, no drop path): per-image loss and error."""
-    x, y = nn.Variable((batch_size, 3, 32, 32)), nn.Variable((batch_size, 1))
-    logits, _ = network(x, arch, channels(args), args.num_cells, test=True)
+def build_test(arch, args, batch_size, data=CIFAR10):
+    """The test graph (BN statistics, no aux head, no drop path): per-image loss and error (and
+    top-5 error for more than 10 classes, or more than 5 on the ImageNet network, as ImageNet results
+    report it)."""
+    x, y = nn.Variable((batch_size, 3, data.size, data.size)), nn.Variable((batch_size, 1))
+    logits, _ = network(x, arch, channels(args), args.num_cells, data.classes, test=True, imagenet=data.imagenet)
     with nn.context_scope(float_context(nn.get_current_context())):
         test = dict(x=x, y=y, logits=logits, loss=F.softmax_cross_entropy(logits, y), err=F.top_n_error(logits, y))
-    test['loss'].persistent = test['err'].persistent = True
+        if data.classes > 10 or data.imagenet and data.classes > 5:
+            test['err5'] = F.top_n_error(logits, y, n=5)
+    for name in ('loss', 'err', 'err5'):
+        if name in test:
+            test[name].persistent = True
     return test
 
 
-def export_nnp(arch, args, path):
+def export_nnp(arch, args, path, data=CIFAR10):
     """Write the inference network (batch size 1; any batch size runs it) as .nnp."""
-    test = build_test(arch, args, 1)
+    test = build_test(arch, args, 1, data)
     save_nnp(path, test['x'], test['logits'])
 
 
-def export_onnx(arch, args, path):
+def export_onnx(arch, args, path, data=CIFAR10):
     """Write the inference network as ONNX (opset 11, any batch size; see export.py)."""
-    test = build_test(arch, args, 1)
+    test = build_test(arch, args, 1, data)
     save_onnx(path, test['x'], test['logits'])
 
 
@@ -159,20 +183,26 @@ def onnx_beside(nnp_path):
     print('ONNX network written to {}'.format(path))
 
 
-def evaluate(test, images, labels, batch_size, interrupts):
-    """Mean test loss and error over every test image exactly once. Under mpirun each rank
-    computes its rows of each global batch of ``batch_size`` and the sums are added up."""
-    world, loss, err = parallel.world(), 0.0, 0.0
-    for x, y, n in eval_batches(images, labels, batch_size):
+def evaluate(test, batches, count, interrupts):
+    """{'Test loss', 'Test error'(, TOP5)}: the means over the ``count`` test images of ``batches``
+    (this rank's rows of every global test batch and how many are real, eval_batches). Under mpirun
+    the sums of all ranks are added up."""
+    names = ['Test loss', 'Test error'] + ([TOP5] if 'err5' in test else [])
+    outputs = [test['loss'], test['err']] + ([test['err5']] if 'err5' in test else [])
+    sums = [0.0] * len(outputs)
+    for x, y, valid in batches:
         interrupts.check()
-        rows = world.rows(batch_size)
-        test['x'].d, test['y'].d = x[rows], y[rows]
-        nn.forward_all([test['loss'], test['err']], clear_buffer=True)
-        valid = max(0, min(n - rows.start, rows.stop - rows.start))  # the rows that are real images
-        loss += float(test['loss'].d[:valid].sum())
-        err += float(test['err'].d[:valid].sum())
-    loss, err = world.sum_floats([loss, err])
-    return loss / len(labels), err / len(labels)
+        test['x'].d, test['y'].d = x, y
+        nn.forward_all(outputs, clear_buffer=True)
+        sums = [total + float(v.d[:valid].sum()) for total, v in zip(sums, outputs)]
+    return {name: total / count for name, total in zip(names, parallel.world().sum_floats(sums))}
+
+
+def test_batches(data, args, pool):
+    """This rank's test batches of the dataset (rows of the global batches of --batch-size)."""
+    world = parallel.world()
+    return eval_batches(data.test, recipe(data)._replace(augment=False), args.batch_size, world.rank, world.size,
+                        pool)
 
 
 def use_saved(arch, args):
@@ -183,21 +213,27 @@ def use_saved(arch, args):
     if args.export_onnx and not onnx_export_available():
         raise UserError('--export-onnx needs the export dependencies: pip install --no-deps -r requirements-export.txt')
     world = parallel.world()
-    test = build_test(arch, args, args.batch_size // world.size)
+    spec = network_input(args.dataset, args.dataset_path, args.image_size)
+    test = build_test(arch, args, args.batch_size // world.size, spec)
     load_into_network(args.model_load_path)  # checked before the data is read (or downloaded)
     if args.eval_only:
-        _, _, test_x, test_y = load_cifar10(args.dataset_path, url=download_url())
-        test_x, test_y = take_first(test_x, test_y, args.test_images)
+        data = datasets.load(args.dataset, args.dataset_path, args.image_size, test_images=args.test_images,
+                             with_train=False)
     agree()  # under mpirun: all ranks ready, or all stop with the first error
     if args.eval_only:
-        with InterruptFlag() as interrupts:
-            loss, err = evaluate(test, test_x, test_y, args.batch_size, interrupts)
-        world.say('test loss: {:.4f}\ntest error: {:.2f}%'.format(loss, 100 * err))
+        pool = worker_pool(data, args.data_workers)
+        try:
+            with InterruptFlag() as interrupts:
+                values = evaluate(test, test_batches(data, args, pool), len(data.test), interrupts)
+        finally:
+            if pool is not None:
+                pool.close()
+        world.say('test loss: {:.4f}\n{}'.format(values['Test loss'], error_lines(values)))
     if args.export_nnp and world.is_main:
-        export_nnp(arch, args, args.export_nnp)
+        export_nnp(arch, args, args.export_nnp, spec)
         print('inference network written to {}'.format(args.export_nnp))
     if args.export_onnx and world.is_main:
-        export_onnx(arch, args, args.export_onnx)
+        export_onnx(arch, args, args.export_onnx, spec)
         print('ONNX network written to {}'.format(args.export_onnx))
     return 0
 
@@ -212,6 +248,25 @@ def plot_runs(folders, path='performance.png'):
     return 0
 
 
+def checkpoint_config(arch, args):
+    """The flags a resumed retraining must share with the run it resumes (checkpoint.start checks them)."""
+    config = dict(arch=arch, num_cells=args.num_cells, channels=channels(args), auxiliary=args.auxiliary,
+                  batch_size=args.batch_size, seed=args.seed, train_images=args.train_images)
+    if args.dataset != 'cifar10':  # absent from the checkpoints of CIFAR-10 runs
+        config.update(dataset=args.dataset, image_size=args.image_size)
+    return config
+
+
+def load_data(args):
+    """The dataset, checked against --batch-size, and the worker pool of an image folder (None for
+    the archives, or with --data-workers 0): both before the network is built."""
+    data = datasets.load(args.dataset, args.dataset_path, args.image_size, args.train_images, args.test_images)
+    if len(data.train) < args.batch_size:
+        raise UserError('--batch-size {} is larger than the {} training images'.format(
+            args.batch_size, len(data.train)))
+    return data, worker_pool(data, args.data_workers)
+
+
 def main(argv=None):
     args = parse(TRAIN, argv)
     world = parallel.start(args.context)
@@ -223,68 +278,83 @@ def main(argv=None):
         return plot_runs(args.plot)
     arch = genotype.load(args.model_arch_name, args.num_nodes)
     if args.summary_only:
-        print(summary(arch, args))
+        print(summary(arch, args, network_input(args.dataset, args.dataset_path, args.image_size)))
         return 0
     nn.set_default_context(device_context(args.context, world.device_id(args.device_id), args.type_config,
                                           args.deterministic))
     if args.eval_only or args.export_nnp or args.export_onnx:
         return use_saved(arch, args)
-    config = dict(arch=arch, num_cells=args.num_cells, channels=channels(args), auxiliary=args.auxiliary,
-                  batch_size=args.batch_size, seed=args.seed, train_images=args.train_images)
-    state, resumed_from = checkpoint.start(args.monitor_path, args.model_save_path, config, args.resume)
+    state, resumed_from = checkpoint.start(args.monitor_path, args.model_save_path, checkpoint_config(arch, args),
+                                           args.resume)
+    data, pool = load_data(args)
+    try:
+        return train(arch, args, data, pool, state, resumed_from)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def train(arch, args, data, pool, state, resumed_from):
+    """The retraining itself: the graphs built once, the epochs run, the results written."""
+    world = parallel.world()
+    spec = network_input(args.dataset, args.dataset_path, args.image_size)
     nn.seed(args.seed)
-    params, solver, scaler, step = setup(arch, args)
-    test = build_test(arch, args, args.batch_size // world.size)
-    train_x, train_y, test_x, test_y = load_cifar10(args.dataset_path, url=download_url())
-    train_x, train_y = take_first(train_x, train_y, args.train_images)
-    test_x, test_y = take_first(test_x, test_y, args.test_images)
-    if len(train_y) < args.batch_size:
-        raise UserError('--batch-size {} is larger than the {} training images'.format(
-            args.batch_size, len(train_y)))
+    params, solver, scaler, step = setup(arch, args, spec)
+    test = build_test(arch, args, args.batch_size // world.size, spec)
     world.say(genotype.describe(arch))
     n_params = parameter_counts(params)[0]
     world.say('trainable parameters: {}'.format(n_params))
-    loop = TrainingLoop(state, resumed_from, args.epoch, len(train_y) // args.batch_size, args.model_save_interval,
+    loop = TrainingLoop(state, resumed_from, args.epoch, len(data.train) // args.batch_size, args.model_save_interval,
                         args.model_save_path, {'weights': solver},
                         Log(args.monitor_path, CURVES, state['epochs_done'] if resumed_from else None))
     scaler.scale = loop.restore().get('loss_scale', scaler.scale)
-    data = make_iterator(train_x, train_y, args.batch_size, args.seed,
-                         cutout=args.cutout_length if args.cutout else 0, start=state['iteration'] * args.batch_size)
+    batches = training_batches(data.train, recipe(data, args.cutout_length if args.cutout else 0, args.color_jitter),
+                               args.batch_size, args.seed, start=state['iteration'] * args.batch_size,
+                               rank=world.rank, size=world.size, pool=pool)
     schedule = {}
 
     def begin_epoch(epoch):
-        lr = cosine_lr(epoch, args.epoch, args.model_lr, args.min_model_lr)
+        lr = epoch_lr(args.lr_schedule, epoch, args.epoch, args.model_lr, args.min_model_lr, args.lr_gamma)
         set_momentum_lr(solver, lr)
         schedule['drop_prob'] = args.dropout_rate * epoch / args.epoch
         return {'Learning rate': lr}
 
     def train_step(it):
-        values = step(data.next(), it, schedule['drop_prob'])
+        values = step(batches.next(), it, schedule['drop_prob'])
         state['extra']['loss_scale'] = scaler.scale
         return values
 
     def end_epoch(epoch, interrupts):
-        loss, err = evaluate(test, test_x, test_y, args.batch_size, interrupts)
-        return {'Test loss': loss, 'Test error': err}
+        return evaluate(test, test_batches(data, args, pool), len(data.test), interrupts)
 
     try:
         last = loop.run(begin_epoch, train_step, end_epoch)
     finally:
-        data.close()
+        batches.close()
     if world.is_main:
-        write_outputs(arch, args, last, state, n_params, loop.elapsed())
-    world.say('test error: {:.2f}%'.format(100 * last['Test error']))
+        write_outputs(arch, args, last, state, n_params, loop.elapsed(), spec)
+    world.say(error_lines(last))
     return 0
 
 
-def write_outputs(arch, args, last, state, n_params, seconds):
+def error_lines(values):
+    """'test error: X.XX%' (and 'test error top-5: Y.YY%'), the last lines of a run."""
+    return 'test error: {:.2f}%{}'.format(100 * values['Test error'], '\ntest error top-5: {:.2f}%'.format(
+        100 * values[TOP5]) if TOP5 in values else '')
+
+
+def write_outputs(arch, args, last, state, n_params, seconds, data):
     """params.h5, model.nnp and results.json of a finished run (rank 0's job under mpirun)."""
     nn.save_parameters(os.path.join(args.model_save_path, 'params.h5'))
     nnp = os.path.join(args.model_save_path, 'model.nnp')
-    export_nnp(arch, args, nnp)
+    export_nnp(arch, args, nnp, data)
     results = dict(test_error=last['Test error'], test_loss=last['Test loss'], epochs=args.epoch,
                    iterations=state['iteration'], parameters=n_params, seconds=seconds,
                    arch=args.model_arch_name)
+    if args.dataset != 'cifar10':
+        results['dataset'] = args.dataset
+    if TOP5 in last:
+        results['test_error_top5'] = last[TOP5]
     write_json(results, os.path.join(args.monitor_path, 'results.json'), indent=1)
     onnx_beside(nnp)
 

@@ -9,7 +9,10 @@ on by all ranks, which all exit with its code and whose rank 0 prints it; an err
 ranks meet together in training (``shared``: an interrupt, a divergence) is printed by rank 0;
 any other (a failed write of rank 0, the only rank that writes) by the rank that has it.
 """
+import argparse
 import sys
+
+from tqdm import tqdm
 
 import parallel
 
@@ -23,6 +26,13 @@ class Stop(Exception):
 class UserError(Stop):
     """A mistake of the user's (bad flag, bad file, bad data): exit code 2, before any long work."""
     code = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are UserErrors (one line, no usage dump)."""
+
+    def error(self, message):
+        raise UserError(message)
 
 
 def run(main, argv=None):
@@ -76,3 +86,11 @@ class Agreed(Stop):
     def __init__(self, line, code):
         super().__init__(line[len('error: '):])
         self.code = code
+
+
+def warn(text, every_rank=False):
+    """One 'warning: ' line on stderr, between the progress bars' lines, for what does not stop a
+    job (a picture not drawn, an image that cannot be decoded); under mpirun from rank 0 alone,
+    unless the warning is about what this rank alone met (``every_rank``)."""
+    if every_rank or parallel.world().is_main:
+        tqdm.write('warning: ' + text, file=sys.stderr)

@@ -15,8 +15,7 @@ import sys
 
 import numpy as np
 
-from args import Parser, skip_cap_rule
-from errors import UserError, run
+from errors import Parser, UserError, run
 from files import MB, check_input, check_output, write_atomic
 from operations import IDENTITY, OP_NAMES, POOLS, ZERO
 
@@ -105,6 +104,11 @@ def derive(alpha_normal, alpha_reduction, num_nodes, max_skip_connect=None, beta
         else:
             arch[cell] = pick_edges(w, num_nodes, edge_weights)
     return arch
+
+
+def skip_cap_rule(max_skip_connect):
+    """(holds, message) of --max-skip-connect, which the search and ``genotype.py derive`` both take."""
+    return max_skip_connect is None or max_skip_connect >= 0, '--max-skip-connect must be non-negative'
 
 
 def parameter_free(arch):

@@ -22,21 +22,11 @@ import numpy as np
 import nnabla as nn
 
 from architect import forward_backward
-from data_iterator import make_iterator
 
 FD_STEP = 1e-2       # eps: the length of the alpha perturbation
 MAX_ITERATIONS = 20  # Lanczos iterations (Hessian-vector products) at most
 TOLERANCE = 1e-3     # stop when the eigenvalue estimate moves by less than this fraction of itself
 START_SEED = 0       # the iteration always starts from the same random direction
-
-
-def fixed_batches(images, labels, batch_size, count):
-    """The first ``count`` batches of ``images`` in stored order, without augmentation."""
-    iterator = make_iterator(images, labels, batch_size, seed=0, shuffle=False, augment=False)
-    try:
-        return [tuple(np.array(v, copy=True) for v in iterator.next()) for _ in range(count)]
-    finally:
-        iterator.close()
 
 
 def running_statistics():

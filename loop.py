@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 import checkpoint
 import parallel
-from errors import Stop, agree
+from errors import Stop, agree, warn
 from files import series_path
 from plots import learning_curves
 
@@ -240,9 +240,3 @@ class Log:
             learning_curves([self.folder], os.path.join(self.folder, 'learning_curves.png'), self.curves)
         except Exception as e:  # matplotlib or font trouble: the numbers are in the series files
             warn('learning_curves.png not drawn: {}'.format(e))
-
-
-def warn(text):
-    """One 'warning: ' line on stderr, between the progress bars' lines, for what does not stop a
-    job (a picture not drawn)."""
-    tqdm.write('warning: ' + text, file=sys.stderr)

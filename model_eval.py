@@ -84,17 +84,28 @@ def cell(s0, s1, genotype_cell, C, reduction, reduction_prev, bn, drop_path=None
     return concat_nodes(states[2:])
 
 
-def auxiliary_head(x, num_classes, bn):
-    """On NodeOutput ``x``: ReLU, 5x5 avg pool stride 3, 1x1 conv 128 + BN + ReLU, 2x2 conv 768 + BN +
-    ReLU, affine."""
-    h = F.average_pooling(x.relu, (5, 5), (3, 3), including_pad=False)
+AUX_POOL, AUX_STRIDES = 5, {False: 3, True: 2}  # the aux head's average pooling (CIFAR, ImageNet)
+
+
+def smallest_aux_input(imagenet):
+    """The smallest side of the maps the aux head takes: its pooling must leave 2x2 for its 2x2 conv."""
+    return AUX_POOL + AUX_STRIDES[imagenet]
+
+
+def auxiliary_head(x, num_classes, bn, imagenet=False):
+    """On NodeOutput ``x``: ReLU, 5x5 avg pool of stride 3 (ImageNet: 2), 1x1 conv 128 + BN + ReLU,
+    2x2 conv 768 + BN (not on ImageNet, as the paper's code has it) + ReLU, affine."""
+    stride = AUX_STRIDES[imagenet]
+    h = F.average_pooling(x.relu, (AUX_POOL, AUX_POOL), (stride, stride), including_pad=False)
     h = F.relu(bn(conv(h, 128, 1, name='conv1'), name='bn1'))
-    h = F.relu(bn(conv(h, 768, 2, name='conv2'), name='bn2'))
+    h = conv(h, 768, 2, name='conv2')
+    h = F.relu(h if imagenet else bn(h, name='bn2'))
     return PF.affine(h, num_classes)
 
 
-def network(x, arch, C, num_cells, num_classes=10, auxiliary=False, test=False, drop_path=None):
-    """Logits of the retraining network (and of the aux head, None when absent or at test)."""
+def network(x, arch, C, num_cells, num_classes=10, auxiliary=False, test=False, drop_path=None, imagenet=False):
+    """Logits of the retraining network (and of the aux head, None when absent or at test); with
+    ``imagenet``, the paper's ImageNet network (its stem and aux head)."""
     bn = functools.partial(batch_norm, affine=True, test=test)
     aux_logits = []
 
@@ -105,7 +116,7 @@ def network(x, arch, C, num_cells, num_classes=10, auxiliary=False, test=False, 
     def aux_head(i, output):
         if auxiliary and not test and i == reduction_cells(num_cells)[1]:
             with nn.parameter_scope('aux'):
-                aux_logits.append(auxiliary_head(output, num_classes, bn))
+                aux_logits.append(auxiliary_head(output, num_classes, bn, imagenet))
 
-    logits = backbone(x, C, num_cells, make_cell, test, num_classes, aux_head)
+    logits = backbone(x, C, num_cells, make_cell, test, num_classes, aux_head, imagenet, stem_channels=C)
     return logits, (aux_logits[0] if aux_logits else None)

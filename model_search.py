@@ -19,7 +19,7 @@ import nnabla as nn
 import nnabla.functions as F
 import nnabla.initializer as I
 
-from backbone import backbone, preprocess
+from backbone import STEM_MULTIPLIER, backbone, preprocess
 from genotype import ALPHA_NAMES, BETA_NAMES, edges, incoming
 from operations import IDENTITY, OP_NAMES, OPS, POOLS, ZERO, NodeOutput, batch_norm, concat_nodes, scale
 
@@ -121,9 +121,11 @@ def cell(s0, s1, weights, num_nodes, C, reduction, reduction_prev, bn, k=1, beta
     return concat_nodes(states[2:])
 
 
-def supernet(x, C, num_cells, num_nodes, num_classes=10, partial_channels=1, edge_normalization=False):
+def supernet(x, C, num_cells, num_nodes, num_classes=10, partial_channels=1, edge_normalization=False,
+             imagenet=False):
     """Logits of the search network on ``x``, with the alphas of ``alphas(num_nodes)`` (and the
-    betas of ``alphas(num_nodes, BETA_NAMES, 1)`` with edge normalisation)."""
+    betas of ``alphas(num_nodes, BETA_NAMES, 1)`` with edge normalisation); with ``imagenet``, the
+    ImageNet stem at 3C channels (PC-DARTS's search on ImageNet)."""
     bn = functools.partial(batch_norm, affine=False, test=False)
     weights = [op_weights(a) for a in alphas(num_nodes)]
     betas = ([edge_weights(b, num_nodes) for b in alphas(num_nodes, BETA_NAMES, 1)] if edge_normalization
@@ -133,4 +135,5 @@ def supernet(x, C, num_cells, num_nodes, num_classes=10, partial_channels=1, edg
         return cell(s0, s1, weights[reduction], num_nodes, C_cell, reduction, reduction_prev, bn,
                     partial_channels, betas[reduction])
 
-    return backbone(x, C, num_cells, make_cell, num_classes=num_classes)
+    return backbone(x, C, num_cells, make_cell, num_classes=num_classes, imagenet=imagenet,
+                    stem_channels=STEM_MULTIPLIER * C)

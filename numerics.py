@@ -1,4 +1,4 @@
-"""The optimisation arithmetic both jobs share: the cosine schedule, PyTorch-style momentum,
+"""The optimisation arithmetic both jobs share: the learning-rate schedules, PyTorch-style momentum,
 global-norm gradient clipping and dynamic loss scaling.
 
 nnabla's ``S.Momentum`` keeps v = 0.9 v + lr g and subtracts v; the paper's PyTorch SGD keeps
@@ -13,12 +13,15 @@ import math
 import nnabla as nn
 import nnabla.functions as F
 
-MOMENTUM = 0.9
-
-
 def cosine_lr(epoch, epochs, lr_max, lr_min):
     """The paper's per-epoch cosine schedule from lr_max (epoch 0) towards lr_min."""
     return lr_min + (lr_max - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+def epoch_lr(schedule, epoch, epochs, lr, lr_min, gamma):
+    """The learning rate of ``epoch`` (from 0): the cosine schedule (CIFAR), or lr times gamma every
+    epoch (the paper's ImageNet recipe: 0.97)."""
+    return cosine_lr(epoch, epochs, lr, lr_min) if schedule == 'cosine' else lr * gamma ** epoch
 
 
 def set_momentum_lr(solver, lr):

@@ -32,10 +32,12 @@ import nnabla as nn  # noqa: E402
 
 import darts_search  # noqa: E402
 import darts_train  # noqa: E402
+import datasets  # noqa: E402
 import genotype  # noqa: E402
+import images  # noqa: E402
 from args import SEARCH, TRAIN, boolean, parse  # noqa: E402
 from backbone import count_parameters  # noqa: E402
-from data_iterator import make_iterator  # noqa: E402
+from data_iterator import network_input, training_batches  # noqa: E402
 from device import device_context  # noqa: E402
 from errors import run  # noqa: E402
 from numerics import set_momentum_lr  # noqa: E402
@@ -46,28 +48,33 @@ KERNELS = {'Convolution': 'convolution', 'DepthwiseConvolution': 'convolution', 
 SYNTHETIC_IMAGES = 256
 
 
-def synthetic_iterator(batch_size, seed, stream, cutout=0):
-    """The scripts' iterator (augmentation on its own thread) over random images and labels."""
-    rng = np.random.RandomState([seed, stream])
-    images = rng.randint(0, 256, (SYNTHETIC_IMAGES, 3, 32, 32)).astype(np.uint8)
-    return make_iterator(images, rng.randint(0, 10, SYNTHETIC_IMAGES), batch_size, seed, stream=stream, cutout=cutout)
+def synthetic_batches(args, data, stream, cutout=0):
+    """This rank's batches of the scripts' iterator (the pad augmentation on its own thread) over
+    random images and labels of the shape and classes of ``data`` (a backbone.Data)."""
+    world, rng = parallel.world(), np.random.RandomState([args.seed, stream])
+    pixels = rng.randint(0, 256, (SYNTHETIC_IMAGES, 3, data.size, data.size)).astype(np.uint8)
+    split = datasets.Split(rng.randint(0, data.classes, SYNTHETIC_IMAGES), pixels)
+    recipe = images.Recipe(data.size, 'pad', True, cutout, images.NO_JITTER, (0.5,) * 3, (0.25,) * 3)
+    return training_batches(split, recipe, args.batch_size, args.seed, stream, rank=world.rank, size=world.size)
 
 
 def search_step(args):
     """The search step of darts_search.py and the supernet's weight count."""
-    weights, _, solvers, step, _ = darts_search.setup(args)
+    data = network_input(args.dataset, args.dataset_path, args.image_size)
+    weights, _, solvers, step, _ = darts_search.setup(args, data)
     set_momentum_lr(solvers['weights'], args.model_lr)
-    data = [synthetic_iterator(args.batch_size, args.seed, s) for s in (0, 1)]
-    return (lambda it: step(data[0].next(), data[1].next())), count_parameters(weights), data
+    batches = [synthetic_batches(args, data, s) for s in (0, 1)]
+    return (lambda it: step(batches[0].next(), batches[1].next())), count_parameters(weights), batches
 
 
 def train_step(args):
     """The retraining step of darts_train.py and the network's parameter count (aux head excluded)."""
     arch = genotype.load(args.model_arch_name, args.num_nodes)
-    params, solver, _, step = darts_train.setup(arch, args)
+    data = network_input(args.dataset, args.dataset_path, args.image_size)
+    params, solver, _, step = darts_train.setup(arch, args, data)
     set_momentum_lr(solver, args.model_lr)
-    data = [synthetic_iterator(args.batch_size, args.seed, 0, args.cutout_length if args.cutout else 0)]
-    return (lambda it: step(data[0].next(), it, args.dropout_rate)), darts_train.parameter_counts(params)[0], data
+    batches = [synthetic_batches(args, data, 0, args.cutout_length if args.cutout else 0)]
+    return (lambda it: step(batches[0].next(), it, args.dropout_rate)), darts_train.parameter_counts(params)[0], batches
 
 
 class FunctionTimer:

@@ -1,5 +1,6 @@
-"""GPU memory that the graphs of the paper's configurations need, computed from their buffers
-without running them (the graphs are only built, on the CPU): one JSON line per configuration.
+"""GPU memory that the graphs of the paper's configurations need, and a lower bound on their step
+time on a V100, computed from their buffers without running them (the graphs are only built, on
+the CPU): one JSON line per configuration.
 
     python benchmarks/gpu_memory.py
 
@@ -10,6 +11,13 @@ as the backward goes, so the peak lies between ``low_mb`` = parameters + activat
 ``high_mb`` = all three). Each
 buffer counts 2 bytes where the function that makes it runs in half, else 4. cuDNN's workspace
 comes on top (capped with NNABLA_CUDNN_WORKSPACE_LIMIT, in bytes).
+
+``v100_bound_ms_per_image`` is a roofline bound, not a measurement: every forward function takes
+at least its arithmetic at the V100's peak (15.7 TFLOP/s in float, 31.4 in half without tensor
+cores; 2 per multiply-add, 1 per output value elsewhere) or its bytes (inputs, weights and
+outputs) at its memory bandwidth (900 GB/s), whichever is longer; the backward twice that; plus
+4 us a kernel launch, forward and backward. A real step is slower; the images per second a data
+pipeline must feed a V100 are at most ``v100_bound_images_per_s``.
 """
 import json
 import os
@@ -17,14 +25,20 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # noqa: E402
 import nnabla as nn  # noqa: E402
 
 import architect  # noqa: E402
 import darts_train  # noqa: E402
 import genotype  # noqa: E402
 from args import TRAIN, parse  # noqa: E402
+from backbone import Data  # noqa: E402
 
 MB = 2.0 ** 20
+PEAK_FLOPS = {'float': 15.7e12, 'half': 31.4e12}  # V100 SXM2, without tensor cores
+BANDWIDTH = 900e9  # V100 HBM2, bytes a second
+LAUNCH = 4e-6      # seconds a kernel launch
+WEIGHTED = ('Convolution', 'DepthwiseConvolution', 'Affine')
 
 
 def context(type_config):
@@ -50,12 +64,36 @@ def buffers(output):
     return data, grad
 
 
-def report(name, output, weights, state_per_weight):
+def step_bound(output, type_config):
+    """The roofline bound of one training step of the graph of ``output`` (see the docstring), in seconds."""
+    seconds, launches = 0.0, 0
+
+    def visit(f):
+        nonlocal seconds, launches
+        if f.info.type_name == 'Reshape':
+            return
+        size = 2 if f.context.backend[0].endswith(':half') else 4
+        values = f.outputs[0].size
+        flops = 2 * values * (f.inputs[1].shape[0] if f.info.type_name == 'Affine' else
+                              int(np.prod(f.inputs[1].shape[1:]))) if f.info.type_name in WEIGHTED else values
+        moved = size * (sum(v.size for v in f.inputs) + sum(v.size for v in f.outputs))
+        seconds += 3 * max(flops / PEAK_FLOPS[type_config], moved / BANDWIDTH)  # forward, and twice for the backward
+        launches += 2
+    output.visit(visit)
+    return seconds + launches * LAUNCH
+
+
+def report(name, output, weights, state_per_weight, batch_size=None, type_config='float'):
     data, grad = buffers(output)
     params = sum(p.size for p in weights.values()) * 4 * (2 + state_per_weight)
-    return dict(graph=name, parameters_mb=round(params / MB, 1), activations_mb=round(data / MB, 1),
-                activation_grads_mb=round(grad / MB, 1), low_mb=round((params + data) / MB),
-                high_mb=round((params + data + grad) / MB))
+    result = dict(graph=name, parameters_mb=round(params / MB, 1), activations_mb=round(data / MB, 1),
+                  activation_grads_mb=round(grad / MB, 1), low_mb=round((params + data) / MB),
+                  high_mb=round((params + data + grad) / MB))
+    if batch_size:
+        seconds = step_bound(output, type_config)
+        result.update(v100_bound_ms_per_image=round(1000 * seconds / batch_size, 3),
+                      v100_bound_images_per_s=round(batch_size / seconds))
+    return result
 
 
 def main():
@@ -64,14 +102,17 @@ def main():
         graph = architect.search_graph(64, 16, 8, 7)
     print(json.dumps(dict(report('search C=16 L=8 batch 64', graph['loss'], nn.get_parameters(grad_only=True), 1),
                           note='second order: + about 8 weight-sized vectors (60 MB)')))
-    for type_config in ('float', 'half'):
-        nn.clear_parameters()
-        args = parse(TRAIN, ['--model-arch-name', 'DARTS_V2', '--type-config', type_config])
-        arch = genotype.load(args.model_arch_name, args.num_nodes)
-        with nn.context_scope(context(type_config)):
-            train = darts_train.build(arch, args, args.batch_size)
-        print(json.dumps(report('retrain DARTS_V2 C=36 L=20 batch 96 ' + type_config, train['loss'],
-                                nn.get_parameters(grad_only=True), 1)))
+    for dataset, data in (('cifar10', Data(32, 10, False)), ('imagenet', Data(224, 1000, True))):
+        for type_config in ('float', 'half'):
+            nn.clear_parameters()
+            args = parse(TRAIN, ['--model-arch-name', 'DARTS_V2', '--type-config', type_config, '--dataset', dataset])
+            arch = genotype.load(args.model_arch_name, args.num_nodes)
+            with nn.context_scope(context(type_config)):
+                train = darts_train.build(arch, args, args.batch_size, data)
+            name = 'retrain DARTS_V2 {} C={} L={} batch {} {}'.format(
+                dataset, darts_train.channels(args), args.num_cells, args.batch_size, type_config)
+            print(json.dumps(report(name, train['loss'], nn.get_parameters(grad_only=True), 1, args.batch_size,
+                                    type_config)))
     return 0
 
 

@@ -24,7 +24,8 @@ import nnabla as nn  # noqa: E402
 import darts_search  # noqa: E402
 import hessian  # noqa: E402
 from args import SEARCH, parse  # noqa: E402
-from bench import measure, synthetic_iterator  # noqa: E402
+from bench import measure, synthetic_batches  # noqa: E402
+from data_iterator import network_input  # noqa: E402
 from device import device_context  # noqa: E402
 from errors import run  # noqa: E402
 from numerics import set_momentum_lr  # noqa: E402
@@ -45,17 +46,18 @@ def main(argv=None):
     args = parse(SEARCH, ['--context', 'cpu'] + rest)
     nn.set_default_context(device_context(args.context, args.device_id, args.type_config))
     nn.seed(args.seed)
-    _, alphas, solvers, step, graph = darts_search.setup(args)
+    data = network_input(args.dataset, args.dataset_path, args.image_size)
+    _, alphas, solvers, step, graph = darts_search.setup(args, data)
     set_momentum_lr(solvers['weights'], args.model_lr)
-    data = [synthetic_iterator(args.batch_size, args.seed, s) for s in (0, 1)]
+    batches = [synthetic_batches(args, data, s) for s in (0, 1)]
     try:
-        batch = data[1].next()
-        step_s = median_seconds(lambda: step(data[0].next(), data[1].next()), bench.steps)
+        batch = batches[1].next()
+        step_s = median_seconds(lambda: step(batches[0].next(), batches[1].next()), bench.steps)
         grad_s = median_seconds(lambda: hessian.alpha_gradient(graph, alphas, solvers['alphas'], [batch]),
                                 bench.steps)
     finally:
-        for d in data:
-            d.close()
+        for b in batches:
+            b.close()
     epoch_s = step_s * bench.steps_per_epoch
     per_iteration = 2 * args.hessian_batches * grad_s
     result = dict(C=args.output_filter, L=args.num_cells, batch=args.batch_size, hessian_batches=args.hessian_batches,

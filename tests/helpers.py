@@ -23,6 +23,14 @@ TIMEOUT = 300
 TRAIN_TINY = ['-c', 'cpu', '--model-arch-name', 'DARTS_V2', '--num-cells', '3', '--output-filter', '4', '-f', '0']
 SEARCH_TINY = ['-c', 'cpu', '--num-cells', '3', '--output-filter', '4', '-b', '4', '--num-nodes', '5']
 NO_EIGENVALUE = ['--hessian-every', '0']  # for tests of something else: the eigenvalue is most of a tiny search
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def cifar_recipe(augment=True, cutout=0, size=32):
+    """The images.Recipe of CIFAR-10's samples (the pad crop), written out here."""
+    import images
+    return images.Recipe(size, 'pad', augment, cutout, images.NO_JITTER, CIFAR_MEAN, CIFAR_STD)
+
 
 
 # ---------------------------------------------------------------- data
@@ -59,6 +67,77 @@ def write_archive(path, train_per_batch, n_test, mutate=None, seed=0):
         meta = {b'label_names': [b'class%d' % i for i in range(10)], b'num_cases_per_batch': train_per_batch}
         _add_member(tar, 'cifar-10-batches-py/batches.meta', pickle.dumps(meta, protocol=2))
     return path
+
+
+def write_cifar100(path, n_train, n_test, mutate=None, seed=0):
+    """A tiny CIFAR-100 archive in the official layout (cifar-100-python/train, test, meta): random
+    pixels, fine label index % 100 (the coarse label fine // 5); ``mutate`` as for write_archive."""
+    rng = np.random.RandomState(seed)
+    with tarfile.open(str(path), 'w:gz') as tar:
+        for name, n in (('train', n_train), ('test', n_test)):
+            fine = [i % 100 for i in range(n)]
+            batch = {b'data': rng.randint(0, 256, (n, 3072)).astype(np.uint8), b'fine_labels': fine,
+                     b'coarse_labels': [f // 5 for f in fine], b'batch_label': name.encode(),
+                     b'filenames': [b'img_%d.png' % i for i in range(n)]}
+            content = batch if mutate is None else mutate(name, batch)
+            if content is not None:
+                data = content if isinstance(content, bytes) else pickle.dumps(content, protocol=2)
+                _add_member(tar, 'cifar-100-python/' + name, data)
+        meta = {b'fine_label_names': [b'fine%d' % i for i in range(100)],
+                b'coarse_label_names': [b'coarse%d' % i for i in range(20)]}
+        _add_member(tar, 'cifar-100-python/meta', pickle.dumps(meta, protocol=2))
+    return path
+
+
+def write_svhn(folder, n_train, n_test, seed=0):
+    """A folder with tiny train_32x32.mat and test_32x32.mat in SVHN's format (MATLAB v5): X uint8
+    (32, 32, 3, n), y (n, 1) in 1..10, the first image's label 10 (the digit 0)."""
+    from scipy.io import savemat
+    rng = np.random.RandomState(seed)
+    os.makedirs(str(folder), exist_ok=True)
+    for name, n in (('train_32x32.mat', n_train), ('test_32x32.mat', n_test)):
+        savemat(os.path.join(str(folder), name), {'X': rng.randint(0, 256, (32, 32, 3, n)).astype(np.uint8),
+                                                  'y': np.array([[(i + 9) % 10 + 1] for i in range(n)], np.uint8)})
+    return folder
+
+
+def write_image(path, size=(40, 30), mode='RGB', seed=0, value=None):
+    """An image file (JPEG or PNG by its suffix) of ``size`` (w, h) and ``mode``, random pixels
+    (or all ``value``)."""
+    from PIL import Image
+    rng = np.random.RandomState(seed)
+    w, h = size
+    if mode == 'I;16':
+        pixels = np.full((h, w), value, np.uint16) if value is not None else rng.randint(0, 65536, (h, w)).astype(
+            np.uint16)
+        image = Image.fromarray(pixels)
+    else:
+        pixels = (rng.randint(0, 256, (h, w, 3)).astype(np.uint8) if value is None else
+                  np.full((h, w, 3), value, np.uint8))
+        image = Image.fromarray(pixels, 'RGB')
+        if mode == 'P':
+            image = image.quantize(16)
+            image.info['transparency'] = 0
+        elif mode != 'RGB':
+            image = image.convert(mode)
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    image.save(str(path), **({'transparency': 0} if mode == 'P' else {}))
+    return path
+
+
+def write_image_folder(root, classes=('ant', 'bee', 'cat'), train=4, val=2, sizes=((40, 30), (24, 36), (50, 50)),
+                       val_name='val'):
+    """A tiny image folder: ``train``/``val`` images per class under train/<class>/ and
+    <val_name>/<class>/, JPEG and PNG in turn, of the ``sizes`` in turn, random pixels."""
+    k = 0
+    for split, count in (('train', train), (val_name, val)):
+        for c in classes:
+            for i in range(count):
+                suffix = '.jpg' if k % 2 == 0 else '.png'
+                write_image(os.path.join(str(root), split, c, '{:03d}{}'.format(i, suffix)), sizes[k % len(sizes)],
+                            seed=k)
+                k += 1
+    return root
 
 
 def replace_entry(member, key, fn):

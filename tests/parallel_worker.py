@@ -25,6 +25,9 @@ import genotype  # noqa: E402
 import hessian  # noqa: E402
 import parallel  # noqa: E402
 from args import SEARCH, TRAIN, parse  # noqa: E402
+from data_iterator import eval_batches  # noqa: E402
+from datasets import Split  # noqa: E402
+from helpers import cifar_recipe  # noqa: E402
 from device import device_context  # noqa: E402
 from loop import InterruptFlag  # noqa: E402
 from numerics import set_momentum_lr  # noqa: E402
@@ -55,14 +58,15 @@ def steps(kind):
         args = parse(TRAIN, TRAIN_FLAGS)
         _, solver, _, step = darts_train.setup(genotype.load('DARTS_V2', args.num_nodes), args)
         set_momentum_lr(solver, args.model_lr)
-        return [step(images(BATCH, it), it, 0.2) for it in range(3)]
+        return [step(parallel.world().shard(images(BATCH, it)), it, 0.2) for it in range(3)]
     pc = ['--partial-channels', '2', '--edge-normalization', 'True'] if kind == 'pc' else []
     args = parse(SEARCH, SEARCH_FLAGS + pc + ['--second-order', str(kind == 'search2')])
     _, alphas, solvers, step, graph = darts_search.setup(args)
     set_momentum_lr(solvers['weights'], args.model_lr)
-    values = [step(images(BATCH, it), images(BATCH, 100 + it)) for it in range(3)]
+    shard = parallel.world().shard
+    values = [step(shard(images(BATCH, it)), shard(images(BATCH, 100 + it))) for it in range(3)]
     if kind == 'pc':
-        probe = [parallel.world().shard(images(BATCH, 200))]
+        probe = [shard(images(BATCH, 200))]
         values.append(hessian.dominant_eigenvalue(graph, alphas, solvers['alphas'], probe, iterations=5))
     return values
 
@@ -92,12 +96,14 @@ def grads():
 def evaluate():
     """Test loss and error of the initial parameters on 11 images in batches of 4."""
     args = parse(TRAIN, TRAIN_FLAGS)
-    test = darts_train.build_test(genotype.load('DARTS_V2', args.num_nodes), args, BATCH // parallel.world().size)
+    world = parallel.world()
+    test = darts_train.build_test(genotype.load('DARTS_V2', args.num_nodes), args, BATCH // world.size)
     x, y = images(11, 3)
     pixels = np.clip(x * 60 + 128, 0, 255).astype(np.uint8)  # eval_batches normalises uint8 images
+    batches = eval_batches(Split(y[:, 0], pixels), cifar_recipe(augment=False), BATCH, world.rank, world.size)
     with InterruptFlag() as interrupts:
-        loss, err = darts_train.evaluate(test, pixels, y[:, 0], BATCH, interrupts)
-    return {'loss': loss, 'error': err}
+        values = darts_train.evaluate(test, batches, 11, interrupts)
+    return {'loss': values['Test loss'], 'error': values['Test error']}
 
 
 def main():

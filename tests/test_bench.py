@@ -82,13 +82,30 @@ def test_gpu_memory_counts_every_output_once_and_reshapes_as_nothing(fresh_param
     assert gpu_memory.buffers(z) == (512 * size, 0)
 
 
+def test_the_v100_bound_of_a_hand_sized_graph(fresh_parameters):
+    import nnabla as nn
+    import nnabla.functions as F
+    import nnabla.parametric_functions as PF
+    gpu_memory = load_benchmark('gpu_memory')
+    with nn.context_scope(gpu_memory.context('float')):
+        y = F.relu(PF.convolution(nn.Variable((2, 3, 8, 8)), 4, (3, 3), pad=(1, 1), with_bias=False))
+    # the conv moves x, W and its output (384 + 108 + 512 floats), 2*512*27 flops: bandwidth-bound, as is the
+    # ReLU (512 in, 512 out); each three times (forward, backward), and 4 launches
+    expected = 3 * 4 * (384 + 108 + 512 + 512 + 512) / 900e9 + 4 * 4e-6
+    assert gpu_memory.step_bound(y, 'float') == pytest.approx(expected, rel=1e-9)
+
+
 def test_gpu_memory_script_reports_the_paper_sizes():
     proc = run_cli('benchmarks/gpu_memory.py', [])
     assert proc.returncode == 0, proc.stderr
-    search, float_, half = (json.loads(line) for line in proc.stdout.strip().splitlines())
-    for r in (search, float_, half):
+    search, float_, half, imagenet_float, imagenet_half = (json.loads(line) for line in proc.stdout.strip().splitlines())
+    for r in (search, float_, half, imagenet_float, imagenet_half):
         assert abs(r['low_mb'] - (r['parameters_mb'] + r['activations_mb'])) <= 1  # sums of rounded parts
         assert abs(r['high_mb'] - (r['parameters_mb'] + r['activations_mb'] + r['activation_grads_mb'])) <= 1
+    assert 'imagenet C=48 L=14 batch 128' in imagenet_float['graph']
+    for r in (float_, half, imagenet_float, imagenet_half):  # images per second of the bound on the step time
+        assert r['v100_bound_images_per_s'] == pytest.approx(1000 / r['v100_bound_ms_per_image'], rel=1e-2)
+    assert imagenet_half['v100_bound_ms_per_image'] < imagenet_float['v100_bound_ms_per_image']
     summary = train('--summary-only', '--model-arch-name', 'DARTS_V2').stdout  # C=36, L=20
     network, aux = map(int, re.search(r'trainable parameters: (\d+) \(aux head: (\d+)\)', summary).groups())
     weights = network + aux  # trained, so held on the GPU with their gradients and momentum

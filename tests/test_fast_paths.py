@@ -168,7 +168,7 @@ def test_unroller_weight_arithmetic_is_numpys():
     solvers['weights'].update()  # non-zero momentum
     solvers['weights'].set_learning_rate(0.05)
     xi, wd = 0.3, 1e-2
-    unroller = architect.Unroller(weights, solvers['weights'], wd)
+    unroller = architect.Unroller(weights, solvers['weights'], wd, 0.9)
     w = {k: p.d.astype(np.float64) for k, p in weights.items()}
     buf = {k: s.pstate['m'].d / 0.05 for k, s in solvers['weights'].get_states().items()}
     unroller.save(xi)
@@ -205,7 +205,7 @@ def test_weight_arithmetic_and_clip_take_a_few_functions_per_step():
     """Second-order weight arithmetic at most 3 functions per weight tensor and step (save,
     unroll, direction and its norm, perturb twice, restore), the global-norm clip at most 3."""
     graph, weights, alphas, solvers, batch, _ = tiny_search_setup(seed=7)
-    unroller = architect.Unroller(weights, solvers['weights'], 1e-2)
+    unroller = architect.Unroller(weights, solvers['weights'], 1e-2, 0.9)
     clipper = numerics.GradClipper(weights, 1e-3)
 
     def arithmetic():

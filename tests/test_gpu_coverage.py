@@ -21,6 +21,7 @@ import darts_search
 import darts_train
 import genotype
 from args import SEARCH, TRAIN, parse
+from backbone import CIFAR10, Data
 from helpers import ROOT
 
 TABLE = json.load(open(os.path.join(ROOT, 'tests', 'data', 'gpu_functions.json')))
@@ -65,9 +66,12 @@ def assert_on_gpu(calls):
     assert not missing, 'no GPU implementation in {}: {}'.format(TABLE['extension'], ', '.join(missing))
 
 
-def images():
+def images(data=CIFAR10):
     rng = np.random.RandomState(0)
-    return rng.randn(BATCH, 3, 32, 32).astype(np.float32), rng.randint(0, 10, (BATCH, 1))
+    return rng.randn(BATCH, 3, data.size, data.size).astype(np.float32), rng.randint(0, data.classes, (BATCH, 1))
+
+
+IMAGENET = Data(224, 20, True)  # the ImageNet network at the smallest size its aux head takes
 
 
 @pytest.fixture(autouse=True)
@@ -91,15 +95,15 @@ def solvers(monkeypatch):
     return created
 
 
-def search_calls(second_order, options=()):
+def search_calls(second_order, options=(), data=CIFAR10):
     """Two steps of darts_search.py's step (alpha step, clip, weight step), with PC-DARTS ``options``."""
     args = parse(SEARCH, ['--num-cells', '3', '--output-filter', '2', '--num-nodes', '4', '--batch-size',
                           str(BATCH), '--second-order', str(second_order), *options])
     with nn.context_scope(cudnn_context('float')):
-        _, _, _, step, _ = darts_search.setup(args)
+        _, _, _, step, _ = darts_search.setup(args, data)
         with Calls() as calls:
             for _ in range(2):
-                step(images(), images())
+                step(images(data), images(data))
     return calls.seen
 
 
@@ -107,20 +111,20 @@ TRAIN_FLAGS = ['--model-arch-name', 'DARTS_V2', '--num-cells', '3', '--output-fi
                '--batch-size', str(BATCH), '--auxiliary', 'True']
 
 
-def train_calls(type_config):
+def train_calls(type_config, options=(), data=CIFAR10):
     """Two retraining steps (aux head, drop path, clip, update), the test graph's forward and the
     forward of the .nnp export's graph (batch size 1), all in ``type_config``."""
-    args = parse(TRAIN, TRAIN_FLAGS + ['--type-config', type_config])
+    args = parse(TRAIN, TRAIN_FLAGS + ['--type-config', type_config, *options])
     arch = genotype.load(args.model_arch_name, args.num_nodes)
     with nn.context_scope(cudnn_context(type_config)):
-        _, _, _, step = darts_train.setup(arch, args)
-        test, export = darts_train.build_test(arch, args, BATCH), darts_train.build_test(arch, args, 1)
+        _, _, _, step = darts_train.setup(arch, args, data)
+        test, export = darts_train.build_test(arch, args, BATCH, data), darts_train.build_test(arch, args, 1, data)
         with Calls() as calls:
             for it in range(2):
-                step(images(), it, 0.2)
-            test['x'].d, test['y'].d = images()
-            nn.forward_all([test['loss'], test['err']])
-            export['x'].d = images()[0][:1]
+                step(images(data), it, 0.2)
+            test['x'].d, test['y'].d = images(data)
+            nn.forward_all([test[name] for name in ('loss', 'err', 'err5') if name in test])
+            export['x'].d = images(data)[0][:1]
             export['logits'].forward()
     return calls.seen
 
@@ -128,19 +132,25 @@ def train_calls(type_config):
 PC_DARTS = ('--output-filter', '4', '--partial-channels', '2', '--edge-normalization', 'True')
 
 
-@pytest.mark.parametrize('second_order, options', [(False, ()), (True, ()), (False, PC_DARTS)],
-                         ids=['first-order', 'second-order', 'pc-darts'])
-def test_every_function_of_the_search_runs_on_the_gpu(second_order, options, solvers):
-    calls = search_calls(second_order, options)
+@pytest.mark.parametrize('second_order, options, data', [(False, (), CIFAR10), (True, (), CIFAR10),
+                                                         (False, PC_DARTS, CIFAR10), (False, (), Data(64, 12, True))],
+                         ids=['first-order', 'second-order', 'pc-darts', 'imagenet-stem'])
+def test_every_function_of_the_search_runs_on_the_gpu(second_order, options, data, solvers):
+    calls = search_calls(second_order, options, data)
     assert ('Convolution', 'float') in calls and ('BatchNormalization', 'float') in calls
     assert_on_gpu(calls)
     assert solvers == ({'Momentum', 'Adam', 'Sgd'} if second_order else {'Momentum', 'Adam'})
     assert all('cuda:float' in TABLE['solvers'][name] for name in solvers)
 
 
-@pytest.mark.parametrize('type_config', ['float', 'half'])
-def test_every_function_of_retraining_evaluation_and_export_runs_on_the_gpu(type_config, solvers):
-    calls = train_calls(type_config)
+@pytest.mark.parametrize('type_config, options, data', [
+    ('float', (), CIFAR10), ('half', (), CIFAR10),
+    ('float', ('--label-smoothing', '0.1'), IMAGENET), ('half', ('--label-smoothing', '0.1'), IMAGENET)],
+    ids=['float', 'half', 'imagenet-float', 'imagenet-half'])
+def test_every_function_of_retraining_evaluation_and_export_runs_on_the_gpu(type_config, options, data, solvers):
+    calls = train_calls(type_config, options, data)
+    if data.imagenet:  # label smoothing, the top-5 error
+        assert ('LogSoftmax', 'float') in calls and ('TopNError', 'float') in calls
     assert solvers == {'Momentum'} and 'cuda:float' in TABLE['solvers']['Momentum']  # float master weights
     assert ('Convolution', type_config) in calls
     assert ('DepthwiseConvolution', 'float') in calls and ('SoftmaxCrossEntropy', 'float') in calls  # always float

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import nnabla as nn
 import nnabla.functions as F
+import nnabla.parametric_functions as PF
 import nnabla.solvers as S
 import pytest
 
@@ -248,6 +249,51 @@ def test_parameter_counts_of_the_paper_networks(name, auxiliary, expected):
     for i in range(20):
         C = 36 * 2 ** ((i >= 6) + (i >= 13))
         assert params['cell{}/pre1/conv/conv/W'.format(i)].shape[0] == C, i
+
+
+@pytest.mark.parametrize('size, classes, C, L, imagenet, expected, aux_expected', [
+    (224, 1000, 48, 14, True, 4718752, 1260776),  # the paper's ImageNet network (mobile setting)
+    (32, 100, 36, 20, False, 3401272, 545636),    # CIFAR-100: the classifiers follow the classes
+])
+def test_parameter_counts_beyond_cifar10(size, classes, C, L, imagenet, expected, aux_expected):
+    model_eval.network(nn.Variable((1, 3, size, size)), DARTS_V2, C, L, classes, auxiliary=True, imagenet=imagenet)
+    params = nn.get_parameters(grad_only=True)
+    aux = _count({k: v for k, v in params.items() if k.startswith('aux/')})
+    assert (_count(params) - aux, aux) == (expected, aux_expected)
+    # CIFAR-10's 3,349,342 plus a classifier of 576 inputs to 90 more classes
+    assert imagenet or expected == 3349342 + 577 * 90
+
+
+def test_the_imagenet_network_of_the_paper():
+    """Three stride-2 convolutions as stem (C/2, C, C), the first cell reading the reduced stem
+    outputs, 7x7 maps at the end and at the aux head, whose pooling has stride 2 and whose 2x2
+    convolution has no BN."""
+    x = nn.Variable((1, 3, 224, 224))
+    logits, aux = model_eval.network(x, DARTS_V2, 48, 14, 1000, auxiliary=True, imagenet=True)
+    params = nn.get_parameters(grad_only=True)
+    assert params['stem0/conv1/conv/W'].shape == (24, 3, 3, 3)
+    assert params['stem0/conv2/conv/W'].shape == (48, 24, 3, 3)
+    assert params['stem1/conv/conv/W'].shape == (48, 48, 3, 3)
+    assert 'cell0/pre0/conv1/conv/W' in params  # a factorized reduction of stem0's 56x56 output
+    assert 'aux/bn1/bn/gamma' in params and not any(k.startswith('aux/bn2') for k in params)
+    assert params['classifier/affine/W'].shape == (4 * 192, 1000) and logits.shape == aux.shape == (1, 1000)
+    shapes = {}
+
+    def visit(f):
+        shapes.setdefault(f.info.type_name, []).append((f.inputs[0].shape, f.info.args))
+    logits.visit(visit)
+    aux.visit(visit)
+    (pool_input, pool_args), = [s for s in shapes['AveragePooling'] if s[1]['kernel'] == [5, 5]]
+    assert pool_input[2:] == (7, 7) and pool_args['stride'] == [2, 2]
+    assert [s for s, _ in shapes['Mean']] == [(1, 768, 7, 7)]  # the classifier's 7x7 average pooling
+
+
+def test_multiply_adds_of_a_hand_sized_graph():
+    x = nn.Variable((2, 3, 8, 8))
+    h = PF.convolution(x, 4, (3, 3), pad=(1, 1), with_bias=False, name='c')          # 8*8*4 * 3*9 = 6912
+    h = PF.depthwise_convolution(h, (3, 3), pad=(1, 1), stride=(2, 2), name='d')     # 4*4*4 * 9 = 576
+    y = PF.affine(F.mean(h, axis=(2, 3)), 10, name='a')                              # 4 * 10 = 40
+    assert backbone.multiply_adds(y) == 6912 + 576 + 40
 
 
 def _channels(C, L, i):

@@ -112,7 +112,7 @@ def test_finite_difference_hypergradient_matches_exact_double_backward(monkeypat
     xi, wd = 0.5, 3e-4
     graph, weights, alphas, solvers, train_batch, valid_batch = tiny_search_setup(C=C, **options)
     before = {k: p.d.copy() for k, p in weights.items()}
-    unroller = architect.Unroller(weights, solvers['weights'], wd)
+    unroller = architect.Unroller(weights, solvers['weights'], wd, 0.9)
     architect.unrolled_alpha_grads(graph, unroller, alphas, solvers, xi, train_batch, valid_batch)
     approx = alpha_grads(alphas)
     for k, p in weights.items():  # the weights are restored exactly

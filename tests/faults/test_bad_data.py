@@ -1,7 +1,7 @@
 """Bad data, end to end: the line a user sees and what the refused job leaves, for one damaged
 archive and one pickle crafted to run code (the many other malformed batches are refused by the
 same loader: tests/test_data.py has each of them), and for a download with the wrong md5 (a
-wrong file served on 127.0.0.1 through the tests-only $DARTS_CIFAR10_URL). Each: one line, exit
+wrong file served on 127.0.0.1 through the tests-only $DARTS_DATA_URL). Each: one line, exit
 code 2, nothing in the monitor folder that a later good run would trip over.
 """
 import functools
@@ -106,10 +106,11 @@ def server(tmp_path):
 
 
 def download_env(tmp_path, url):
-    """A fresh home (so ~/nnabla_data is empty), the URL override, no proxy for the local server."""
+    """A fresh home (so ~/nnabla_data is empty), the URL override (the folder URL the file name is
+    appended to), no proxy for the local server."""
     home = tmp_path / 'home'
     home.mkdir(exist_ok=True)
-    env = dict(HOME=str(home), DARTS_CIFAR10_URL=url, no_proxy='127.0.0.1,localhost', NO_PROXY='127.0.0.1,localhost')
+    env = dict(HOME=str(home), DARTS_DATA_URL=url, no_proxy='127.0.0.1,localhost', NO_PROXY='127.0.0.1,localhost')
     env.update({name: None for name in ('http_proxy', 'HTTP_PROXY', 'all_proxy', 'ALL_PROXY')})
     return env, home / 'nnabla_data'
 
@@ -123,7 +124,7 @@ def without_dataset_path(argv):
 def test_a_downloaded_archive_with_the_wrong_md5_is_removed(script, server, tmp_path):
     config = CONFIGS[script]
     write_archive(server.folder / 'cifar-10-python.tar.gz', 8, 10)  # a valid archive, not the official one
-    env, data_home = download_env(tmp_path, server.url('cifar-10-python.tar.gz'))
+    env, data_home = download_env(tmp_path, server.url(''))
     monitor = tmp_path / 'm'
     with tally(KIND):
         res = run_cli(config.program, without_dataset_path(config.argv('unused', monitor)), **env)
@@ -136,7 +137,7 @@ def test_a_downloaded_archive_with_the_wrong_md5_is_removed(script, server, tmp_
 
 def test_a_corrupt_archive_already_in_the_data_folder_is_removed(server, tmp_path):
     config = CONFIGS['train']
-    env, data_home = download_env(tmp_path, server.url('cifar-10-python.tar.gz'))
+    env, data_home = download_env(tmp_path, server.url(''))
     data_home.mkdir()
     truncated_archive(data_home / 'cifar-10-python.tar.gz')
     monitor = tmp_path / 'm'
@@ -149,7 +150,7 @@ def test_a_corrupt_archive_already_in_the_data_folder_is_removed(server, tmp_pat
 
 def test_a_failed_download_is_one_line(server, tmp_path):
     config = CONFIGS['train']
-    env, data_home = download_env(tmp_path, server.url('no-such-file.tar.gz'))
+    env, data_home = download_env(tmp_path, server.url('no-such-folder/'))
     monitor = tmp_path / 'm'
     with tally(KIND):
         res = run_cli(config.program, without_dataset_path(config.argv('unused', monitor)), **env)
@@ -165,7 +166,7 @@ def test_a_good_run_after_bad_data_in_the_same_folders(script, archive, referenc
     then the good archive in the same monitor folder (and the same arch JSON path)."""
     config = CONFIGS[script]
     write_archive(server.folder / 'cifar-10-python.tar.gz', 8, 10)
-    env, _ = download_env(tmp_path, server.url('cifar-10-python.tar.gz'))
+    env, _ = download_env(tmp_path, server.url(''))
     monitor = tmp_path / 'm'
     evil = str(tmp_path / 'evil.tar.gz')
     write_archive(evil, 8, 10, mutate=crafted('exec', str(tmp_path / 'MARKER')))

@@ -1,0 +1,118 @@
+"""Both jobs on the datasets beyond CIFAR-10, end to end as a user runs them: the summaries without
+data, CIFAR-100 with top-5, SVHN, image folders (the CIFAR network at 32 px, the ImageNet network
+above 64), bad images in a folder, and an exact resume with data workers."""
+import json
+import os
+import re
+import shutil
+
+import pytest
+
+from helpers import (SEARCH_TINY, TRAIN_TINY, NO_EIGENVALUE, checkpoint_folders, error_lines, one_line, run_cli,
+                     train, write_cifar100, write_image_folder, write_svhn)
+from test_train_cli import assert_same_run, results
+
+SMALL = TRAIN_TINY + ['-b', '4', '-e', '1']
+
+
+def summary_lines(*flags):
+    res = train('--model-arch-name', 'DARTS_V2', '--summary-only', *flags)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.splitlines()[-2:]
+
+
+def test_summaries_take_the_classes_and_sizes_of_the_dataset_without_reading_it(tmp_path):
+    assert summary_lines('--dataset', 'imagenet') == [
+        'trainable parameters: 4718752 (aux head: 1260776)', 'multiply-adds: 529911552 per 224x224 image']
+    assert summary_lines('--dataset', 'cifar100')[0] == 'trainable parameters: 3401272 (aux head: 545636)'
+    assert summary_lines() == ['trainable parameters: 3349342 (aux head: 476426)',
+                               'multiply-adds: 528359040 per 32x32 image']
+    root = write_image_folder(tmp_path / 'f')  # 3 classes: CIFAR-10's counts less 7 outputs of each classifier
+    assert summary_lines('--dataset', 'folder', '--dataset-path', root)[0] == \
+        'trainable parameters: {} (aux head: {})'.format(3349342 - 577 * 7, 476426 - 769 * 7)
+
+
+def test_cifar100_retraining_logs_and_writes_the_top5_error(tmp_path):
+    archive = write_cifar100(tmp_path / 'c100.tar.gz', 16, 12)
+    res = train(*SMALL, '--dataset', 'cifar100', '--dataset-path', archive, '-m', tmp_path / 'm')
+    assert res.returncode == 0, res.stderr
+    r = results(tmp_path / 'm')
+    assert r['dataset'] == 'cifar100' and 0 <= r['test_error'] <= 1 and r['test_error_top5'] <= r['test_error']
+    assert 'test error top-5: {:.2f}%'.format(100 * r['test_error_top5']) in res.stdout
+    with open(str(tmp_path / 'm' / 'Test-error-top-5.series.txt')) as f:
+        epoch, value = f.read().split()
+    assert epoch == '1' and float(value) == pytest.approx(r['test_error_top5'])
+
+
+def test_svhn_search_writes_an_arch(tmp_path):
+    folder = write_svhn(tmp_path / 'svhn', 16, 4)
+    res = run_cli('darts_search.py', SEARCH_TINY + NO_EIGENVALUE + ['-e', '1', '--dataset', 'svhn', '--dataset-path',
+                                                                    folder, '-m', tmp_path / 's',
+                                                                    '--model-arch-name', tmp_path / 'arch.json'])
+    assert res.returncode == 0, res.stderr
+    assert os.path.exists(str(tmp_path / 'arch.json'))
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+    """A tiny image folder of 3 classes, 8 training and 2 test images each, JPEG and PNG of 3 sizes."""
+    return write_image_folder(tmp_path_factory.mktemp('images') / 'f', train=8, val=2)
+
+
+def test_an_image_folder_retrains_at_32_pixels_and_reports_a_bad_image_once(folder, tmp_path):
+    root = tmp_path / 'f'
+    shutil.copytree(str(folder), str(root))
+    (root / 'train' / 'bee' / '003.png').write_bytes(b'not a png')
+    res = train(*TRAIN_TINY, '-b', '4', '-e', '2', '--dataset', 'folder', '--dataset-path', root,
+                '--data-workers', '1', '-m', tmp_path / 'm')
+    assert res.returncode == 0, res.stderr
+    warnings = [line for line in error_lines(res.stderr) if line.startswith('warning:')]
+    assert len(warnings) == 1 and 'bee/003.png' in warnings[0] and 'replaced by the next image' in warnings[0]
+    assert results(tmp_path / 'm')['iterations'] == 12  # 24 images, batch 4, 2 epochs
+
+
+def test_an_image_folder_above_64_pixels_takes_the_imagenet_network(folder, tmp_path):
+    res = train(*SMALL, '--dataset', 'folder', '--dataset-path', folder, '--image-size', '96', '--auxiliary', 'False',
+                '--label-smoothing', '0.1', '--color-jitter', '0.4', '0.4', '0.4', '0.2', '-m', tmp_path / 'm')
+    assert res.returncode == 0, res.stderr
+    assert 0 <= results(tmp_path / 'm')['test_error'] <= 1
+    summary = summary_lines('--dataset', 'folder', '--dataset-path', folder, '--image-size', '96', '-f', '0',
+                            '--output-filter', '4', '--num-cells', '3', '--auxiliary', 'False')
+    assert summary[1].endswith('per 96x96 image')
+    assert summary[0] == 'trainable parameters: {} (aux head: off)'.format(results(tmp_path / 'm')['parameters'])
+
+
+def test_a_search_on_an_image_folder_with_workers(folder, tmp_path):
+    res = run_cli('darts_search.py', SEARCH_TINY + ['-e', '1', '--hessian-batches', '1', '--dataset', 'folder',
+                                                    '--dataset-path', folder, '--data-workers', '2', '-m',
+                                                    tmp_path / 's', '--model-arch-name', tmp_path / 'arch.json'])
+    assert res.returncode == 0, res.stderr
+    with open(str(tmp_path / 'arch.json')) as f:
+        assert set(json.load(f)) == {'arch_normal', 'arch_reduction'}
+
+
+def test_resume_with_other_data_workers_equals_the_uninterrupted_run(folder, tmp_path):
+    flags = TRAIN_TINY + ['-b', '4', '-e', '2', '-s', '4', '--dataset', 'folder', '--dataset-path', folder]
+    a, b = tmp_path / 'A', tmp_path / 'B'
+    assert train(*flags, '--data-workers', '0', '-m', a).returncode == 0
+    assert train(*flags, '--data-workers', '2', '-m', b).returncode == 0
+    shutil.rmtree(checkpoint_folders(b, complete=False)[-1])  # back to iteration 8, in the second epoch
+    for name in ('params.h5', 'results.json'):
+        os.remove(str(b / name))
+    res = train(*flags, '--data-workers', '1', '-m', b, '--resume')
+    assert res.returncode == 0, res.stderr
+    assert re.search(r'^test error: \d+\.\d\d%$', res.stdout, re.M)
+    assert_same_run(a, b, 2)
+
+
+def test_an_unusable_folder_is_one_line_before_any_work(folder, tmp_path):
+    root = tmp_path / 'f'
+    shutil.copytree(str(folder), str(root))
+    shutil.rmtree(str(root / 'val' / 'cat'))
+    for program, extra in (('darts_train.py', SMALL), ('darts_search.py', SEARCH_TINY + ['-e', '1', '--model-arch-name',
+                                                                                          tmp_path / 'arch.json'])):
+        res = run_cli(program, extra + ['--dataset', 'folder', '--dataset-path', root, '-m', tmp_path / 'm'])
+        one_line(res, 'must hold the same class folders', 'cat is only in')
+        assert not os.path.exists(str(tmp_path / 'm')) or os.listdir(str(tmp_path / 'm')) == []
+    one_line(train(*SMALL, '--dataset', 'imagenet', '-m', tmp_path / 'm'), 'needs --dataset-path', 'licence',
+             'train/<class>/*')
