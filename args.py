@@ -171,6 +171,12 @@ FINITE = ('model_lr', 'min_model_lr', 'weight_decay_model', 'arch_lr', 'weight_d
           'auxiliary_weight', 'lr_gamma', 'momentum', 'label_smoothing')
 
 
+def data_config(args):
+    """The data flags a resumed job must share with the run it resumes (absent from the checkpoints
+    of CIFAR-10 runs, which resume as before)."""
+    return {} if args.dataset == 'cifar10' else dict(dataset=args.dataset, image_size=args.image_size)
+
+
 def image_size_rules(args, script):
     """The rules of --image-size: the archives' images are 32x32; the network halves the side at each
     reduction (and 3 times more in the ImageNet stem), which a factorized reduction needs even; the

@@ -4,6 +4,7 @@ as an arch JSON.
     python darts_search.py --context cudnn --device-id 0 --monitor-path search.monitor \\
         --model-arch-name arch.json [--second-order True]
 """
+import contextlib
 import json
 import os
 import sys
@@ -18,7 +19,7 @@ import genotype
 import hessian
 import parallel
 from architect import Unroller, forward_backward, search_graph, unrolled_alpha_grads
-from args import SEARCH, parse
+from args import SEARCH, data_config, parse
 from backbone import CIFAR10, count_parameters
 from data_iterator import fixed_batches, network_input, recipe, training_batches, worker_pool
 from device import device_context
@@ -162,9 +163,7 @@ def checkpoint_config(args):
                   train_images=args.train_images)
     if args.partial_channels > 1 or args.edge_normalization:  # absent from the checkpoints of DARTS runs
         config.update(partial_channels=args.partial_channels, edge_normalization=args.edge_normalization)
-    if args.dataset != 'cifar10':  # absent from the checkpoints of CIFAR-10 searches
-        config.update(dataset=args.dataset, image_size=args.image_size)
-    return config
+    return dict(config, **data_config(args))
 
 
 def load_halves(args):
@@ -178,7 +177,7 @@ def load_halves(args):
     if args.hessian_every and args.hessian_batches * args.batch_size > len(halves[1]):
         raise UserError('--hessian-batches {} of --batch-size {} need more than the {} validation images'.format(
             args.hessian_batches, args.batch_size, len(halves[1])))
-    return data, halves, worker_pool(data, args.data_workers)
+    return data, halves, worker_pool(data, args.data_workers, args.batch_size // parallel.world().size)
 
 
 def main(argv=None):
@@ -192,11 +191,8 @@ def main(argv=None):
     state, resumed_from = checkpoint.start(args.monitor_path, args.model_save_path, checkpoint_config(args),
                                            args.resume)
     data, halves, pool = load_halves(args)
-    try:
+    with pool or contextlib.nullcontext():
         return search(args, ctx, data, halves, pool, state, resumed_from)
-    finally:
-        if pool is not None:
-            pool.close()
 
 
 def search(args, ctx, data, halves, pool, state, resumed_from):

@@ -4,6 +4,7 @@ CIFAR-100, SVHN, ImageNet in the paper's mobile setting, or an image folder).
     python darts_train.py --context cudnn --epoch 600 --batch-size 96 --num-cells 20 \\
         --cutout True --monitor-path result.monitor --model-arch-name arch.json
 """
+import contextlib
 import os
 import sys
 
@@ -16,7 +17,7 @@ import checkpoint
 import datasets
 import genotype
 import parallel
-from args import TRAIN, parse
+from args import TRAIN, data_config, parse
 from backbone import CIFAR10, count_parameters, multiply_adds
 from data_iterator import eval_batches, network_input, recipe, training_batches, worker_pool
 from device import device_context, float_context
@@ -221,13 +222,9 @@ def use_saved(arch, args):
                              with_train=False)
     agree()  # under mpirun: all ranks ready, or all stop with the first error
     if args.eval_only:
-        pool = worker_pool(data, args.data_workers)
-        try:
-            with InterruptFlag() as interrupts:
-                values = evaluate(test, test_batches(data, args, pool), len(data.test), interrupts)
-        finally:
-            if pool is not None:
-                pool.close()
+        pool = worker_pool(data, args.data_workers, args.batch_size // world.size)
+        with pool or contextlib.nullcontext(), InterruptFlag() as interrupts:
+            values = evaluate(test, test_batches(data, args, pool), len(data.test), interrupts)
         world.say('test loss: {:.4f}\n{}'.format(values['Test loss'], error_lines(values)))
     if args.export_nnp and world.is_main:
         export_nnp(arch, args, args.export_nnp, spec)
@@ -252,9 +249,7 @@ def checkpoint_config(arch, args):
     """The flags a resumed retraining must share with the run it resumes (checkpoint.start checks them)."""
     config = dict(arch=arch, num_cells=args.num_cells, channels=channels(args), auxiliary=args.auxiliary,
                   batch_size=args.batch_size, seed=args.seed, train_images=args.train_images)
-    if args.dataset != 'cifar10':  # absent from the checkpoints of CIFAR-10 runs
-        config.update(dataset=args.dataset, image_size=args.image_size)
-    return config
+    return dict(config, **data_config(args))
 
 
 def load_data(args):
@@ -264,7 +259,7 @@ def load_data(args):
     if len(data.train) < args.batch_size:
         raise UserError('--batch-size {} is larger than the {} training images'.format(
             args.batch_size, len(data.train)))
-    return data, worker_pool(data, args.data_workers)
+    return data, worker_pool(data, args.data_workers, args.batch_size // parallel.world().size)
 
 
 def main(argv=None):
@@ -287,11 +282,8 @@ def main(argv=None):
     state, resumed_from = checkpoint.start(args.monitor_path, args.model_save_path, checkpoint_config(arch, args),
                                            args.resume)
     data, pool = load_data(args)
-    try:
+    with pool or contextlib.nullcontext():
         return train(arch, args, data, pool, state, resumed_from)
-    finally:
-        if pool is not None:
-            pool.close()
 
 
 def train(arch, args, data, pool, state, resumed_from):

@@ -13,6 +13,8 @@ of a ``workers.Pool`` when one is given (chunks of consecutive samples, submitte
 need), else on that thread too. A file that cannot be decoded is replaced by the next image of
 the split that can, reported once (``report``) and counted; the run goes on.
 """
+import concurrent.futures
+
 import numpy as np
 from nnabla.utils.data_iterator import data_iterator
 from nnabla.utils.data_source import DataSource
@@ -24,7 +26,6 @@ from backbone import Data
 from errors import Stop, warn
 
 MAX_REPLACED = 100  # consecutive images that cannot be decoded before the job stops
-CHUNKS_AHEAD = 4    # chunks queued per worker
 
 
 def network_input(name, path, image_size):
@@ -40,21 +41,17 @@ def recipe(dataset, cutout=0, jitter=images.NO_JITTER):
     return images.Recipe(dataset.image_size, crop, True, cutout, tuple(jitter), dataset.mean, dataset.std)
 
 
-def worker_pool(dataset, count):
-    """The workers.Pool of ``count`` processes that decode the files of an image folder (None for
-    the archives, or for 0)."""
-    return workers.Pool(count) if datasets.on_disk(dataset.name) and count > 0 else None
+def worker_pool(dataset, count, batch_size):
+    """The workers.Pool of ``count`` processes that decode the files of an image folder into batches
+    of ``batch_size`` (this rank's share; None for the archives, or for 0 workers)."""
+    use = datasets.on_disk(dataset.name) and count > 0
+    return workers.Pool(count, dataset.image_size, batch_size) if use else None
 
 
 def report_undecodable(path, error, replaced):
     """The warning of an image file that cannot be decoded (once per file and rank)."""
     warn('cannot decode {} ({}): replaced by the next image of the folder; {} file{} replaced so far'.format(
         path, error, replaced, '' if replaced == 1 else 's'), every_rank=True)
-
-
-def chunk_size(image_size):
-    """Samples per worker task: about 128K pixels (2 at 224 px, 64 at 32 px)."""
-    return max(1, min(64, 2 ** 17 // image_size ** 2))
 
 
 class Stream(DataSource):
@@ -66,6 +63,8 @@ class Stream(DataSource):
         super().__init__(shuffle=shuffle)
         if len(split) == 0:
             raise ValueError('a Stream needs at least one image')
+        if pool is not None and batch_size // size > pool.batch_size:
+            raise ValueError('the pool holds batches of {} samples, not {}'.format(pool.batch_size, batch_size // size))
         self._variables = ('x', 'y')
         self._size = len(split)  # nnabla's pass counter only: the place in the stream is self.next_sample
         self.split, self.recipe, self.seed, self.stream = split, recipe, seed, stream
@@ -73,7 +72,7 @@ class Stream(DataSource):
         self.next_sample = start // batch_size * self.local
         self.pool, self.report = pool, report or report_undecodable
         self.plans, self.chunks, self.current = {}, {}, (None, None)
-        self.chunk = chunk_size(recipe.size)
+        self.ring = pool.acquire() if pool is not None else None
         self.error, self.replaced = None, set()
 
     def reset(self):
@@ -121,23 +120,41 @@ class Stream(DataSource):
     def file_items(self, first, count):
         return [(self.split.path(i), r) for i, r in (self.item(k) for k in range(first, first + count))]
 
+    def decoded(self, items):
+        """(sample or None, error) of one (path, draws) item, computed on this thread."""
+        x = np.empty((3, self.recipe.size, self.recipe.size), np.float32)
+        error = workers.samples(self.recipe, items, [x])[0]
+        return (None, error) if error else (x, None)
+
     def computed(self, k):
-        """(sample or None, error) of file sample ``k``: from the pool's chunk that holds it (queuing
-        the chunks ahead), or computed here without a pool."""
+        """(sample or None, error) of file sample ``k``: the slot a worker wrote it into (queuing the
+        chunks ahead of it; valid until the batch that reads it is copied), or computed here without
+        a pool. Sample k's slot is k % slots of this stream's ring."""
         if self.pool is None:
-            return workers.compute(self.recipe, self.file_items(k, 1))[0]
-        c = k // self.chunk
+            return self.decoded(self.file_items(k, 1))
+        size, c = self.pool.chunk, k // self.pool.chunk
         if self.current[0] != c:
-            for ahead in range(c, c + CHUNKS_AHEAD * self.pool.count):
+            for ahead in range(c, c + self.pool.ahead + 1):
                 if ahead not in self.chunks:
-                    self.chunks[ahead] = self.pool.submit(self.recipe, self.file_items(ahead * self.chunk, self.chunk))
+                    self.chunks[ahead] = self.pool.submit(self.recipe, self.file_items(ahead * size, size), self.ring,
+                                                          ahead * size % self.pool.slots)
             try:
                 self.current = c, self.chunks.pop(c).result()
             except Exception as e:  # a worker died (BrokenProcessPool), or the pool was closed
                 raise Stop('a data worker process stopped ({}); continue with --resume'.format(
                     ' '.join(str(e).split()) or type(e).__name__))
-            self.chunks = {a: f for a, f in self.chunks.items() if a > c}
-        return self.current[1][k - c * self.chunk]
+        error = self.current[1][k - c * size]
+        return (None, error) if error else (self.pool.rings[self.ring, k % self.pool.slots], None)
+
+    def close(self):
+        """Give the ring back once no worker writes into it any more."""
+        if self.ring is not None:
+            for future in self.chunks.values():
+                future.cancel()
+            concurrent.futures.wait(list(self.chunks.values()))
+            self.pool.release(self.ring)
+            self.ring, self.chunks = None, {}
+        super().close()
 
     def replacement(self, index, row, error):
         """(sample, index) of the first image after ``index`` that decodes, with the same draws;
@@ -148,14 +165,14 @@ class Stream(DataSource):
                 self.replaced.add(path)
                 self.report(path, error, len(self.replaced))
             index = (index + 1) % len(self.split)
-            x, error = workers.compute(self.recipe, [(self.split.path(index), row)])[0]
+            x, error = self.decoded([(self.split.path(index), row)])
             if x is not None:
                 return x, index
         raise Stop('{} consecutive images of {} cannot be decoded (the last: {}, {})'.format(
             MAX_REPLACED, self.split.root, self.split.path(index), error))
 
     def batch(self):
-        """The next ``local`` samples as one batch (x, y), computed on this thread."""
+        """The next ``local`` samples as one batch (x, y) of their own arrays, computed on this thread."""
         samples = [self.sample(k) for k in range(self.next_sample, self.next_sample + self.local)]
         self.next_sample += self.local
         return np.stack([x for x, _ in samples]), np.stack([y for _, y in samples])
@@ -190,12 +207,18 @@ def eval_batches(split, recipe, batch_size, rank=0, size=1, pool=None, report=No
     first ``n_valid`` rows of it are real images."""
     stream = Stream(split, recipe._replace(augment=False), 0, batch_size=batch_size, rank=rank, size=size,
                     shuffle=False, pool=pool, report=report)
-    for first in range(0, len(split), batch_size):
-        x, y = stream.batch()
-        yield x, y, max(0, min(len(split) - first - rank * stream.local, stream.local))
+    try:
+        for first in range(0, len(split), batch_size):
+            x, y = stream.batch()
+            yield x, y, max(0, min(len(split) - first - rank * stream.local, stream.local))
+    finally:
+        stream.close()
 
 
 def fixed_batches(split, recipe, batch_size, count, rank=0, size=1, pool=None):
     """This rank's rows of the first ``count`` test-time batches of ``split`` (the Hessian's probe)."""
     batches = eval_batches(split, recipe, batch_size, rank, size, pool)
-    return [next(batches)[:2] for _ in range(count)]
+    try:
+        return [next(batches)[:2] for _ in range(count)]
+    finally:
+        batches.close()

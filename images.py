@@ -105,8 +105,8 @@ def decoded(image, draft_size):
 
 
 def chw(image):
-    """A PIL RGB image as uint8 (3, H, W)."""
-    return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+    """A PIL RGB image as a contiguous uint8 (3, H, W) (the normalisation of a strided view is 5 times slower)."""
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
 
 
 def resize_short(image, short):

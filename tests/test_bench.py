@@ -124,3 +124,13 @@ def test_hessian_cost_relates_the_product_to_the_epoch():
     # the shares come from the unrounded times (product_s is rounded to 0.01 s)
     assert r['worst_case_share'] == pytest.approx(20 * r['product_s'] / r['epoch_s'], rel=0.05)
     assert r['share_at_7.0_iterations'] == pytest.approx(7 * r['product_s'] / r['epoch_s'], rel=0.05)
+
+
+def test_pipeline_times_the_workers_on_written_jpegs():
+    proc = run_cli('benchmarks/pipeline.py', ['--workers', '0', '1', '--images', '12', '--batch', '4', '--batches', '2',
+                                              '--repeats', '1', '--size', '64'])
+    assert proc.returncode == 0, proc.stderr
+    none, one = (json.loads(line) for line in proc.stdout.strip().splitlines())
+    assert none['workers'] == 0 and one['workers'] == 1 and one['speedup_over_1'] == 1.0
+    assert one['images_per_second'] > 0 and one['per_worker'] == one['images_per_second'] and one['size'] == 64
+    assert 60 < one['mean_jpeg_kb'] < 200  # ImageNet's typical JPEG, 500x375

@@ -1,15 +1,25 @@
 """Both jobs on the datasets beyond CIFAR-10, end to end as a user runs them: the summaries without
 data, CIFAR-100 with top-5, SVHN, image folders (the CIFAR network at 32 px, the ImageNet network
-above 64), bad images in a folder, and an exact resume with data workers."""
+above 64), bad images in a folder, an exact resume with data workers; and the top-5 error and the
+label smoothing against numpy."""
 import json
 import os
 import re
 import shutil
 
+import numpy as np
+import nnabla as nn
 import pytest
 
-from helpers import (SEARCH_TINY, TRAIN_TINY, NO_EIGENVALUE, checkpoint_folders, error_lines, one_line, run_cli,
-                     train, write_cifar100, write_image_folder, write_svhn)
+import darts_train
+import data_iterator
+import datasets
+import genotype
+from args import TRAIN, parse
+from backbone import Data
+from helpers import (NO_EIGENVALUE, SEARCH_TINY, TRAIN_TINY, checkpoint_folders, cifar_recipe, error_lines, one_line,
+                     run_cli, train, write_cifar100, write_image_folder, write_svhn)
+from loop import InterruptFlag
 from test_train_cli import assert_same_run, results
 
 SMALL = TRAIN_TINY + ['-b', '4', '-e', '1']
@@ -116,3 +126,38 @@ def test_an_unusable_folder_is_one_line_before_any_work(folder, tmp_path):
         assert not os.path.exists(str(tmp_path / 'm')) or os.listdir(str(tmp_path / 'm')) == []
     one_line(train(*SMALL, '--dataset', 'imagenet', '-m', tmp_path / 'm'), 'needs --dataset-path', 'licence',
              'train/<class>/*')
+
+
+# ---------------------------------------------------------------- top-5 and label smoothing, against numpy
+
+
+def test_the_top5_error_of_an_evaluation_is_numpys(fresh_parameters):
+    args = parse(TRAIN, TRAIN_TINY + ['-b', '8'])
+    test = darts_train.build_test(genotype.load('DARTS_V2'), args, 8, Data(32, 100, False))
+    rng = np.random.RandomState(3)
+    pixels, labels = rng.randint(0, 256, (21, 3, 32, 32)).astype(np.uint8), rng.randint(0, 100, 21)
+    split = datasets.Split(labels, pixels)
+    logits = []
+    for x, _, n in data_iterator.eval_batches(split, cifar_recipe(augment=False), 8):
+        test['x'].d = x
+        test['logits'].forward()
+        logits.append(test['logits'].d[:n].copy())
+    logits = np.concatenate(logits)
+    top5 = np.argsort(-logits, axis=1)[:, :5]
+    expected = 1 - np.mean([labels[i] in top5[i] for i in range(21)])
+    with InterruptFlag() as interrupts:
+        values = darts_train.evaluate(test, data_iterator.eval_batches(split, cifar_recipe(augment=False), 8), 21,
+                                      interrupts)
+    assert values[darts_train.TOP5] == pytest.approx(expected) and 0 < expected < 1
+    assert values['Test error'] == pytest.approx(1 - np.mean(logits.argmax(axis=1) == labels))
+
+
+def test_label_smoothing_is_the_paper_loss(fresh_parameters):
+    rng = np.random.RandomState(0)
+    logits, y = rng.randn(6, 7), rng.randint(0, 7, (6, 1))
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    for s in (0.0, 0.1):
+        targets = (1 - s) * np.eye(7)[y[:, 0]] + s / 7  # the paper's code: (1 - s) one-hot + s / K
+        loss = darts_train.training_loss(nn.Variable.from_numpy_array(logits), nn.Variable.from_numpy_array(y), s)
+        loss.forward()
+        assert float(loss.d) == pytest.approx((-targets * log_p).sum(axis=1).mean(), rel=1e-5)

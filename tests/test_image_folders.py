@@ -17,6 +17,7 @@ from errors import UserError
 from helpers import ROOT, cifar_recipe, write_image, write_image_folder
 
 IMAGENET = (datasets.IMAGENET_MEAN, datasets.IMAGENET_STD)
+POOL_SIZE = 96  # the side of the worker tests' samples
 
 
 def folder_recipe(size=32, crop='pad', augment=True, cutout=0, jitter=images.NO_JITTER):
@@ -279,16 +280,10 @@ def photos(tmp_path_factory):
 def test_workers_compute_exactly_what_the_job_computes_itself(photos, crop):
     recipe = folder_recipe(96 if crop == 'resized' else 32, crop, cutout=8, jitter=(0.4, 0.4, 0.4, 0.2))
     alone = take(photos.train, recipe, 4, 5)
-    pool = workers.Pool(2)
-    try:
+    with workers.Pool(2, recipe.size, 4) as pool:
         with_two = take(photos.train, recipe, 4, 5, pool=pool)
-    finally:
-        pool.close()
-    pool = workers.Pool(1)
-    try:
+    with workers.Pool(1, recipe.size, 4) as pool:
         with_one = take(photos.train, recipe, 4, 5, pool=pool)
-    finally:
-        pool.close()
     for a, b, c in zip(alone, with_two, with_one):
         for k in range(2):
             np.testing.assert_array_equal(a[k], b[k])
@@ -297,13 +292,10 @@ def test_workers_compute_exactly_what_the_job_computes_itself(photos, crop):
 
 def test_a_stream_resumed_with_workers_continues_exactly_and_ranks_split_the_global_batch(photos):
     recipe = folder_recipe(96, 'resized')
-    pool = workers.Pool(2)
-    try:
+    with workers.Pool(2, POOL_SIZE, 4) as pool:
         whole = take(photos.train, recipe, 4, 6, pool=pool)  # 14 images: batches straddle the data epochs
         resumed = take(photos.train, recipe, 4, 3, start=3 * 4, pool=pool)
         ranks = [take(photos.train, recipe, 4, 6, rank=r, size=2, pool=pool) for r in (0, 1)]
-    finally:
-        pool.close()
     for a, b in zip(whole[3:], resumed):
         np.testing.assert_array_equal(a[0], b[0])
     for k, batch in enumerate(whole):
@@ -314,12 +306,9 @@ def test_a_stream_resumed_with_workers_continues_exactly_and_ranks_split_the_glo
 
 
 def test_test_batches_with_workers_cover_each_image_once(photos):
-    pool = workers.Pool(2)
-    try:
+    with workers.Pool(2, POOL_SIZE, 4) as pool:
         seen = [(y[:n, 0], x[:n]) for x, y, n in di.eval_batches(photos.test, folder_recipe(96, 'resized'), 3,
                                                                  pool=pool)]
-    finally:
-        pool.close()
     np.testing.assert_array_equal(np.concatenate([y for y, _ in seen]), photos.test.labels)
     x = np.concatenate([x for _, x in seen])
     np.testing.assert_array_equal(x[1], images.file_sample(photos.test.path(1), folder_recipe(96, 'resized', False),
@@ -330,7 +319,7 @@ def test_workers_outlive_neither_signals_nor_their_job(tmp_path):
     """A SIGINT to the job's process group leaves its workers running (the job handles it); a job
     killed with -9 leaves no worker behind."""
     code = ('import os, signal, sys, time, workers\n'
-            'pool = workers.Pool(2)\n'
+            'pool = workers.Pool(2, 32, 4)\n'
             'print(" ".join(str(p) for p in pool.executor._processes), flush=True)\n'
             'signal.signal(signal.SIGINT, signal.SIG_IGN)\n'
             'time.sleep(60)\n')

@@ -51,3 +51,18 @@ def test_building_a_network_loads_no_matplotlib():
     out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == '[]'
+
+
+def test_the_readme_code_map_lists_the_modules_in_import_order():
+    """README's code layout says a module imports only the modules below it in its table: every
+    top-level module is in the table, in such an order."""
+    import re
+    with open(os.path.join(ROOT, 'README.md')) as f:
+        text = f.read()
+    table = text[text.index('| file | job |'):]
+    listed = [name[:-3] for name in re.findall(r'^\| `(\w+\.py)` \|', table, re.M)]
+    graph = project_imports()
+    assert sorted(listed) == sorted(graph)
+    for k, module in enumerate(listed):
+        above = set(listed[:k + 1])
+        assert not graph[module] & above, '{} imports {}, listed above it'.format(module, graph[module] & above)
