@@ -1,4 +1,5 @@
-# make test: build .venv from python3.10 when missing, install (with the ONNX export extras), run the test
+# make test: build .venv from python3.10 when missing, install (with the ONNX export and TensorBoard extras, and
+# TensorBoard, whose reader the tests use), run the test
 # suite (quick fault cases included) on TEST_WORKERS processes (nnabla's CPU backend uses one core each).
 # make faults: the whole fault-injection suite of tests/faults (kills, full disk, divergence, bad data...).
 # make demo: the whole pipeline on the CPU in a few minutes: a short search, the derived cells
@@ -15,12 +16,13 @@ DATASET := $(if $(DATA),--dataset-path $(DATA),)
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-export.txt Makefile
+$(VENV)/.installed: requirements.txt requirements-export.txt requirements-tensorboard.txt Makefile
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; nnabla 1.39 has wheels only for Python 3.8-3.10 (install 3.10, e.g. with pyenv)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt pytest==9.2.0 pytest-xdist==3.8.0
 	$(PY) -m pip install --quiet --no-deps -r requirements-export.txt
+	$(PY) -m pip install --quiet -r requirements-tensorboard.txt tensorboard==2.20.0
 	@touch $@
 
 test: venv

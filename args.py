@@ -6,6 +6,7 @@ search and retraining recipes, docs/reference.md) and in the few flags of their 
 import argparse
 import math
 
+import board
 import datasets
 import parallel
 import workers
@@ -113,6 +114,10 @@ def parse(script, argv=None):
     add('--test-images', type=int, default=0, help='use only the first N test images (0: all)')
     add('--resume', type=boolean, default=False, const=True, nargs='?',
         help='continue from the newest checkpoint in --model-save-path')
+    add('--tensorboard', default=None, metavar='DIR',
+        help='also write TensorBoard event files into DIR (needs requirements-tensorboard.txt; default: none)')
+    add('--tensorboard-every', type=int, default=50,
+        help='iterations between the running training values in TensorBoard')
     if script == SEARCH:
         add('--arch-lr', type=float, default=3e-4, help='Adam learning rate of the alphas')
         add('--weight-decay-archs', type=float, default=1e-3, help='weight decay of the alphas')
@@ -223,6 +228,7 @@ def check(args, script):
         (0 < args.lr_gamma <= 1, '--lr-gamma must be in (0, 1]'),
         (0 <= args.momentum < 1, '--momentum must be in [0, 1)'),
         (args.data_workers >= 0, '--data-workers must be non-negative (0: decode on the job\'s own thread)'),
+        (args.tensorboard_every > 0, '--tensorboard-every must be positive'),
         (all(math.isfinite(v) and v >= 0 for v in args.color_jitter) and args.color_jitter[3] <= 0.5,
          '--color-jitter takes four non-negative numbers, the hue at most 0.5'),
     ] + image_size_rules(args, script)
@@ -252,3 +258,5 @@ def check(args, script):
     for ok, message in rules:
         if not ok:
             raise UserError(message)
+    if args.tensorboard is not None and board.missing():
+        raise UserError(board.missing())

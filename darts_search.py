@@ -8,10 +8,12 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 
 import nnabla as nn
 import nnabla.solvers as S
 
+import board
 import checkpoint
 import datasets
 import early_stop
@@ -95,22 +97,41 @@ def arch_of(alphas, num_nodes, max_skip_connect=None):
     return genotype.derive(*[arrays[name] for name in genotype.ALPHA_NAMES], num_nodes, max_skip_connect, betas)
 
 
-def draw_alphas(alphas, num_nodes, folder, epoch):
-    """Refresh folder/alphas.png (softmax weights of every edge and op); a failed drawing never
-    stops the job."""
+def drawn(draw, what):
+    """What ``draw()`` returns (the files drawn), or [] with a warning when it fails: a picture
+    never stops the job (the numbers are in the JSON and series files)."""
     try:
-        alpha_weights(genotype.cell_weights(named_arrays(alphas)), genotype.edges(num_nodes),
-                      os.path.join(folder, 'alphas.png'), 'epoch {}'.format(epoch + 1))
-    except Exception as e:  # matplotlib or font trouble: the numbers are in alphas_epoch_N.json
-        warn('alphas.png not drawn: {}'.format(e))
+        return draw()
+    except Exception as e:  # matplotlib or font trouble
+        warn('{} not drawn: {}'.format(what, e))
+        return []
 
 
-def write_epoch(arch, alphas, num_nodes, folder, epoch):
+def draw_alphas(alphas, num_nodes, folder, epoch):
+    """Refresh folder/alphas.png (softmax weights of every edge and op); [path], or [] if it failed."""
+    path = os.path.join(folder, 'alphas.png')
+
+    def draw():
+        alpha_weights(genotype.cell_weights(named_arrays(alphas)), genotype.edges(num_nodes), path,
+                      'epoch {}'.format(epoch + 1))
+        return [path]
+    return drawn(draw, 'alphas.png')
+
+
+def write_epoch(arch, alphas, num_nodes, folder, epoch, events):
     """The files of ``epoch`` (from 0) that DARTS-ES may return to and ``genotype.py evolution``
-    reads: arch_epoch_N.json and alphas_epoch_N.json (N from 1); and alphas.png redrawn."""
+    reads: arch_epoch_N.json and alphas_epoch_N.json (N from 1); alphas.png redrawn; and in the
+    TensorBoard ``events`` that picture, the cells derived and histograms of the alphas."""
     genotype.save(arch, genotype.epoch_file(folder, 'arch', epoch + 1))
     write_json(alpha_dict(alphas), genotype.epoch_file(folder, 'alphas', epoch + 1))
-    draw_alphas(alphas, num_nodes, folder, epoch)
+    for path in draw_alphas(alphas, num_nodes, folder, epoch):
+        events.image('alpha-weights', path, epoch + 1)
+    if events.active:
+        with tempfile.TemporaryDirectory() as scratch:
+            for path in drawn(lambda: draw_cells(genotype.cells(arch), scratch)[0], 'the cell diagrams'):
+                events.image('cells/' + os.path.basename(path)[:-len('_cell.png')], path, epoch + 1)
+        for name, values in named_arrays(alphas).items():
+            events.histogram('alphas/' + name, values, epoch + 1)
 
 
 def eigenvalue_due(epoch, every, epochs):
@@ -190,6 +211,7 @@ def main(argv=None):
     ctx = device_context(args.context, world.device_id(args.device_id), args.type_config, args.deterministic)
     state, resumed_from = checkpoint.start(args.monitor_path, args.model_save_path, checkpoint_config(args),
                                            args.resume)
+    board.check(args.tensorboard, args.resume)
     data, halves, pool = load_halves(args)
     with pool or contextlib.nullcontext():
         return search(args, ctx, data, halves, pool, state, resumed_from)
@@ -205,9 +227,11 @@ def search(args, ctx, data, halves, pool, state, resumed_from):
         count_parameters(weights), count_parameters(alphas), 'second' if args.second_order else 'first',
         '; partial channels 1/{}'.format(args.partial_channels) if args.partial_channels > 1 else ''))
     iters_per_epoch = len(halves[0]) // args.batch_size
+    events = board.Board(args.tensorboard, state['epochs_done'], state['iteration'], world.is_main)
     loop = TrainingLoop(state, resumed_from, args.epoch, iters_per_epoch, args.model_save_interval,
                         args.model_save_path, solvers,
-                        Log(args.monitor_path, CURVES, state['epochs_done'] if resumed_from else None))
+                        Log(args.monitor_path, CURVES, state['epochs_done'] if resumed_from else None, events,
+                            args.tensorboard_every))
     extra = loop.restore()
     extra.setdefault('eigenvalues', [])  # [epoch from 0, eigenvalue] of every evaluation
     if extra.get('early_stop'):  # a search that had stopped: resuming only writes its results again
@@ -242,7 +266,7 @@ def search(args, ctx, data, halves, pool, state, resumed_from):
     def end_epoch(epoch, interrupts):
         arch = arch_of(alphas, args.num_nodes, args.max_skip_connect)
         if world.is_main:
-            write_epoch(arch, alphas, args.num_nodes, args.monitor_path, epoch)
+            write_epoch(arch, alphas, args.num_nodes, args.monitor_path, epoch, events)
         values = {PARAMETER_FREE[cell]: count for cell, count in genotype.parameter_free(arch).items()}
         values.update(diagnose(epoch))
         return values
@@ -252,6 +276,7 @@ def search(args, ctx, data, halves, pool, state, resumed_from):
     finally:
         for b in batches:
             b.close()
+        events.close()
     if world.is_main:
         report(args, *finish(args, alphas, extra))
     return 0

@@ -13,6 +13,7 @@ import nnabla as nn
 import nnabla.functions as F
 import nnabla.solvers as S
 
+import board
 import checkpoint
 import datasets
 import genotype
@@ -281,6 +282,7 @@ def main(argv=None):
         return use_saved(arch, args)
     state, resumed_from = checkpoint.start(args.monitor_path, args.model_save_path, checkpoint_config(arch, args),
                                            args.resume)
+    board.check(args.tensorboard, args.resume)
     data, pool = load_data(args)
     with pool or contextlib.nullcontext():
         return train(arch, args, data, pool, state, resumed_from)
@@ -296,9 +298,11 @@ def train(arch, args, data, pool, state, resumed_from):
     world.say(genotype.describe(arch))
     n_params = parameter_counts(params)[0]
     world.say('trainable parameters: {}'.format(n_params))
+    events = board.Board(args.tensorboard, state['epochs_done'], state['iteration'], world.is_main)
     loop = TrainingLoop(state, resumed_from, args.epoch, len(data.train) // args.batch_size, args.model_save_interval,
                         args.model_save_path, {'weights': solver},
-                        Log(args.monitor_path, CURVES, state['epochs_done'] if resumed_from else None))
+                        Log(args.monitor_path, CURVES, state['epochs_done'] if resumed_from else None, events,
+                            args.tensorboard_every))
     scaler.scale = loop.restore().get('loss_scale', scaler.scale)
     batches = training_batches(data.train, recipe(data, args.cutout_length if args.cutout else 0, args.color_jitter),
                                args.batch_size, args.seed, start=state['iteration'] * args.batch_size,
@@ -321,12 +325,22 @@ def train(arch, args, data, pool, state, resumed_from):
 
     try:
         last = loop.run(begin_epoch, train_step, end_epoch)
+        if world.is_main:
+            write_outputs(arch, args, last, state, n_params, loop.elapsed(), spec)
+        events.hparams(hyperparameters(args), {name: last[name] for name in ('Test error', TOP5) if name in last})
     finally:
         batches.close()
-    if world.is_main:
-        write_outputs(arch, args, last, state, n_params, loop.elapsed(), spec)
+        events.close()
     world.say(error_lines(last))
     return 0
+
+
+def hyperparameters(args):
+    """The flags that tell retrainings apart, for TensorBoard's hparams tab."""
+    names = ('dataset', 'model_arch_name', 'epoch', 'batch_size', 'num_cells', 'model_lr', 'lr_schedule',
+             'weight_decay_model', 'label_smoothing', 'auxiliary', 'auxiliary_weight', 'dropout_rate', 'cutout',
+             'image_size', 'seed', 'type_config')
+    return dict({name: getattr(args, name) for name in names}, channels=channels(args))
 
 
 def error_lines(values):

@@ -166,6 +166,7 @@ class TrainingLoop:
         bar.update(1)
         shown = {name: total / self.state['count'] for name, total in self.state['sums'].items()}
         shown.update(schedule)
+        self.log.running(it + 1, shown)
         bar.set_postfix({bar_label(name): '{:.4g}'.format(v) for name, v in shown.items()}, refresh=False)
 
     def finish_epoch(self, epoch, schedule, end_epoch, interrupts):
@@ -209,15 +210,29 @@ class TrainingLoop:
 
 class Log:
     """A job's monitor folder: a series file per logged value (index: the epoch, from 1), the
-    learning curves redrawn from them, and a summary line per epoch. A resumed job's series
-    keep their lines up to the epochs done, so they continue without gap or duplicate. Under
-    mpirun, rank 0 alone writes them and prints the line."""
+    learning curves redrawn from them, and a summary line per epoch; the same values in the
+    TensorBoard ``board`` (board.Board), and the running values every ``every`` iterations. A
+    resumed job's series keep their lines up to the epochs done, so they continue without gap or
+    duplicate. Under mpirun, rank 0 alone writes them and prints the line."""
 
-    def __init__(self, folder, curves, epochs_done=None):
+    def __init__(self, folder, curves, epochs_done=None, board=None, every=0):
         self.writes = parallel.world().is_main
         if self.writes:
             os.makedirs(folder, exist_ok=True)
         self.folder, self.curves, self.epochs_done, self.series = folder, curves, epochs_done, {}
+        self.board, self.every = board, every
+        self.panels = {name: title for title, names in curves for name in names}
+
+    def tag(self, name):
+        """The TensorBoard tag of series ``name``: its file's name, grouped by its learning-curves
+        panel ('error/Test-error'; 'other/' outside the panels)."""
+        return '{}/{}'.format(self.panels.get(name, 'other'), name).replace(' ', '-')
+
+    def running(self, iteration, values):
+        """The running means of the epoch (and its schedule) after ``iteration`` iterations, every
+        ``every`` iterations, to the board."""
+        if self.board is not None and self.every and iteration % self.every == 0:
+            self.board.iteration(iteration, {self.tag(name): value for name, value in values.items()})
 
     def write(self, epoch, epochs, values):
         """Append the epoch's point to each named series, redraw the curves, print the line."""
@@ -231,6 +246,8 @@ class Log:
             except OSError as e:  # a failed write into an open file names no file
                 raise OSError(e.errno, e.strerror, e.filename or series_path(self.folder, name)) from e
         self.draw_curves()
+        if self.board is not None:
+            self.board.epoch(epoch + 1, {self.tag(name): value for name, value in values.items()})
         tqdm.write('epoch {}/{}: {}'.format(epoch + 1, epochs, ', '.join(
             '{} {:.4g}'.format(name.lower(), value) for name, value in values.items())))
 

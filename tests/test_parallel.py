@@ -121,9 +121,14 @@ def test_rank_0_alone_writes_files_and_prints(archive, tmp_path):
     a.mkdir()
     b.mkdir()
     flags = TINY + ['--dataset-path', archive, '-b', 4, '-e', 1, '-m', 'out']  # relative: in each rank's folder
+    if importlib.util.find_spec('tensorboardX'):
+        flags += ['--tensorboard', 'tb', '--tensorboard-every', 2]
     res = mpirun(os.path.join(ROOT, 'darts_train.py'), *flags, folders=(a, b))
     assert res.returncode == 0, res.stderr
-    assert os.listdir(str(b)) == []
+    assert os.listdir(str(b)) == []  # neither monitor series nor event files from rank 1
+    if '--tensorboard' in flags:  # one event file for each writer: rank 0's
+        found = glob.glob(str(a / 'tb' / '**' / 'events.out.tfevents.*'), recursive=True)
+        assert sorted(os.path.dirname(os.path.relpath(p, str(a / 'tb'))) for p in found) == ['', 'hparams', 'iterations']
     written = sorted(os.listdir(str(a / 'out')))
     assert {'params.h5', 'model.nnp', 'results.json', 'learning_curves.png', 'checkpoint_000000015'} <= set(written)
     assert res.stdout.count('test error:') == 1 and res.stdout.count('trainable parameters') == 1
