@@ -25,12 +25,12 @@ from args import SEARCH, data_config, parse
 from backbone import CIFAR10, count_parameters
 from data_iterator import fixed_batches, network_input, recipe, training_batches, worker_pool
 from device import device_context
-from errors import UserError, run, warn
+from errors import UserError, run
 from files import check_output, write_atomic, write_json
 from loop import Log, TrainingLoop
 from model_search import split_parameters
 from numerics import GradClipper, epoch_lr, set_momentum_lr
-from plots import alpha_weights, draw_cells
+from plots import alpha_weights, draw_cells, drawn
 
 EIGENVALUE, ITERATIONS = 'Hessian eigenvalue', 'Hessian-vector products'
 PARAMETER_FREE = {'arch_normal': 'Parameter-free ops normal', 'arch_reduction': 'Parameter-free ops reduction'}
@@ -95,16 +95,6 @@ def arch_of(alphas, num_nodes, max_skip_connect=None):
     arrays = named_arrays(alphas)
     betas = [arrays[name] for name in genotype.BETA_NAMES] if genotype.BETA_NAMES[0] in arrays else None
     return genotype.derive(*[arrays[name] for name in genotype.ALPHA_NAMES], num_nodes, max_skip_connect, betas)
-
-
-def drawn(draw, what):
-    """What ``draw()`` returns (the files drawn), or [] with a warning when it fails: a picture
-    never stops the job (the numbers are in the JSON and series files)."""
-    try:
-        return draw()
-    except Exception as e:  # matplotlib or font trouble
-        warn('{} not drawn: {}'.format(what, e))
-        return []
 
 
 def draw_alphas(alphas, num_nodes, folder, epoch):

@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 import checkpoint
 import parallel
-from errors import Stop, agree, warn
+from errors import Stop, agree
 from files import series_path
-from plots import learning_curves
+from plots import drawn, learning_curves
 
 
 class Interrupted(Stop):
@@ -252,8 +252,6 @@ class Log:
             '{} {:.4g}'.format(name.lower(), value) for name, value in values.items())))
 
     def draw_curves(self):
-        """Refresh learning_curves.png from the series files; a failed drawing never stops the job."""
-        try:
-            learning_curves([self.folder], os.path.join(self.folder, 'learning_curves.png'), self.curves)
-        except Exception as e:  # matplotlib or font trouble: the numbers are in the series files
-            warn('learning_curves.png not drawn: {}'.format(e))
+        """Refresh learning_curves.png from the series files (a failed drawing never stops the job)."""
+        drawn(lambda: learning_curves([self.folder], os.path.join(self.folder, 'learning_curves.png'), self.curves),
+              'learning_curves.png')

@@ -10,15 +10,30 @@ import subprocess
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyArrowPatch
+from matplotlib.patches import FancyArrowPatch, Rectangle
+from matplotlib.path import Path
+from matplotlib.textpath import TextPath
 from matplotlib.ticker import MaxNLocator
 
+from errors import warn
 from files import series_path
 from operations import IDENTITY, OP_NAMES
 
 INPUTS = ('c_{k-2}', 'c_{k-1}')
 OUTPUT = 'c_{k}'
 COLORS = {'input': '#b4eeb4', 'node': '#add8e6', 'output': '#eee8aa'}
+NODE_FONT, LABEL_FONT = 12, 9  # points
+NODE_HEIGHT, LABEL_HEIGHT, MARGIN = 0.45, 0.26, 0.2  # inches
+
+
+def drawn(draw, what):
+    """What ``draw()`` returns (the files it drew), or [] with a warning naming ``what`` when it
+    fails: a picture never stops a job (its numbers are in the series and JSON files)."""
+    try:
+        return draw()
+    except Exception as e:  # matplotlib or font trouble
+        warn('{} not drawn: {}'.format(what, e))
+        return []
 
 
 def op_label(op):
@@ -47,36 +62,171 @@ def dot_source(cell_nodes):
     return '\n'.join(lines + ['}']) + '\n'
 
 
+def depths(cell_nodes):
+    """{diagram name: depth} of every node: the inputs 0, an intermediate node one more than its
+    deepest input, the output one more than the deepest node."""
+    depth = {0: 0, 1: 0}
+    for node, pairs in cell_nodes:
+        depth[node] = 1 + max(depth[inp] for _, inp in pairs)
+    return dict({node_name(n): d for n, d in depth.items()}, **{OUTPUT: 1 + max(depth.values())})
+
+
+def chains(cell_nodes):
+    """Each edge of ``cell_edges`` as the items it runs through, one per column, and {node: column}.
+    As graphviz's ranks: a node's column is twice its depth, and the column after it holds the
+    labels of the edges leaving it; an item is a node's name, or (edge, column) for a label or for
+    the point where an edge crosses a column."""
+    column = {name: 2 * d for name, d in depths(cell_nodes).items()}
+    return [[src] + [(k, c) for c in range(column[src] + 1, column[dst])] + [dst]
+            for k, (src, dst, _) in enumerate(cell_edges(cell_nodes))], column
+
+
+def text_width(text, size):
+    """Width in inches of ``text`` at ``size`` points, in matplotlib's font."""
+    return TextPath((0, 0), text, size=size).get_extents().width / 72
+
+
+def pack(wanted, gaps):
+    """The positions nearest to ``wanted`` (least squares) that keep each item at least its gap
+    below the one before: the pool-adjacent-violators algorithm."""
+    offsets = np.concatenate([[0.0], np.cumsum(gaps)])
+    blocks = []  # [mean, count]
+    for q in np.asarray(wanted, dtype=float) - offsets:
+        blocks.append([q, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            q, n = blocks.pop()
+            blocks[-1] = [(blocks[-1][0] * blocks[-1][1] + q * n) / (blocks[-1][1] + n), blocks[-1][1] + n]
+    return np.repeat([q for q, _ in blocks], [n for _, n in blocks]) + offsets
+
+
+def order(columns, segments):
+    """Sort the items of each column top to bottom as graphviz does: sweeps that sort a column by
+    the mean place of its neighbours in the column before (then after), keeping the order with the
+    fewest edge crossings. The inputs keep their order, c_{k-2} above c_{k-1}."""
+    before, after = {}, {}
+    for a, b in segments:
+        before.setdefault(b, []).append(a)
+        after.setdefault(a, []).append(b)
+
+    def crossings(place):
+        return sum((place[a] - place[c]) * (place[b] - place[d]) < 0
+                   for i, (a, b) in enumerate(segments) for c, d in segments[i + 1:] if column_of[a] == column_of[c])
+
+    column_of = {item: c for c, column in enumerate(columns) for item in column}
+    place = {item: i for column in columns for i, item in enumerate(column)}
+    best = (crossings(place), [list(column) for column in columns])
+    for sweep in range(8):
+        forward = sweep % 2 == 0
+        for column in columns[1:] if forward else columns[-2:0:-1]:
+            near = before if forward else after
+            column.sort(key=lambda item: np.mean([place[n] for n in near[item]]) if item in near else place[item])
+            place.update((item, i) for i, item in enumerate(column))
+        best = min(best, (crossings(place), [list(column) for column in columns]), key=lambda b: b[0])
+    return best[1]
+
+
+def curve(points):
+    """The Path through ``points`` (pairs: where an edge enters and leaves a column): level across
+    each column, a cubic that leaves and arrives level across each gap between columns."""
+    vertices, codes = [points[0]], [Path.MOVETO]
+    for i, (x1, y1) in enumerate(points[1:]):
+        x0, y0 = points[i]
+        vertices += [(x1, y1)] if i % 2 else [((x0 + x1) / 2, y0), ((x0 + x1) / 2, y1), (x1, y1)]
+        codes += [Path.LINETO] if i % 2 else [Path.CURVE4] * 3
+    return Path(vertices, codes)
+
+
+def layout(cell_nodes):
+    """Where matplotlib draws the cell, in inches from the bottom left, as graphviz's dot would: a
+    column per rank (``chains``), the items of a column ordered to cross few edges and moved close
+    to their neighbours. An edge runs straight across a column at the height of its item (its
+    label, drawn on it) and bends only in the gaps between columns, so it meets no box but its
+    ends'. {'size': (width, height), 'nodes': {name: (x, y, width, height)}, 'labels': {edge:
+    (x, y)}, 'paths': [Path of each edge of ``cell_edges``]}."""
+    edges = cell_edges(cell_nodes)
+    paths, column_of = chains(cell_nodes)
+    node_width = max(text_width(name, NODE_FONT) for name in column_of) + 0.35
+    labelled = {(k, column_of[src] + 1) for k, (src, _, label) in enumerate(edges) if label}
+    size = {}
+    columns = [[] for _ in range(column_of[OUTPUT] + 1)]
+    for path in [list(column_of)] + paths:
+        for item in path:
+            if item not in size:
+                size[item] = ((node_width, NODE_HEIGHT) if item in column_of else (0.0, 0.0) if item not in labelled
+                              else (text_width(edges[item[0]][2], LABEL_FONT) + 0.2, LABEL_HEIGHT))
+                columns[column_of.get(item, item[-1])].append(item)
+    segments = [(a, b) for path in paths for a, b in zip(path, path[1:])]
+    columns = order(columns, segments)
+    near = {}  # {(item, True): its neighbours in the column before, (item, False): in the column after}
+    for a, b in segments:
+        near.setdefault((b, True), []).append(a)
+        near.setdefault((a, False), []).append(b)
+    gaps = [[(size[a][1] + size[b][1]) / 2 + (0.2 if size[a][1] or size[b][1] else 0.12)
+             for a, b in zip(column, column[1:])] for column in columns]
+    down = {}  # the height of each item's centre, measured downwards
+    for column, gap in zip(columns, gaps):
+        down.update(zip(column, pack(np.zeros(len(column)), gap)))
+    for sweep in range(12):
+        forward = sweep % 2 == 0
+        for c in range(1, len(columns)) if forward else range(len(columns) - 2, -1, -1):
+            wanted = [np.mean([down[n] for n in near.get((item, forward), [item])]) for item in columns[c]]
+            down.update(zip(columns[c], pack(wanted, gaps[c])))
+    bottom = max(down[item] + size[item][1] / 2 for item in down) + MARGIN
+    y = {item: bottom - down[item] for item in down}
+    widths = [max([0.25] + [size[item][0] for item in column]) for column in columns]
+    left = [MARGIN]
+    for c, width in enumerate(widths[:-1]):
+        rise = max([0.0] + [abs(y[a] - y[b]) for a, b in segments if a in columns[c]])
+        left.append(left[-1] + width + float(np.clip(0.45 * rise, 0.55, 1.5)))
+    x = {item: (left[c], left[c] + widths[c]) for c, column in enumerate(columns) for item in column}
+    ports = {}  # the heights at which edges leave and enter a node box, spread along its side
+    for (node, _), others in near.items():
+        if node in column_of:
+            spread = min(0.1 * (len(others) - 1), 0.7 * NODE_HEIGHT)
+            for i, other in enumerate(sorted(others, key=lambda o: -y[o])):
+                ports[other, node] = y[node] + spread / 2 - i * spread / max(len(others) - 1, 1)
+    return {'size': (left[-1] + widths[-1] + MARGIN, bottom + MARGIN - min(down[i] - size[i][1] / 2 for i in down)),
+            'nodes': {name: (sum(x[name]) / 2, y[name]) + size[name] for name in column_of},
+            'labels': {item[0]: (sum(x[item]) / 2, y[item]) for item in labelled},
+            'paths': [curve([(x[src][1], ports[path[1], src])]
+                            + [(side, y[item]) for item in path[1:-1] for side in x[item]]
+                            + [(x[dst][0], ports[path[-2], dst])]) for path, (src, dst, _) in zip(paths, edges)]}
+
+
 def positions(cell_nodes):
-    """Where matplotlib puts each node: inputs left, intermediates left to right, output right."""
-    pos = {INPUTS[0]: (0.0, 1.0), INPUTS[1]: (0.0, -1.0)}
-    for i, (node, _) in enumerate(cell_nodes):
-        pos[node_name(node)] = (1.5 * (i + 1), 0.6 if i % 2 else -0.6)
-    pos[OUTPUT] = (1.5 * (len(cell_nodes) + 1), 0.0)
-    return pos
+    """Where matplotlib puts each node's centre (``layout``): inputs left, columns by depth, output right."""
+    return {name: box[:2] for name, box in layout(cell_nodes)['nodes'].items()}
+
+
+def cell_figure(cell_nodes):
+    """The cell drawn with matplotlib (``layout``): boxes, arrows, op names on the edges. Returns the
+    Figure and its artists: {'nodes': {name: (box, text)}, 'edges': [(source, target, arrow, label
+    text or None) for each edge of ``cell_edges``]}."""
+    plan = layout(cell_nodes)
+    width, height = plan['size']
+    fig = Figure(figsize=(width, height))
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.set_xlim(0, width)
+    ax.set_ylim(0, height)
+    ax.axis('off')
+    artists = {'nodes': {}, 'edges': []}
+    for k, ((src, dst, label), path) in enumerate(zip(cell_edges(cell_nodes), plan['paths'])):
+        arrow = ax.add_patch(FancyArrowPatch(path=path, arrowstyle='-|>', mutation_scale=12, lw=1.2, zorder=1))
+        text = None
+        if label:
+            text = ax.text(*plan['labels'][k], label, ha='center', va='center', fontsize=LABEL_FONT, zorder=3,
+                           bbox=dict(boxstyle='round,pad=0.2', fc='white', ec='none'))
+        artists['edges'].append((src, dst, arrow, text))
+    for name, (x, y, w, h) in plan['nodes'].items():
+        kind = 'input' if name in INPUTS else 'output' if name == OUTPUT else 'node'
+        box = ax.add_patch(Rectangle((x - w / 2, y - h / 2), w, h, fc=COLORS[kind], ec='black', lw=1.5, zorder=2))
+        artists['nodes'][name] = (box, ax.text(x, y, name, ha='center', va='center', fontsize=NODE_FONT, zorder=4))
+    return fig, artists
 
 
 def draw_cell(cell_nodes, path):
-    """The cell drawn with matplotlib: boxes, arrows, op names on the edges."""
-    pos = positions(cell_nodes)
-    fig = Figure(figsize=(2.2 * (len(cell_nodes) + 2), 4.5))
-    ax = fig.add_axes([0, 0, 1, 1])
-    ax.set_xlim(-0.8, max(x for x, _ in pos.values()) + 0.8)
-    ax.set_ylim(-1.8, 1.8)
-    ax.axis('off')
-    for k, (src, dst, label) in enumerate(cell_edges(cell_nodes)):
-        (x0, y0), (x1, y1) = pos[src], pos[dst]
-        bend = 0.25 if abs(x1 - x0) > 1.6 else 0.0
-        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), connectionstyle='arc3,rad={}'.format(bend),
-                                     arrowstyle='-|>', mutation_scale=14, shrinkA=22, shrinkB=22, lw=1.2))
-        if label:
-            ax.text((x0 + x1) / 2 + bend * (y1 - y0) / 2, (y0 + y1) / 2 - bend * (x1 - x0) / 2, label,
-                    ha='center', va='center', fontsize=8, bbox=dict(boxstyle='round', fc='white', ec='none'))
-    for name, (x, y) in pos.items():
-        kind = 'input' if name in INPUTS else 'output' if name == OUTPUT else 'node'
-        ax.text(x, y, name, ha='center', va='center', fontsize=12,
-                bbox=dict(boxstyle='square,pad=0.5', fc=COLORS[kind], ec='black', lw=1.5))
-    fig.savefig(path, dpi=100)
+    """Write the matplotlib drawing of the cell (``cell_figure``) as PNG at ``path``."""
+    cell_figure(cell_nodes)[0].savefig(path, dpi=100)
 
 
 def cell_diagram(cell_nodes, path):

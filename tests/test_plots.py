@@ -51,6 +51,111 @@ def test_the_diagram_has_the_cell_s_edges_with_paper_names():
         genotype.load('DARTS_V2')['arch_normal']))
 
 
+CELLS = [(name, cell) for name in ('DARTS_V2', 'DARTS_V1') for cell in ('normal', 'reduction')]
+
+
+@pytest.fixture(scope='module', params=CELLS, ids=['-'.join(c) for c in CELLS])
+def drawn(request):
+    """A paper cell drawn by matplotlib on the Agg canvas: (cell nodes, ``plots.cell_figure``'s
+    artists, the renderer, the figure's box in display coordinates)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    name, cell = request.param
+    cell_nodes = genotype.cells(genotype.load(name))[cell]
+    fig, artists = plots.cell_figure(cell_nodes)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return cell_nodes, artists, canvas.get_renderer(), fig.bbox
+
+
+def label_boxes(artists, renderer):
+    """[(edge index, box of the label's text, box of its white background)] of the labelled edges."""
+    return [(k, text.get_window_extent(renderer), text.get_bbox_patch().get_window_extent(renderer))
+            for k, (_, _, _, text) in enumerate(artists['edges']) if text is not None]
+
+
+def node_boxes(artists, renderer):
+    """{name: box} of the node boxes as drawn."""
+    return {name: box.get_window_extent(renderer) for name, (box, _) in artists['nodes'].items()}
+
+
+def test_the_matplotlib_cell_is_the_cell_s_graph(drawn):
+    cell_nodes, artists, renderer, _ = drawn
+    assert [(src, dst, text.get_text() if text else '') for src, dst, _, text in artists['edges']] == \
+        plots.cell_edges(cell_nodes)
+    assert sorted(artists['nodes']) == sorted(plots.depths(cell_nodes))
+    for name, (box, text) in artists['nodes'].items():
+        assert text.get_text() == name
+        assert box.get_window_extent(renderer).contains(*text.get_window_extent(renderer).min)
+        assert box.get_window_extent(renderer).contains(*text.get_window_extent(renderer).max)
+
+
+def test_every_op_label_is_whole_and_clear_of_labels_and_nodes(drawn):
+    _, artists, renderer, figure = drawn
+    labels, nodes = label_boxes(artists, renderer), node_boxes(artists, renderer)
+    assert len(labels) == 8
+    for i, (k, text, background) in enumerate(labels):
+        assert background.contains(*text.min) and background.contains(*text.max)
+        assert figure.contains(*background.min) and figure.contains(*background.max)
+        for name, box in nodes.items():
+            assert not background.overlaps(box), (artists['edges'][k][:2], name)
+        for other, _, other_background in labels[i + 1:]:
+            assert not background.overlaps(other_background), (artists['edges'][k][:2], artists['edges'][other][:2])
+    for box in nodes.values():
+        assert figure.contains(*box.min) and figure.contains(*box.max)
+
+
+def test_nodes_stand_in_columns_by_depth(drawn):
+    cell_nodes, artists, renderer, _ = drawn
+    depth = {0: 0, 1: 0}
+    for node, pairs in cell_nodes:
+        depth[node] = 1 + max(depth[inp] for _, inp in pairs)
+    depth = dict({plots.node_name(n): d for n, d in depth.items()}, **{'c_{k}': max(depth.values()) + 1})
+    assert plots.depths(cell_nodes) == depth
+    centres = {name: (box.x0 + box.x1) / 2 for name, box in node_boxes(artists, renderer).items()}
+    columns = [[centres[n] for n in depth if depth[n] == d] for d in range(depth['c_{k}'] + 1)]
+    assert all(max(xs) - min(xs) < 0.5 for xs in columns)
+    assert all(a[0] < b[0] for a, b in zip(columns, columns[1:]))  # so inputs leftmost, output rightmost
+    assert len(columns[0]) == 2 and columns[-1] == [centres['c_{k}']]
+
+
+def sampled(arrow, step=2.0):
+    """Points every ``step`` pixels or less along the drawn arrow (its line and its head), in display
+    coordinates."""
+    points = []
+    for polygon in arrow.get_transform().transform_path(arrow.get_path()).to_polygons(closed_only=False):
+        for a, b in zip(polygon, polygon[1:]):
+            n = int(np.hypot(*(b - a)) // step) + 1
+            points.append(a + np.linspace(0, 1, n, endpoint=False)[:, None] * (b - a))
+        points.append(polygon[-1:])
+    return np.concatenate(points)
+
+
+def inside(points, box):
+    """Which of ``points`` lie strictly inside ``box``."""
+    return (points[:, 0] > box.x0) & (points[:, 0] < box.x1) & (points[:, 1] > box.y0) & (points[:, 1] < box.y1)
+
+
+def test_edges_meet_no_box_but_their_ends_and_no_other_edge_s_label(drawn):
+    _, artists, renderer, _ = drawn
+    nodes, labels = node_boxes(artists, renderer), label_boxes(artists, renderer)
+    for k, (src, dst, arrow, _) in enumerate(artists['edges']):
+        points = sampled(arrow)
+        assert len(points) > 50
+        for name, box in nodes.items():
+            assert name in (src, dst) or not inside(points, box).any(), (src, dst, name)
+        for other, _, background in labels:
+            assert other == k or not inside(points, background).any(), (src, dst, artists['edges'][other][:2])
+        assert inside(points, nodes[src].padded(3)).any() and inside(points, nodes[dst].padded(3)).any()
+
+
+def test_the_matplotlib_drawing_is_written_as_png(tmp_path):
+    cell_nodes = genotype.cells(genotype.load('DARTS_V2'))['normal']
+    plots.draw_cell(cell_nodes, str(tmp_path / 'cell.png'))
+    picture = image(tmp_path / 'cell.png')
+    width, height = plots.layout(cell_nodes)['size']
+    assert np.allclose(picture.shape[:2], (100 * height, 100 * width), atol=1) and picture.std() > 10
+
+
 def test_genotype_plot_cli(tmp_path):
     proc = run_cli('genotype.py', ['plot', 'DARTS_V2', '--out', tmp_path])
     assert proc.returncode == 0, proc.stderr
