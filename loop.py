@@ -230,9 +230,9 @@ class Log:
 
     def running(self, iteration, values):
         """The running means of the epoch (and its schedule) after ``iteration`` iterations, every
-        ``every`` iterations, to the board."""
+        ``every`` iterations, to the board, as 'running/<tag>' (charts apart from the epochs')."""
         if self.board is not None and self.every and iteration % self.every == 0:
-            self.board.iteration(iteration, {self.tag(name): value for name, value in values.items()})
+            self.board.iteration(iteration, {'running/' + self.tag(name): value for name, value in values.items()})
 
     def write(self, epoch, epochs, values):
         """Append the epoch's point to each named series, redraw the curves, print the line."""

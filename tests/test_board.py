@@ -34,8 +34,8 @@ def series_files(monitor):
 
 
 def scalars_by_series(accumulator):
-    """{series file stem: [(step, value)]} of the board's scalars (their tags: 'panel/stem')."""
-    return {tag.split('/', 1)[1]: [(e.step, e.value) for e in accumulator.Scalars(tag)]
+    """{series file stem: [(step, value)]} of the board's scalars (their tags: '[running/]panel/stem')."""
+    return {tag.rsplit('/', 1)[1]: [(e.step, e.value) for e in accumulator.Scalars(tag)]
             for tag in accumulator.Tags()['scalars']}
 
 
@@ -88,7 +88,7 @@ def test_a_resumed_retraining_continues_the_events_without_a_step_twice(archive,
             assert steps == sorted(set(steps)) == [e.step for e in first.Scalars(tag)], (sub, tag)
             if 'Elapsed' not in tag:
                 assert [e.value for e in resumed.Scalars(tag)] == [e.value for e in first.Scalars(tag)], (sub, tag)
-    assert [e.step for e in events(b / 'tb' / 'iterations').Scalars('loss/Training-loss')] == [4, 8, 12, 16, 20]
+    assert [e.step for e in events(b / 'tb' / 'iterations').Scalars('running/loss/Training-loss')] == [4, 8, 12, 16, 20]
     assert_board_is_the_monitor(b / 'tb', b)
     hparams = events(b / 'tb' / 'hparams')
     assert [e.value for e in hparams.Scalars('Test_error')] == pytest.approx([results_of(b)['test_error']])
