@@ -41,6 +41,7 @@ import architect  # noqa: E402
 import checkpoint  # noqa: E402
 import darts_search  # noqa: E402
 import darts_train  # noqa: E402
+import datasets  # noqa: E402
 import errors  # noqa: E402
 import genotype  # noqa: E402
 import loop  # noqa: E402
@@ -264,8 +265,7 @@ def install(point):
         for module in (darts_train, darts_search):
             wrap(module, 'write_json', point, path_arg=1)
     elif name == 'load':  # reading the dataset, before training
-        for module in (darts_train, darts_search):
-            wrap(module, 'load_cifar10', point)
+        wrap(datasets, 'load', point)
     elif name == 'plot':  # the search's final cell diagrams
         wrap(darts_search, 'draw_cells', point, path_arg=1)
     else:
