@@ -101,7 +101,6 @@ def test_the_board_is_refused_in_one_line_before_any_work(archive, tmp_path):
     base = TRAIN_TINY + ['--dataset-path', tmp_path / 'no-data.tar.gz', '-b', 4, '-m', tmp_path / 'm']
     one_line(train(*base, '--tensorboard', tmp_path / 'tb', PYTHONPATH=fake), '--tensorboard needs tensorboardX',
              'requirements-tensorboard.txt')
-    one_line(train(*base, '--tensorboard-every', '0'), '--tensorboard-every must be positive')
     used = tmp_path / 'used'
     (used / 'iterations').mkdir(parents=True)
     (used / 'iterations' / 'events.out.tfevents.1.host').write_bytes(b'')

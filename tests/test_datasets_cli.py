@@ -17,12 +17,38 @@ import datasets
 import genotype
 from args import TRAIN, parse
 from backbone import Data
+from errors import UserError
 from helpers import (NO_EIGENVALUE, SEARCH_TINY, TRAIN_TINY, checkpoint_folders, cifar_recipe, error_lines, one_line,
                      run_cli, train, write_cifar100, write_image_folder, write_svhn)
 from loop import InterruptFlag
 from test_train_cli import assert_same_run, results
 
 SMALL = TRAIN_TINY + ['-b', '4', '-e', '1']
+
+
+DATA_FLAGS = [  # (flags, fragment of the one line), refused by args.parse before anything is read
+    (['--image-size', '64'], '--image-size is for image folders: cifar10 images are 32x32'),
+    (['--dataset', 'folder', '--image-size', '30'], '--image-size 30 must be a multiple of 4'),
+    (['--dataset', 'folder', '--image-size', '128'], '--image-size 128 leaves 4x4 maps for the aux head, which '
+                                                     'needs 7x7: use --image-size 224 or more, or --auxiliary False'),
+    (['--dataset', 'folder', '--image-size', '48', '--cutout-length', '49'], '--cutout-length must be in 1..48'),
+    (['--data-workers', '-1'], '--data-workers must be non-negative'),
+    (['--color-jitter', '0.4', '0.4', '0.4'], 'expected 4 arguments'),
+    (['--color-jitter', '0', '0', '0', '0.6'], '--color-jitter takes four non-negative numbers, the hue at most 0.5'),
+    (['--color-jitter', '0', 'nan', '0', '0'], '--color-jitter takes four non-negative numbers'),
+    (['--lr-schedule', 'step'], "invalid choice: 'step'"),
+    (['--lr-gamma', '0'], '--lr-gamma must be in (0, 1]'),
+    (['--momentum', '1'], '--momentum must be in [0, 1)'),
+    (['--label-smoothing', '1'], '--label-smoothing must be in [0, 1)'),
+    (['--tensorboard-every', '0'], '--tensorboard-every must be positive'),
+]
+
+
+@pytest.mark.parametrize('flags, fragment', DATA_FLAGS, ids=[' '.join(f) for f, _ in DATA_FLAGS])
+def test_impossible_data_flags_are_refused_in_one_line(flags, fragment):
+    with pytest.raises(UserError) as error:
+        parse(TRAIN, TRAIN_TINY + flags)
+    assert fragment in str(error.value) and '\n' not in str(error.value)
 
 
 def summary_lines(*flags):
@@ -73,12 +99,12 @@ def test_an_image_folder_retrains_at_32_pixels_and_reports_a_bad_image_once(fold
     root = tmp_path / 'f'
     shutil.copytree(str(folder), str(root))
     (root / 'train' / 'bee' / '003.png').write_bytes(b'not a png')
-    res = train(*TRAIN_TINY, '-b', '4', '-e', '2', '--dataset', 'folder', '--dataset-path', root,
+    res = train(*TRAIN_TINY, '-b', '4', '-e', '1', '--dataset', 'folder', '--dataset-path', root,
                 '--data-workers', '1', '-m', tmp_path / 'm')
     assert res.returncode == 0, res.stderr
     warnings = [line for line in error_lines(res.stderr) if line.startswith('warning:')]
     assert len(warnings) == 1 and 'bee/003.png' in warnings[0] and 'replaced by the next image' in warnings[0]
-    assert results(tmp_path / 'm')['iterations'] == 12  # 24 images, batch 4, 2 epochs
+    assert results(tmp_path / 'm')['iterations'] == 6  # 24 images, batch 4
 
 
 def test_an_image_folder_above_64_pixels_takes_the_imagenet_network(folder, tmp_path):
