@@ -1,6 +1,7 @@
 """The search: exact second-order hypergradient, derivation, and the darts_search.py CLI."""
 import functools
 import json
+import shutil
 
 import numpy as np
 import nnabla as nn
@@ -231,10 +232,10 @@ def test_search_stopped_and_resumed_ends_with_the_same_alphas(tmp_path, archive,
     hessian = () if order == 'False' else NO_EIGENVALUE
     flags = ('-e', '2', '-s', '3', '--second-order', order, *hessian)
     straight, a = search(tmp_path, 'straight', archive, *flags)
-    first, b = search(tmp_path, 'resumed', archive, *flags)
-    assert straight.returncode == 0 and first.returncode == 0, first.stderr
+    assert straight.returncode == 0, straight.stderr
+    b = tmp_path / 'resumed'
+    shutil.copytree(str(a), str(b))  # the same seeded run, in a folder of its own (a checkpoint holds no path)
     newest = sorted(b.glob('checkpoint_*'))[-1]
-    import shutil
     shutil.rmtree(newest)  # back to the mid-epoch checkpoint, as if killed after it
     (b / 'arch.json').unlink()
     again, _ = search(tmp_path, 'resumed', archive, *flags, '--resume', 'True')
