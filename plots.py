@@ -193,11 +193,6 @@ def layout(cell_nodes):
                             + [(x[dst][0], ports[path[-2], dst])]) for path, (src, dst, _) in zip(paths, edges)]}
 
 
-def positions(cell_nodes):
-    """Where matplotlib puts each node's centre (``layout``): inputs left, columns by depth, output right."""
-    return {name: box[:2] for name, box in layout(cell_nodes)['nodes'].items()}
-
-
 def cell_figure(cell_nodes):
     """The cell drawn with matplotlib (``layout``): boxes, arrows, op names on the edges. Returns the
     Figure and its artists: {'nodes': {name: (box, text)}, 'edges': [(source, target, arrow, label
