@@ -20,23 +20,27 @@ import nnabla as nn
 import nnabla.functions as F
 import nnabla.solvers as S
 
+import parallel
 from backbone import CIFAR10
-from genotype import ALPHA_NAMES, BETA_NAMES
-from model_search import supernet
-from numerics import concatenated, flat_view
+from model_search import is_alpha, split_parameters, supernet
+from numerics import concatenated, flat_view, running_statistics
 
 FD_RADIUS = 0.01  # eps = FD_RADIUS / ||grad_w' L_val(w', a)||, as in the paper's code
 
 
 def search_graph(batch_size, C, num_cells, num_nodes, partial_channels=1, edge_normalization=False, data=CIFAR10):
-    """The supernet's loss and error on one input pair, fed alternately with both data halves,
-    and the graph's own Variables of the weights and of the alphas (betas included); ``data``
-    (a backbone.Data) is what the supernet is fed."""
+    """The supernet fed ``data`` (a backbone.Data), built once: its loss and error on one input
+    pair, fed alternately with both data halves; the parameter dicts 'weights' and 'alphas'
+    (betas included) for the two solvers; the graph's own Variables of both ('leaves'); and under
+    mpirun their gradient reducers ('reduce'; the weights' with BN's running statistics)."""
     x, y = nn.Variable((batch_size, 3, data.size, data.size)), nn.Variable((batch_size, 1))
     logits = supernet(x, C, num_cells, num_nodes, data.classes, partial_channels, edge_normalization, data.imagenet)
     graph = dict(x=x, y=y, loss=F.mean(F.softmax_cross_entropy(logits, y)), err=F.mean(F.top_n_error(logits, y)))
     graph['loss'].persistent = graph['err'].persistent = True
     graph['leaves'] = graph_parameters(graph['loss'])
+    graph['weights'], graph['alphas'] = split_parameters(nn.get_parameters(grad_only=True))
+    graph['reduce'] = {'weights': parallel.grad_reducer(graph['weights'], list(running_statistics().values())),
+                       'alphas': parallel.grad_reducer(graph['alphas'])}
     return graph
 
 
@@ -50,16 +54,16 @@ def graph_parameters(output):
     def visit(f):
         for v in f.inputs:
             if v.parent is None and v.need_grad:
-                leaves['alphas' if v.name in ALPHA_NAMES + BETA_NAMES else 'weights'].append(v)
+                leaves['alphas' if is_alpha(v.name) else 'weights'].append(v)
     output.visit(visit)
     return leaves
 
 
 def forward_backward(graph, batch, solvers):
     """Loss and error of ``batch``, with fresh gradients of the parameters of ``solvers`` (a dict
-    with 'weights', 'alphas' or both) and no work spent on the gradients of the others. The
-    gradients are then reduced by ``graph['reduce'][group]`` when set (under mpirun: so the
-    second-order step's unrolled weights, direction, its norm and hypergradient agree on all ranks)."""
+    with 'weights', 'alphas' or both) and no work spent on the gradients of the others; under
+    mpirun the gradients are then averaged over the ranks, so that the second-order step's
+    unrolled weights, direction, its norm and hypergradient agree on all ranks."""
     graph['x'].d, graph['y'].d = batch
     for group, leaves in graph['leaves'].items():
         for v in leaves:
@@ -69,10 +73,9 @@ def forward_backward(graph, batch, solvers):
         for solver in solvers.values():
             solver.zero_grad()
         graph['loss'].backward(clear_buffer=True)
-        for group in solvers:  # under mpirun: averaged over the ranks (set by darts_search.setup)
-            reduce = graph.get('reduce', {}).get(group)
-            if reduce:
-                reduce()
+        for group in solvers:
+            if graph['reduce'][group]:
+                graph['reduce'][group]()
     finally:
         for v in itertools.chain(*graph['leaves'].values()):
             v.need_grad = True
@@ -206,3 +209,29 @@ def unrolled_alpha_grads(graph, unroller, alphas, solvers, xi, train_batch, vali
     for k, a in alphas.items():
         a.g = dalpha[k] - (xi / (2 * eps)) * (hessian[0][k] - hessian[1][k])
     return valid
+
+
+class FirstOrder:
+    """The alpha gradient at the current weights, grad_a L_val(w, a) (the paper's first order)."""
+
+    def __init__(self, graph, solvers):
+        self.graph, self.solvers = graph, solvers
+
+    def __call__(self, train_batch, valid_batch):
+        """Leave the gradient in the alphas' .grad; returns the validation loss and error."""
+        return forward_backward(self.graph, valid_batch, {'alphas': self.solvers['alphas']})
+
+
+class SecondOrder(FirstOrder):
+    """The paper's second-order approximation (eq. 7-8, unrolled_alpha_grads) with xi = ``eta``, or
+    the current weight learning rate when ``eta`` is None (as in the paper)."""
+
+    def __init__(self, graph, solvers, weight_decay, momentum, eta=None):
+        super().__init__(graph, solvers)
+        self.unroller = Unroller(graph['weights'], solvers['weights'], weight_decay, momentum)
+        self.eta = eta
+
+    def __call__(self, train_batch, valid_batch):
+        xi = self.solvers['weights'].learning_rate() if self.eta is None else self.eta
+        return unrolled_alpha_grads(self.graph, self.unroller, self.graph['alphas'], self.solvers, xi, train_batch,
+                                    valid_batch)

@@ -4,6 +4,7 @@ Every flag is defined once here; the scripts differ only in their defaults (the 
 search and retraining recipes, docs/reference.md) and in the few flags of their own.
 """
 import argparse
+import functools
 import math
 
 import board
@@ -13,7 +14,9 @@ import workers
 from backbone import downsampling
 from errors import Parser, UserError
 from genotype import skip_cap_rule
+from loop import Plan
 from model_eval import smallest_aux_input
+from numerics import epoch_lr
 
 SEARCH, TRAIN = 'search', 'train'
 HESSIAN_BATCHES = 1  # at most 4.4 % of an epoch at the paper's size (docs/collapse.md, Cost)
@@ -180,6 +183,14 @@ def data_config(args):
     """The data flags a resumed job must share with the run it resumes (absent from the checkpoints
     of CIFAR-10 runs, which resume as before)."""
     return {} if args.dataset == 'cifar10' else dict(dataset=args.dataset, image_size=args.image_size)
+
+
+def loop_plan(args):
+    """What the job's TrainingLoop runs, from the flags both jobs share."""
+    lr = functools.partial(epoch_lr, args.lr_schedule, epochs=args.epoch, lr=args.model_lr, lr_min=args.min_model_lr,
+                           gamma=args.lr_gamma)
+    return Plan(args.epoch, lr, args.model_save_interval, args.model_save_path, args.monitor_path, args.tensorboard,
+                args.tensorboard_every)
 
 
 def image_size_rules(args, script):

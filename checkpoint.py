@@ -5,6 +5,7 @@ A checkpoint is written into a temporary folder renamed when complete, so a job 
 writing one leaves the previous checkpoint intact. The data order, augmentation and drop-path
 masks are functions of (seed, iteration), so a checkpoint needs no random state.
 """
+import dataclasses
 import glob
 import json
 import os
@@ -22,9 +23,21 @@ STATE_TYPES = dict(config=dict, iteration=int, epochs_done=int, sums=dict, count
                    lr=dict, extra=dict, last=dict)
 
 
-def new_state(config):
-    """The state of a job that has not run a step: ``config`` is what a resume must match."""
-    return dict(config=config, iteration=0, epochs_done=0, sums={}, count=0, elapsed=0.0, lr={}, extra={}, last={})
+@dataclasses.dataclass
+class State:
+    """Where a job is, as its checkpoints' state.json holds it: ``config`` (what a resume must
+    match), the iterations and epochs done, the sums and count of the epoch's step values so far,
+    the seconds spent, the solvers' learning rates, the job's own ``extra`` state (the search's
+    eigenvalues and DARTS-ES decision, the retraining's loss scale) and the last epoch's values."""
+    config: dict
+    iteration: int = 0
+    epochs_done: int = 0
+    sums: dict = dataclasses.field(default_factory=dict)
+    count: int = 0
+    elapsed: float = 0.0
+    lr: dict = dataclasses.field(default_factory=dict)
+    extra: dict = dataclasses.field(default_factory=dict)
+    last: dict = dataclasses.field(default_factory=dict)
 
 
 def checkpoints(folder):
@@ -41,7 +54,7 @@ def checkpoint_folder(folder, iteration):
 def save(folder, state, solvers, keep=2):
     """Write the parameters, the solver states and ``state`` as a new checkpoint folder; only the
     ``keep`` newest are kept. Returns the folder."""
-    final = checkpoint_folder(folder, state['iteration'])
+    final = checkpoint_folder(folder, state.iteration)
     tmp = os.path.join(folder, '.{}tmp'.format(PREFIX))
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
@@ -49,7 +62,7 @@ def save(folder, state, solvers, keep=2):
     for name, solver in solvers.items():
         solver.save_states(os.path.join(tmp, 'solver_{}.h5'.format(name)))
     with open(os.path.join(tmp, 'state.json'), 'w') as f:
-        json.dump(state, f)
+        json.dump(dataclasses.asdict(state), f)
         f.flush()
         os.fsync(f.fileno())
     replaced = os.path.join(folder, '.{}replaced'.format(PREFIX))
@@ -64,7 +77,7 @@ def save(folder, state, solvers, keep=2):
 
 
 def read_state(path):
-    """The state.json of a checkpoint, refused in one line if it is damaged."""
+    """The State in the state.json of a checkpoint, refused in one line if it is damaged."""
     check_input(path, '--resume: the checkpoint state', MB)
     try:
         with open(path, 'rb') as f:
@@ -77,7 +90,7 @@ def read_state(path):
                                             for key, kind in STATE_TYPES.items())):
         raise UserError('--resume: {} is damaged ({}); remove its folder to resume from the checkpoint '
                         'before it'.format(path, why))
-    return state
+    return State(**{key: state[key] for key in STATE_TYPES})
 
 
 def newest(folder, config):
@@ -87,9 +100,9 @@ def newest(folder, config):
         raise UserError('--resume: no checkpoint in {}'.format(folder))
     state = read_state(os.path.join(found[-1], 'state.json'))
     for key, value in config.items():
-        if state['config'].get(key) != value:
+        if state.config.get(key) != value:
             raise UserError('--resume: the checkpoint in {} was made with {} = {}, this run has {}'.format(
-                found[-1], key, json.dumps(state['config'].get(key)), json.dumps(value)))
+                found[-1], key, json.dumps(state.config.get(key)), json.dumps(value)))
     return state, found[-1]
 
 
@@ -101,7 +114,7 @@ def start(monitor_path, save_path, config, resume):
         if not resume and (glob.glob(os.path.join(folder, '*.series.txt')) or checkpoints(folder)):
             raise UserError('{} already holds a run: pass --resume to continue it, or choose another '
                             '--monitor-path/--model-save-path'.format(folder))
-    return newest(save_path, config) if resume else (new_state(config), None)
+    return newest(save_path, config) if resume else (State(config), None)
 
 
 def load_parameters_into(params, file, source):

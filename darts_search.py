@@ -20,16 +20,15 @@ import early_stop
 import genotype
 import hessian
 import parallel
-from architect import Unroller, forward_backward, search_graph, unrolled_alpha_grads
-from args import SEARCH, data_config, parse
+from architect import FirstOrder, SecondOrder, forward_backward, search_graph
+from args import SEARCH, data_config, loop_plan, parse
 from backbone import CIFAR10, count_parameters
 from data_iterator import fixed_batches, network_input, recipe, training_batches, worker_pool
 from device import device_context
 from errors import UserError, run
 from files import check_output, write_atomic, write_json
-from loop import Log, TrainingLoop
-from model_search import split_parameters
-from numerics import GradClipper, epoch_lr, set_momentum_lr
+from loop import TrainingLoop
+from numerics import WeightUpdate
 from plots import alpha_weights, draw_cells, drawn
 
 EIGENVALUE, ITERATIONS = 'Hessian eigenvalue', 'Hessian-vector products'
@@ -40,44 +39,36 @@ CURVES = (('error', ('Training error', 'Validation error')), ('loss', ('Training
 
 
 def setup(args, data=CIFAR10):
-    """Build the supernet once, fed ``data`` (a backbone.Data); returns its weights, alphas (betas
-    included), solvers, ``step(train_batch, valid_batch, update_arch=True)`` and the graph (for the
-    Hessian eigenvalue). The step is the alpha step on the validation batch (skipped in a warm-up),
-    then the weight step on the training batch. benchmarks/bench.py times this same step. Under
-    mpirun the batches are this rank's rows of the global batches, and every gradient a pass
-    computes is averaged over the ranks as soon as it is computed (parallel.py)."""
+    """Build the supernet once, fed ``data`` (a backbone.Data); returns its solvers, ``step(train_batch,
+    valid_batch, update_arch=True)`` and the graph (architect.search_graph: the weights, the alphas
+    with the betas, for the Hessian eigenvalue). The step is the alpha step on the validation batch
+    (skipped in a warm-up), then the weight step on the training batch. benchmarks/bench.py times
+    this same step. Under mpirun the batches are this rank's rows of the global batches, and every
+    gradient a pass computes is averaged over the ranks as soon as it is computed (parallel.py)."""
     world = parallel.world()
     graph = search_graph(args.batch_size // world.size, args.output_filter, args.num_cells, args.num_nodes,
                          args.partial_channels, args.edge_normalization, data)
-    weights, alphas = split_parameters(nn.get_parameters(grad_only=True))
-    graph['reduce'] = {'weights': parallel.grad_reducer(weights, with_buffers=True),
-                       'alphas': parallel.grad_reducer(alphas)}
     solvers = {'weights': S.Momentum(args.model_lr, args.momentum),
                'alphas': S.Adam(args.arch_lr, beta1=0.5, beta2=0.999)}
-    solvers['weights'].set_parameters(weights)
-    solvers['alphas'].set_parameters(alphas)
-    clipper = GradClipper(weights, args.grad_clip_value_model)
-    unroller = Unroller(weights, solvers['weights'], args.weight_decay_model, args.momentum) if args.second_order \
-        else None
+    for group, solver in solvers.items():
+        solver.set_parameters(graph[group])
+    update_weights = WeightUpdate(solvers['weights'], graph['weights'], args.grad_clip_value_model,
+                                  args.weight_decay_model)
+    alpha_grads = (SecondOrder(graph, solvers, args.weight_decay_model, args.momentum, args.eta) if args.second_order
+                   else FirstOrder(graph, solvers))
 
     def step(train_batch, valid_batch, update_arch=True):
         values = {}
         if update_arch:
-            if args.second_order:
-                xi = solvers['weights'].learning_rate() if args.eta is None else args.eta
-                valid = unrolled_alpha_grads(graph, unroller, alphas, solvers, xi, train_batch, valid_batch)
-            else:
-                valid = forward_backward(graph, valid_batch, {'alphas': solvers['alphas']})
+            valid = alpha_grads(train_batch, valid_batch)
             solvers['alphas'].weight_decay(args.weight_decay_archs)
             solvers['alphas'].update()
             values = {'Validation loss': valid[0], 'Validation error': valid[1]}
         train = forward_backward(graph, train_batch, {'weights': solvers['weights']})
-        clipper(solvers['weights'])
-        solvers['weights'].weight_decay(args.weight_decay_model)
-        solvers['weights'].update()
+        update_weights()
         return world.mean_values(dict({'Training loss': train[0], 'Training error': train[1]}, **values))
 
-    return weights, alphas, solvers, step, graph
+    return solvers, step, graph
 
 
 def named_arrays(alphas):
@@ -122,6 +113,37 @@ def write_epoch(arch, alphas, num_nodes, folder, epoch, events):
                 events.image('cells/' + os.path.basename(path)[:-len('_cell.png')], path, epoch + 1)
         for name, values in named_arrays(alphas).items():
             events.histogram('alphas/' + name, values, epoch + 1)
+
+
+class EpochEnd:
+    """What the search does after each epoch (``end_epoch`` of loop.TrainingLoop): the derived arch's
+    files and parameter-free counts; the Hessian eigenvalue when due (eigenvalue_due), on the fixed
+    ``probe`` batches; DARTS-ES's decision, which ends the ``loop``. Its record, the eigenvalues and
+    the decision, is the loop's checkpointed extra state."""
+
+    def __init__(self, args, graph, solvers, probe, loop):
+        self.args, self.graph, self.solvers, self.probe, self.loop = args, graph, solvers, probe, loop
+        self.extra = loop.restore()
+        self.extra.setdefault('eigenvalues', [])  # [epoch from 0, eigenvalue] of every evaluation
+        if self.extra.get('early_stop'):  # a search that had stopped: resuming only writes its results again
+            loop.stop()
+
+    def __call__(self, epoch, interrupts):
+        args, alphas = self.args, self.graph['alphas']
+        arch = arch_of(alphas, args.num_nodes, args.max_skip_connect)
+        if parallel.world().is_main:
+            write_epoch(arch, alphas, args.num_nodes, args.monitor_path, epoch, self.loop.board)
+        values = {PARAMETER_FREE[cell]: count for cell, count in genotype.parameter_free(arch).items()}
+        if eigenvalue_due(epoch, args.hessian_every, args.epoch):
+            value, iterations = hessian.dominant_eigenvalue(self.graph, alphas, self.solvers['alphas'], self.probe)
+            self.extra['eigenvalues'].append([epoch, value])
+            decision = early_stop.decide(self.extra['eigenvalues'], args.hessian_every)
+            if args.early_stop and epoch < args.epoch - 1 and decision:
+                self.extra['early_stop'] = {'epoch': decision[0],
+                                            'reason': stop_reason(decision, epoch, args.hessian_every)}
+                self.loop.stop()
+            values.update({EIGENVALUE: value, ITERATIONS: iterations})
+        return values
 
 
 def eigenvalue_due(epoch, every, epochs):
@@ -212,64 +234,32 @@ def search(args, ctx, data, halves, pool, state, resumed_from):
     world = parallel.world()
     nn.set_default_context(ctx)
     nn.seed(args.seed)
-    weights, alphas, solvers, step, graph = setup(args, network_input(args.dataset, args.dataset_path, args.image_size))
+    solvers, step, graph = setup(args, network_input(args.dataset, args.dataset_path, args.image_size))
     world.say('supernet: {} weights, {} alphas; {} order{}'.format(
-        count_parameters(weights), count_parameters(alphas), 'second' if args.second_order else 'first',
+        count_parameters(graph['weights']), count_parameters(graph['alphas']), 'second' if args.second_order else 'first',
         '; partial channels 1/{}'.format(args.partial_channels) if args.partial_channels > 1 else ''))
     iters_per_epoch = len(halves[0]) // args.batch_size
-    events = board.Board(args.tensorboard, state['epochs_done'], state['iteration'], world.is_main)
-    loop = TrainingLoop(state, resumed_from, args.epoch, iters_per_epoch, args.model_save_interval,
-                        args.model_save_path, solvers,
-                        Log(args.monitor_path, CURVES, state['epochs_done'] if resumed_from else None, events,
-                            args.tensorboard_every))
-    extra = loop.restore()
-    extra.setdefault('eigenvalues', [])  # [epoch from 0, eigenvalue] of every evaluation
-    if extra.get('early_stop'):  # a search that had stopped: resuming only writes its results again
-        loop.stop()
+    loop = TrainingLoop(loop_plan(args), state, resumed_from, iters_per_epoch, solvers, CURVES)
     augment = recipe(data, jitter=args.color_jitter)
     probe = (fixed_batches(halves[1], augment._replace(augment=False), args.batch_size, args.hessian_batches,
                            world.rank, world.size, pool) if args.hessian_every else None)
-    start = state['iteration'] * args.batch_size
-    batches = [training_batches(half, augment, args.batch_size, args.seed, s, start, world.rank, world.size, pool)
-               for s, half in enumerate(halves)]
-
-    def begin_epoch(epoch):
-        lr = epoch_lr(args.lr_schedule, epoch, args.epoch, args.model_lr, args.min_model_lr, args.lr_gamma)
-        set_momentum_lr(solvers['weights'], lr)
-        return {'Learning rate': lr}
+    end_epoch = EpochEnd(args, graph, solvers, probe, loop)
+    batches = [training_batches(half, augment, args.batch_size, args.seed, s, state.iteration * args.batch_size,
+                                world.rank, world.size, pool) for s, half in enumerate(halves)]
 
     def search_step(it):
         return step(batches[0].next(), batches[1].next(), it // iters_per_epoch >= args.arch_warmup_epochs)
 
-    def diagnose(epoch):
-        """The Hessian eigenvalue (when due) and the DARTS-ES decision of the epoch."""
-        if not eigenvalue_due(epoch, args.hessian_every, args.epoch):
-            return {}
-        value, iterations = hessian.dominant_eigenvalue(graph, alphas, solvers['alphas'], probe)
-        extra['eigenvalues'].append([epoch, value])
-        decision = early_stop.decide(extra['eigenvalues'], args.hessian_every)
-        if args.early_stop and epoch < args.epoch - 1 and decision:
-            extra['early_stop'] = {'epoch': decision[0], 'reason': stop_reason(decision, epoch, args.hessian_every)}
-            loop.stop()
-        return {EIGENVALUE: value, ITERATIONS: iterations}
-
-    def end_epoch(epoch, interrupts):
-        arch = arch_of(alphas, args.num_nodes, args.max_skip_connect)
-        if world.is_main:
-            write_epoch(arch, alphas, args.num_nodes, args.monitor_path, epoch, events)
-        values = {PARAMETER_FREE[cell]: count for cell, count in genotype.parameter_free(arch).items()}
-        values.update(diagnose(epoch))
-        return values
-
     try:
-        loop.run(begin_epoch, search_step, end_epoch)
+        loop.run(search_step, end_epoch)
     finally:
         for b in batches:
             b.close()
-        events.close()
+        loop.board.close()
     if world.is_main:
-        report(args, *finish(args, alphas, extra))
+        report(args, *finish(args, graph['alphas'], end_epoch.extra))
     return 0
+
 
 if __name__ == '__main__':
     sys.exit(run(main))

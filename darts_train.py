@@ -18,16 +18,16 @@ import checkpoint
 import datasets
 import genotype
 import parallel
-from args import TRAIN, data_config, parse
+from args import TRAIN, data_config, loop_plan, parse
 from backbone import CIFAR10, count_parameters, multiply_adds
 from data_iterator import eval_batches, network_input, recipe, training_batches, worker_pool
 from device import device_context, float_context
 from errors import UserError, agree, run
 from export import load_into_network, nnp_to_onnx, onnx_export_available, save_nnp, save_onnx
 from files import check_output, write_json
-from loop import InterruptFlag, Log, TrainingLoop
+from loop import InterruptFlag, TrainingLoop
 from model_eval import DropPath, network
-from numerics import GradClipper, LossScaler, epoch_lr, set_momentum_lr
+from numerics import LossScaler, WeightUpdate, running_statistics
 from plots import learning_curves, read_series
 
 TOP5 = 'Test error top-5'  # logged for more than 10 classes, or more than 5 on the ImageNet network
@@ -114,12 +114,12 @@ def setup(arch, args, data=CIFAR10):
     world = parallel.world()
     train = build(arch, args, args.batch_size // world.size, data)
     params = nn.get_parameters(grad_only=True)
-    reduce_grads = parallel.grad_reducer(params, with_buffers=True)
+    reduce_grads = parallel.grad_reducer(params, list(running_statistics().values()))
     scaler = LossScaler(args.type_config == 'half')
     with nn.context_scope(float_context(nn.get_current_context())):  # float master weights, float clip
         solver = S.Momentum(args.model_lr, args.momentum)
         solver.set_parameters(params)
-        clipper = GradClipper(params, args.grad_clip_value_model)
+        update_weights = WeightUpdate(solver, params, args.grad_clip_value_model, args.weight_decay_model)
 
     def step(batch, it, drop_prob):
         train['x'].d, train['y'].d = batch
@@ -130,9 +130,7 @@ def setup(arch, args, data=CIFAR10):
         if reduce_grads:
             reduce_grads()
         if scaler.unscale(solver):
-            clipper(solver)
-            solver.weight_decay(args.weight_decay_model)
-            solver.update()
+            update_weights()
         return world.mean_values({'Training loss': float(train['ce'].d), 'Training error': float(train['err'].d),
                                   'Training objective': float(train['loss'].d)})
 
@@ -155,16 +153,14 @@ def build_test(arch, args, batch_size, data=CIFAR10):
     return test
 
 
-def export_nnp(arch, args, path, data=CIFAR10):
-    """Write the inference network (batch size 1; any batch size runs it) as .nnp."""
-    test = build_test(arch, args, 1, data)
-    save_nnp(path, test['x'], test['logits'])
+EXPORTS = (('export_nnp', save_nnp, 'inference network'), ('export_onnx', save_onnx, 'ONNX network'))
 
 
-def export_onnx(arch, args, path, data=CIFAR10):
-    """Write the inference network as ONNX (opset 11, any batch size; see export.py)."""
+def export(arch, args, path, data=CIFAR10, save=save_nnp):
+    """Write the inference network (batch size 1; any batch size runs it) with ``save``: as .nnp
+    (export.save_nnp) or as ONNX (export.save_onnx: opset 11, any batch size)."""
     test = build_test(arch, args, 1, data)
-    save_onnx(path, test['x'], test['logits'])
+    save(path, test['x'], test['logits'])
 
 
 def onnx_beside(nnp_path):
@@ -209,9 +205,9 @@ def test_batches(data, args, pool):
 
 def use_saved(arch, args):
     """--eval-only, --export-nnp and --export-onnx: the test error, .nnp or ONNX file of saved parameters."""
-    for path, flag in ((args.export_nnp, '--export-nnp'), (args.export_onnx, '--export-onnx')):
-        if path:  # refused now rather than after an evaluation
-            check_output(path, flag)
+    for name, _, _ in EXPORTS:
+        if getattr(args, name):  # refused now rather than after an evaluation
+            check_output(getattr(args, name), '--' + name.replace('_', '-'))
     if args.export_onnx and not onnx_export_available():
         raise UserError('--export-onnx needs the export dependencies: pip install --no-deps -r requirements-export.txt')
     world = parallel.world()
@@ -227,12 +223,10 @@ def use_saved(arch, args):
         with pool or contextlib.nullcontext(), InterruptFlag() as interrupts:
             values = evaluate(test, test_batches(data, args, pool), len(data.test), interrupts)
         world.say('test loss: {:.4f}\n{}'.format(values['Test loss'], error_lines(values)))
-    if args.export_nnp and world.is_main:
-        export_nnp(arch, args, args.export_nnp, spec)
-        print('inference network written to {}'.format(args.export_nnp))
-    if args.export_onnx and world.is_main:
-        export_onnx(arch, args, args.export_onnx, spec)
-        print('ONNX network written to {}'.format(args.export_onnx))
+    for name, save, what in EXPORTS:
+        if getattr(args, name) and world.is_main:
+            export(arch, args, getattr(args, name), spec, save)
+            print('{} written to {}'.format(what, getattr(args, name)))
     return 0
 
 
@@ -268,14 +262,8 @@ def main(argv=None):
     world = parallel.start(args.context)
     if args.plot or args.summary_only:  # nothing to compute together: rank 0 alone prints them
         agree()  # (so that an error of rank 0's is printed by it, not waited for by the others)
-        if not world.is_main:
-            return 0
-    if args.plot:
-        return plot_runs(args.plot)
+        return (plot_runs(args.plot) if args.plot else print_summary(args)) if world.is_main else 0
     arch = genotype.load(args.model_arch_name, args.num_nodes)
-    if args.summary_only:
-        print(summary(arch, args, network_input(args.dataset, args.dataset_path, args.image_size)))
-        return 0
     nn.set_default_context(device_context(args.context, world.device_id(args.device_id), args.type_config,
                                           args.deterministic))
     if args.eval_only or args.export_nnp or args.export_onnx:
@@ -288,6 +276,13 @@ def main(argv=None):
         return train(arch, args, data, pool, state, resumed_from)
 
 
+def print_summary(args):
+    """--summary-only: the cells, parameter counts and multiply-adds, from the flags alone."""
+    arch = genotype.load(args.model_arch_name, args.num_nodes)
+    print(summary(arch, args, network_input(args.dataset, args.dataset_path, args.image_size)))
+    return 0
+
+
 def train(arch, args, data, pool, state, resumed_from):
     """The retraining itself: the graphs built once, the epochs run, the results written."""
     world = parallel.world()
@@ -298,39 +293,29 @@ def train(arch, args, data, pool, state, resumed_from):
     world.say(genotype.describe(arch))
     n_params = parameter_counts(params)[0]
     world.say('trainable parameters: {}'.format(n_params))
-    events = board.Board(args.tensorboard, state['epochs_done'], state['iteration'], world.is_main)
-    loop = TrainingLoop(state, resumed_from, args.epoch, len(data.train) // args.batch_size, args.model_save_interval,
-                        args.model_save_path, {'weights': solver},
-                        Log(args.monitor_path, CURVES, state['epochs_done'] if resumed_from else None, events,
-                            args.tensorboard_every))
+    iters_per_epoch = len(data.train) // args.batch_size
+    loop = TrainingLoop(loop_plan(args), state, resumed_from, iters_per_epoch, {'weights': solver}, CURVES)
     scaler.scale = loop.restore().get('loss_scale', scaler.scale)
     batches = training_batches(data.train, recipe(data, args.cutout_length if args.cutout else 0, args.color_jitter),
-                               args.batch_size, args.seed, start=state['iteration'] * args.batch_size,
+                               args.batch_size, args.seed, start=state.iteration * args.batch_size,
                                rank=world.rank, size=world.size, pool=pool)
-    schedule = {}
-
-    def begin_epoch(epoch):
-        lr = epoch_lr(args.lr_schedule, epoch, args.epoch, args.model_lr, args.min_model_lr, args.lr_gamma)
-        set_momentum_lr(solver, lr)
-        schedule['drop_prob'] = args.dropout_rate * epoch / args.epoch
-        return {'Learning rate': lr}
 
     def train_step(it):
-        values = step(batches.next(), it, schedule['drop_prob'])
-        state['extra']['loss_scale'] = scaler.scale
+        values = step(batches.next(), it, args.dropout_rate * (it // iters_per_epoch) / args.epoch)
+        state.extra['loss_scale'] = scaler.scale
         return values
 
     def end_epoch(epoch, interrupts):
         return evaluate(test, test_batches(data, args, pool), len(data.test), interrupts)
 
     try:
-        last = loop.run(begin_epoch, train_step, end_epoch)
+        last = loop.run(train_step, end_epoch)
         if world.is_main:
             write_outputs(arch, args, last, state, n_params, loop.elapsed(), spec)
-        events.hparams(hyperparameters(args), {name: last[name] for name in ('Test error', TOP5) if name in last})
+        loop.board.hparams(hyperparameters(args), {name: last[name] for name in ('Test error', TOP5) if name in last})
     finally:
         batches.close()
-        events.close()
+        loop.board.close()
     world.say(error_lines(last))
     return 0
 
@@ -353,9 +338,9 @@ def write_outputs(arch, args, last, state, n_params, seconds, data):
     """params.h5, model.nnp and results.json of a finished run (rank 0's job under mpirun)."""
     nn.save_parameters(os.path.join(args.model_save_path, 'params.h5'))
     nnp = os.path.join(args.model_save_path, 'model.nnp')
-    export_nnp(arch, args, nnp, data)
+    export(arch, args, nnp, data)
     results = dict(test_error=last['Test error'], test_loss=last['Test loss'], epochs=args.epoch,
-                   iterations=state['iteration'], parameters=n_params, seconds=seconds,
+                   iterations=state.iteration, parameters=n_params, seconds=seconds,
                    arch=args.model_arch_name)
     if args.dataset != 'cifar10':
         results['dataset'] = args.dataset

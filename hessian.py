@@ -19,21 +19,14 @@ forward passes touch are written back bit for bit, and the batches come from an 
 their own.
 """
 import numpy as np
-import nnabla as nn
 
 from architect import forward_backward
+from numerics import running_statistics
 
 FD_STEP = 1e-2       # eps: the length of the alpha perturbation
 MAX_ITERATIONS = 20  # Lanczos iterations (Hessian-vector products) at most
 TOLERANCE = 1e-3     # stop when the eigenvalue estimate moves by less than this fraction of itself
 START_SEED = 0       # the iteration always starts from the same random direction
-
-
-def running_statistics():
-    """The parameters that no solver owns (BN running means and variances): forward passes with
-    batch statistics update them, so they are saved and written back."""
-    trained = nn.get_parameters(grad_only=True)
-    return {k: p for k, p in nn.get_parameters(grad_only=False).items() if k not in trained}
 
 
 def flat(arrays):

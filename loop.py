@@ -1,7 +1,7 @@
 """The outer loop of both jobs: epochs of steps, the epoch's series, checkpoints, interrupts.
 
     for each epoch not yet finished:
-        schedule = begin_epoch(epoch)            # {name: value} logged with the epoch (lr, ...)
+        the weights' learning rate of the epoch  # logged with the epoch
         for each iteration of the epoch not yet run:
             values = step(iteration)             # {series name: value}, averaged over the epoch
             a checkpoint every save_interval iterations
@@ -11,6 +11,8 @@
 A job resumed from a checkpoint enters this loop at the checkpoint's iteration with the
 checkpoint's epoch sums, so it logs and saves exactly what the uninterrupted job would have.
 """
+import collections
+import dataclasses
 import math
 import os
 import signal
@@ -23,8 +25,10 @@ from tqdm import tqdm
 
 import checkpoint
 import parallel
+from board import Board
 from errors import Stop, agree
 from files import series_path
+from numerics import set_momentum_lr
 from plots import drawn, learning_curves
 
 
@@ -79,14 +83,24 @@ def bar_label(name):
     return name.lower().replace('training ', '').replace('learning rate', 'lr')
 
 
-class TrainingLoop:
-    """Runs ``epochs`` epochs of ``iters_per_epoch`` steps from ``state`` (a new job's, or that of
-    the checkpoint ``resumed_from``), logging into ``log`` and checkpointing into ``save_path``."""
+Plan = collections.namedtuple('Plan', 'epochs lr save_interval save_path monitor_path tensorboard tensorboard_every')
+Plan.__doc__ = """What a job's loop runs: ``epochs``, ``lr(epoch)`` the weights' learning rate of an
+epoch (from 0), a checkpoint every ``save_interval`` iterations into ``save_path``, the series
+into ``monitor_path`` and the TensorBoard events into ``tensorboard`` (None: none), the running
+values every ``tensorboard_every`` iterations."""
 
-    def __init__(self, state, resumed_from, epochs, iters_per_epoch, save_interval, save_path, solvers, log):
-        self.state, self.resumed_from = state, resumed_from
-        self.epochs, self.iters_per_epoch, self.save_interval = epochs, iters_per_epoch, save_interval
-        self.save_path, self.solvers, self.log = save_path, solvers, log
+
+class TrainingLoop:
+    """Runs ``plan.epochs`` epochs of ``iters_per_epoch`` steps from ``state`` (a new job's
+    checkpoint.State, or that of the checkpoint ``resumed_from``): the weights' learning rate set
+    each epoch, the series ``curves`` logged (Log), checkpoints of ``solvers`` written."""
+
+    def __init__(self, plan, state, resumed_from, iters_per_epoch, solvers, curves):
+        self.plan, self.state, self.resumed_from = plan, state, resumed_from
+        self.iters_per_epoch, self.solvers = iters_per_epoch, solvers
+        self.board = Board(plan.tensorboard, state.epochs_done, state.iteration, parallel.world().is_main)
+        self.log = Log(plan.monitor_path, curves, state.epochs_done if resumed_from else None, self.board,
+                       plan.tensorboard_every)
         self.started = time.time()
         self.stopped = False
 
@@ -98,25 +112,25 @@ class TrainingLoop:
         """Load the checkpoint resumed from into the built graph and solvers; returns its extra state."""
         if self.resumed_from:
             checkpoint.restore(self.resumed_from, self.solvers)
-            for name, lr in self.state['lr'].items():
+            for name, lr in self.state.lr.items():
                 self.solvers[name].set_learning_rate(lr)
-        return self.state['extra']
+        return self.state.extra
 
     def elapsed(self):
-        return self.state['elapsed'] + time.time() - self.started
+        return self.state.elapsed + time.time() - self.started
 
     def save(self):
         """Write a checkpoint of the current state (never of weights that are no longer finite) and
         return its folder. Under mpirun rank 0 alone writes it: every rank holds the same
         parameters and state."""
-        self.check_weights()
+        check_weights(self.state.iteration, self.plan.save_path)
         if not parallel.world().is_main:
-            return checkpoint.checkpoint_folder(self.save_path, self.state['iteration'])
-        state = dict(self.state, elapsed=self.elapsed(),
-                     lr={name: s.learning_rate() for name, s in self.solvers.items()})
-        return checkpoint.save(self.save_path, state, self.solvers)
+            return checkpoint.checkpoint_folder(self.plan.save_path, self.state.iteration)
+        state = dataclasses.replace(self.state, elapsed=self.elapsed(),
+                                    lr={name: s.learning_rate() for name, s in self.solvers.items()})
+        return checkpoint.save(self.plan.save_path, state, self.solvers)
 
-    def run(self, begin_epoch, step, end_epoch):
+    def run(self, step, end_epoch):
         """Run to the last epoch; returns the values logged at its end. A SIGINT/SIGTERM saves a
         checkpoint and raises Interrupted; a failed write is one line naming the file."""
         try:
@@ -125,31 +139,32 @@ class TrainingLoop:
                     agree()  # under mpirun: every rank is ready, or all stop with the first error
                     if self.resumed_from is None:  # a first checkpoint before the first step: a job
                         self.save()  # stopped at any later moment can continue with --resume
-                    for epoch in range(self.state['epochs_done'], self.epochs):
+                    for epoch in range(self.state.epochs_done, self.plan.epochs):
                         if self.stopped:
                             break
-                        schedule = begin_epoch(epoch)
-                        self.run_steps(epoch, schedule, step, interrupts)
-                        self.finish_epoch(epoch, schedule, end_epoch, interrupts)
-                    return self.state['last']
+                        lr = self.plan.lr(epoch)
+                        set_momentum_lr(self.solvers['weights'], lr)
+                        self.run_steps(epoch, {'Learning rate': lr}, step, interrupts)
+                        self.finish_epoch(epoch, {'Learning rate': lr}, end_epoch, interrupts)
+                    return self.state.last
                 except Interrupted as e:
                     e.args = ('{} at iteration {}; checkpoint saved in {}; continue with --resume'.format(
-                        e, self.state['iteration'], self.save()),)
+                        e, self.state.iteration, self.save()),)
                     raise
         except OSError as e:  # disk full, folder made read-only: what failed, and where to resume
-            raise Stop(self.write_failed(e))
+            raise Stop(write_failed(e, self.plan.save_path, self.plan.monitor_path))
 
     def run_steps(self, epoch, schedule, step, interrupts):
         """The epoch's steps from the current iteration, with checkpoints every save_interval."""
-        ipe, first = self.iters_per_epoch, self.state['iteration']
+        ipe, first, every = self.iters_per_epoch, self.state.iteration, self.plan.save_interval
         end = (epoch + 1) * ipe
         if first == end:
             return
-        bar = progress_bar(epoch, self.epochs, first - epoch * ipe, ipe)
+        bar = progress_bar(epoch, self.plan.epochs, first - epoch * ipe, ipe)
         try:
             for it in range(first, end):
                 self.add_step(it, step(it), schedule, bar)
-                if self.save_interval and (it + 1) % self.save_interval == 0 and it + 1 < end:
+                if every and (it + 1) % every == 0 and it + 1 < end:
                     self.save()
                 interrupts.check()
         finally:
@@ -157,55 +172,59 @@ class TrainingLoop:
 
     def add_step(self, it, values, schedule, bar):
         """Check the step's values, add them to the epoch's sums and show the running means."""
+        state = self.state
         for name, value in values.items():
             if not math.isfinite(value):
-                raise Diverged('{} became {} at iteration {}; {}'.format(name, value, it, self.left_as_it_was()))
-            self.state['sums'][name] = self.state['sums'].get(name, 0.0) + value
-        self.state['count'] += 1
-        self.state['iteration'] = it + 1
+                raise Diverged('{} became {} at iteration {}; {}'.format(
+                    name, value, it, left_as_it_was(self.plan.save_path)))
+            state.sums[name] = state.sums.get(name, 0.0) + value
+        state.count += 1
+        state.iteration = it + 1
         bar.update(1)
-        shown = {name: total / self.state['count'] for name, total in self.state['sums'].items()}
-        shown.update(schedule)
+        shown = dict({name: total / state.count for name, total in state.sums.items()}, **schedule)
         self.log.running(it + 1, shown)
         bar.set_postfix({bar_label(name): '{:.4g}'.format(v) for name, v in shown.items()}, refresh=False)
 
     def finish_epoch(self, epoch, schedule, end_epoch, interrupts):
         """The epoch's means and end values logged, then a checkpoint."""
-        self.check_weights()
-        values = {name: total / max(self.state['count'], 1) for name, total in self.state['sums'].items()}
+        check_weights(self.state.iteration, self.plan.save_path)
+        values = {name: total / max(self.state.count, 1) for name, total in self.state.sums.items()}
         values.update(schedule)
         values.update(end_epoch(epoch, interrupts))
         for name, value in values.items():  # a test loss can overflow while the steps' losses did not
             if not math.isfinite(value):
                 raise Diverged('{} became {} at the end of epoch {} (iteration {}); {}'.format(
-                    name, value, epoch + 1, self.state['iteration'], self.left_as_it_was()))
+                    name, value, epoch + 1, self.state.iteration, left_as_it_was(self.plan.save_path)))
         values['Elapsed time'] = self.elapsed()
-        self.log.write(epoch, self.epochs, values)
-        self.state.update(epochs_done=epoch + 1, sums={}, count=0, last=values)
+        self.log.write(epoch, self.plan.epochs, values)
+        self.state.epochs_done, self.state.sums, self.state.count, self.state.last = epoch + 1, {}, 0, values
         self.save()
 
-    def check_weights(self):
-        """Raise Diverged if a parameter holds NaN or infinity: the update of the last step made it so
-        (a loss computed from such weights would have stopped the job before)."""
-        for name, p in nn.get_parameters(grad_only=False).items():
-            d = p.d
-            if not np.isfinite(d).all():
-                raise Diverged('the weights became {} at iteration {} ({}); {}'.format(
-                    'nan' if np.isnan(d).any() else 'inf', self.state['iteration'] - 1, name, self.left_as_it_was()))
 
-    def left_as_it_was(self):
-        """The end of a divergence message: no checkpoint is written after a divergence."""
-        if checkpoint.checkpoints(self.save_path):
-            return 'the last checkpoint in {} is left as it was'.format(self.save_path)
-        return 'no checkpoint was written in {}'.format(self.save_path)
+def check_weights(iteration, save_path):
+    """Raise Diverged if a parameter holds NaN or infinity: the update of the last step, the
+    ``iteration``-th, made it so (a loss computed from such weights would have stopped the job before)."""
+    for name, p in nn.get_parameters(grad_only=False).items():
+        d = p.d
+        if not np.isfinite(d).all():
+            raise Diverged('the weights became {} at iteration {} ({}); {}'.format(
+                'nan' if np.isnan(d).any() else 'inf', iteration - 1, name, left_as_it_was(save_path)))
 
-    def write_failed(self, error):
-        """The one-line message of a failed write: the file, the reason, the checkpoint left to resume from."""
-        found = checkpoint.checkpoints(self.save_path)
-        return 'cannot write {}: {}; {}'.format(
-            error.filename or 'into {}'.format(self.log.folder), error.strerror or error,
-            'the last checkpoint, {}, is intact: continue with --resume once this is fixed'.format(found[-1])
-            if found else 'no checkpoint was written yet')
+
+def left_as_it_was(save_path):
+    """The end of a divergence message: no checkpoint is written after a divergence."""
+    if checkpoint.checkpoints(save_path):
+        return 'the last checkpoint in {} is left as it was'.format(save_path)
+    return 'no checkpoint was written in {}'.format(save_path)
+
+
+def write_failed(error, save_path, monitor_path):
+    """The one-line message of a failed write: the file, the reason, the checkpoint left to resume from."""
+    found = checkpoint.checkpoints(save_path)
+    return 'cannot write {}: {}; {}'.format(
+        error.filename or 'into {}'.format(monitor_path), error.strerror or error,
+        'the last checkpoint, {}, is intact: continue with --resume once this is fixed'.format(found[-1])
+        if found else 'no checkpoint was written yet')
 
 
 class Log:

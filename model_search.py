@@ -34,11 +34,15 @@ def alphas(num_nodes, names=ALPHA_NAMES, ops=len(OP_NAMES)):
                 for name in names]
 
 
+def is_alpha(name):
+    """Whether the parameter ``name`` is an alpha (or beta): its full name ('alpha/alpha_normal') or
+    the name of the graph's own Variable of it ('alpha_normal')."""
+    return name.split('/')[-1] in ALPHA_NAMES + BETA_NAMES
+
+
 def split_parameters(params):
     """(weights, alphas): the parameter dict split for the two solvers."""
-    prefix = ALPHA_SCOPE + '/'
-    return ({k: v for k, v in params.items() if not k.startswith(prefix)},
-            {k: v for k, v in params.items() if k.startswith(prefix)})
+    return ({k: v for k, v in params.items() if not is_alpha(k)}, {k: v for k, v in params.items() if is_alpha(k)})
 
 
 def op_weights(alpha):

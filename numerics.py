@@ -50,6 +50,14 @@ def concatenated(arrays):
     return views[0] if len(views) == 1 else F.concatenate(*views, axis=2)
 
 
+def running_statistics():
+    """The parameters that no solver owns (BN running means and variances), by name: forward
+    passes with batch statistics update them, so they are averaged over the ranks with the
+    gradients, and saved and written back around the Hessian's passes."""
+    trained = nn.get_parameters(grad_only=True)
+    return {k: p for k, p in nn.get_parameters(grad_only=False).items() if k not in trained}
+
+
 class GradClipper:
     """Clips the global gradient norm of a set of parameters: the norm of all gradients
     concatenated into one flat vector (two functions, a graph built once on the gradients' own
@@ -71,6 +79,19 @@ class GradClipper:
         if coef < 1:
             solver.scale_grad(coef)
         return norm
+
+
+class WeightUpdate:
+    """The weight step of both jobs, on gradients already computed: clip their global norm, add
+    the weight decay, update (the paper's order)."""
+
+    def __init__(self, solver, params, max_norm, weight_decay):
+        self.solver, self.clip, self.weight_decay = solver, GradClipper(params, max_norm), weight_decay
+
+    def __call__(self):
+        self.clip(self.solver)
+        self.solver.weight_decay(self.weight_decay)
+        self.solver.update()
 
 
 HALF_MAX = 65504.0  # the largest finite half

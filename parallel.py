@@ -179,18 +179,12 @@ def world():
     return _world
 
 
-def buffers():
-    """The data of the parameters that are not trained (BN's running mean and variance)."""
-    import nnabla as nn
-    return [p.data for p in nn.get_parameters(grad_only=False).values() if not p.need_grad]
-
-
-def grad_reducer(params, with_buffers=False):
-    """A callable averaging over the ranks the gradients of ``params`` (name -> Variable), and
-    with ``with_buffers`` BN's running statistics too, all in one reduction; None for one process
-    (the steps then skip it: a single process does exactly what it did before)."""
+def grad_reducer(params, buffers=()):
+    """A callable averaging over the ranks the gradients of ``params`` (name -> Variable) and the
+    ``buffers`` (Variables: BN's running statistics, numerics.running_statistics), all in one
+    reduction; None for one process (the steps then skip it: a single process does exactly what it
+    did before)."""
     if _world.size == 1:
         return None
-    grads = [p.grad for p in params.values()]
-    stats = buffers() if with_buffers else []
-    return lambda: _world.all_reduce_mean(grads + stats)
+    arrays = [p.grad for p in params.values()] + [p.data for p in buffers]
+    return lambda: _world.all_reduce_mean(arrays)

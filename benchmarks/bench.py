@@ -61,10 +61,10 @@ def synthetic_batches(args, data, stream, cutout=0):
 def search_step(args):
     """The search step of darts_search.py and the supernet's weight count."""
     data = network_input(args.dataset, args.dataset_path, args.image_size)
-    weights, _, solvers, step, _ = darts_search.setup(args, data)
+    solvers, step, graph = darts_search.setup(args, data)
     set_momentum_lr(solvers['weights'], args.model_lr)
     batches = [synthetic_batches(args, data, s) for s in (0, 1)]
-    return (lambda it: step(batches[0].next(), batches[1].next())), count_parameters(weights), batches
+    return (lambda it: step(batches[0].next(), batches[1].next())), count_parameters(graph['weights']), batches
 
 
 def train_step(args):

@@ -61,7 +61,8 @@ def steps(kind):
         return [step(parallel.world().shard(images(BATCH, it)), it, 0.2) for it in range(3)]
     pc = ['--partial-channels', '2', '--edge-normalization', 'True'] if kind == 'pc' else []
     args = parse(SEARCH, SEARCH_FLAGS + pc + ['--second-order', str(kind == 'search2')])
-    _, alphas, solvers, step, graph = darts_search.setup(args)
+    solvers, step, graph = darts_search.setup(args)
+    alphas = graph['alphas']
     set_momentum_lr(solvers['weights'], args.model_lr)
     shard = parallel.world().shard
     values = [step(shard(images(BATCH, it)), shard(images(BATCH, 100 + it))) for it in range(3)]

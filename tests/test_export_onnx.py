@@ -70,7 +70,7 @@ def exported(request, tmp_path_factory):
     tests = {b: darts_train.build_test(arch, args, b) for b in BATCHES}
     trained_looking(rng)
     path = tmp_path_factory.mktemp('onnx') / '{}.onnx'.format(name)
-    darts_train.export_onnx(arch, args, str(path))
+    darts_train.export(arch, args, str(path), save=darts_train.save_onnx)
     images = {b: rng.normal(0.0, 1.0, (b, 3, 32, 32)).astype(np.float32) for b in BATCHES}
     expected = {b: nnabla_logits(tests[b], images[b]) for b in BATCHES}
     nn.clear_parameters()

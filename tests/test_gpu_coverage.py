@@ -100,7 +100,7 @@ def search_calls(second_order, options=(), data=CIFAR10):
     args = parse(SEARCH, ['--num-cells', '3', '--output-filter', '2', '--num-nodes', '4', '--batch-size',
                           str(BATCH), '--second-order', str(second_order), *options])
     with nn.context_scope(cudnn_context('float')):
-        _, _, _, step, _ = darts_search.setup(args, data)
+        _, step, _ = darts_search.setup(args, data)
         with Calls() as calls:
             for _ in range(2):
                 step(images(data), images(data))

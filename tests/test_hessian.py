@@ -7,9 +7,9 @@ import pytest
 import nnabla as nn
 import nnabla.functions as F
 
-import architect
 import hessian
 import model_search
+import numerics
 import operations
 from helpers import grouped_depthwise
 from test_search import plain_mixed_op, tiny_search_setup, use_computed_parameters
@@ -51,14 +51,14 @@ def smooth_supernet(monkeypatch):
 def test_eigenvalue_matches_the_exact_hessian_from_double_backward(monkeypatch):
     graph, weights, alphas, solvers, batch_a, batch_b = smooth_supernet(monkeypatch)
     batches = [batch_a, batch_b]
-    stats = {k: p.d.copy() for k, p in hessian.running_statistics().items()}
+    stats = {k: p.d.copy() for k, p in numerics.running_statistics().items()}
     before = {k: (a.d.copy(), a.g.copy()) for k, a in alphas.items()}
     weight_grads = {k: p.g.copy() for k, p in weights.items()}
     value, iterations = hessian.dominant_eigenvalue(graph, alphas, solvers['alphas'], batches,
                                                     iterations=200, tolerance=1e-7)
     for k, a in alphas.items():  # left exactly as they were
         assert np.array_equal(a.d, before[k][0]) and np.array_equal(a.g, before[k][1]), k
-    for k, p in hessian.running_statistics().items():
+    for k, p in numerics.running_statistics().items():
         assert np.array_equal(p.d, stats[k]), k
     for k, p in weights.items():  # the alpha-only backward leaves the weight gradients alone
         assert np.array_equal(p.g, weight_grads[k]), k

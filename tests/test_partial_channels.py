@@ -4,7 +4,6 @@ import functools
 
 import numpy as np
 import nnabla as nn
-import nnabla.functions as F
 import pytest
 
 import genotype
