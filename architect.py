@@ -149,7 +149,8 @@ class Unroller:
         self.momentum = [nn.Variable((1, 1, p.size)) for p in self.weights]  # bound to the solver's in save()
         w, g = concatenated(saved), concatenated(grads)
         m = self.momentum[0] if len(self.momentum) == 1 else F.concatenate(*self.momentum, axis=2)
-        # w - xi (grad + wd w + mu m / lr), in the operation order of the per-tensor formulation
+        # w' = w - xi (mu buf + grad + wd w), buf = v / lr (numerics.py): w - xi (grad + wd w + (mu / lr) v) on
+        # flat vectors, in the per-tensor operation order; numpy's per tensor: test_unroller_weight_arithmetic_is_numpys
         unrolled = F.sub2(w, bmm_scale(self.xi, F.add2(F.add2(g, F.mul_scalar(w, weight_decay)),
                                                        bmm_scale(self.buffer_scale, m))))
         self.unrolled = split_into(unrolled, data)

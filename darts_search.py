@@ -236,7 +236,8 @@ def search(args, ctx, data, halves, pool, state, resumed_from):
     nn.seed(args.seed)
     solvers, step, graph = setup(args, network_input(args.dataset, args.dataset_path, args.image_size))
     world.say('supernet: {} weights, {} alphas; {} order{}'.format(
-        count_parameters(graph['weights']), count_parameters(graph['alphas']), 'second' if args.second_order else 'first',
+        count_parameters(graph['weights']), count_parameters(graph['alphas']),
+        'second' if args.second_order else 'first',
         '; partial channels 1/{}'.format(args.partial_channels) if args.partial_channels > 1 else ''))
     iters_per_epoch = len(halves[0]) // args.batch_size
     loop = TrainingLoop(loop_plan(args), state, resumed_from, iters_per_epoch, solvers, CURVES)

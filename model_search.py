@@ -54,6 +54,8 @@ def op_weights(alpha):
 def mixed_op(x, weights, C, stride, bn):
     """sum_k w_k op_k(x) over the non-zero ops (w_zero * 0 adds nothing). Each w_k is the gamma of
     the BN that ends op k (the pools get theirs here); only the plain identity is scaled apart."""
+    # w_k * BN(h) = BN(h) with gamma w_k: the same sum without a multiply per op; the plain sum,
+    # sum_k w_k op_k(x), is tests/test_search.py's plain_mixed_op (test_fast_paths.py checks both agree)
     terms = []
     for k, (op, w) in enumerate(zip(OPS, weights)):
         with nn.parameter_scope('op{}'.format(k)):
