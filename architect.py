@@ -39,7 +39,7 @@ def search_graph(batch_size, C, num_cells, num_nodes, partial_channels=1, edge_n
     graph['loss'].persistent = graph['err'].persistent = True
     graph['leaves'] = graph_parameters(graph['loss'])
     graph['weights'], graph['alphas'] = split_parameters(nn.get_parameters(grad_only=True))
-    graph['reduce'] = {'weights': parallel.grad_reducer(graph['weights'], list(running_statistics().values())),
+    graph['reduce'] = {'weights': parallel.grad_reducer(graph['weights'], running_statistics()),
                        'alphas': parallel.grad_reducer(graph['alphas'])}
     return graph
 

@@ -114,7 +114,7 @@ def setup(arch, args, data=CIFAR10):
     world = parallel.world()
     train = build(arch, args, args.batch_size // world.size, data)
     params = nn.get_parameters(grad_only=True)
-    reduce_grads = parallel.grad_reducer(params, list(running_statistics().values()))
+    reduce_grads = parallel.grad_reducer(params, running_statistics())
     scaler = LossScaler(args.type_config == 'half')
     with nn.context_scope(float_context(nn.get_current_context())):  # float master weights, float clip
         solver = S.Momentum(args.model_lr, args.momentum)

@@ -158,7 +158,7 @@ def nccl_communicator():
         communicator.init()
     except Exception as e:  # no NCCL library, or an nnabla-ext-cuda built without it
         raise Unavailable('--context cudnn under mpirun needs NCCL 2 (NVIDIA\'s libnccl2) and MPI next to '
-                          'nnabla-ext-cuda120 (README, "Several processes"): {}'.format(
+                          'nnabla-ext-cuda120 (docs/parallel.md): {}'.format(
                               str(e).splitlines()[0] if str(e) else type(e).__name__))
     return communicator
 
@@ -179,12 +179,12 @@ def world():
     return _world
 
 
-def grad_reducer(params, buffers=()):
-    """A callable averaging over the ranks the gradients of ``params`` (name -> Variable) and the
-    ``buffers`` (Variables: BN's running statistics, numerics.running_statistics), all in one
+def grad_reducer(params, buffers=None):
+    """A callable averaging over the ranks the gradients of ``params`` and the data of ``buffers``
+    (both name -> Variable; the buffers: BN's running statistics, numerics.running_statistics), all in one
     reduction; None for one process (the steps then skip it: a single process does exactly what it
     did before)."""
     if _world.size == 1:
         return None
-    arrays = [p.grad for p in params.values()] + [p.data for p in buffers]
+    arrays = [p.grad for p in params.values()] + [p.data for p in (buffers or {}).values()]
     return lambda: _world.all_reduce_mean(arrays)
