@@ -33,7 +33,7 @@ from files import MB, check_input
 
 NAMES = ('cifar10', 'cifar100', 'svhn', 'imagenet', 'folder')
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-LAYOUT = 'an image folder holds train/<class>/* and val/<class>/* (README, "Datasets")'
+LAYOUT = 'an image folder holds train/<class>/* and val/<class>/* (docs/datasets.md)'
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.pgm', '.bmp', '.tif', '.tiff', '.webp')  # torchvision's
 MAX_ARCHIVE = 1024 * MB  # the largest official file, SVHN's train_32x32.mat, is 182 MB
 ARRAY_SIZE = 32  # the side of the images of the archives

@@ -11,7 +11,7 @@ reduction alphas as one vector):
 on a fixed set of validation batches without augmentation, so that the numbers of two epochs
 differ only by what the search changed. Lanczos rather than power iteration: the alpha Hessian
 of a real search has negative eigenvalues almost as large as the largest one, and power
-iteration's Rayleigh quotient then swings without settling (on the README's search after 3
+iteration's Rayleigh quotient then swings without settling (on docs/collapse.md's real search after 3
 epochs it still moved between 0.15 and 0.23 after 40 products), where Lanczos, with the same
 products, gives the largest eigenvalue (0.3528) to 4 digits in 9. The search itself is left
 exactly as it was: the alphas, their gradients and the BN running statistics that these

@@ -83,9 +83,9 @@ def test_what_is_not_an_image_by_its_name_is_left_out_with_one_warning(tmp_path,
 
 
 @pytest.mark.parametrize('case, fragments', [
-    ('no path', ['needs --dataset-path', 'train/<class>/*', 'README']),
+    ('no path', ['needs --dataset-path', 'train/<class>/*', 'docs/datasets.md']),
     ('a file', ['is not a folder', 'train/<class>/*']),
-    ('no train', ['has no train/ folder', 'README, "Datasets"']),
+    ('no train', ['has no train/ folder', 'docs/datasets.md']),
     ('no val', ['has no val/ (or test/) folder']),
     ('empty class', ['train/bee has no image', 'every class folder needs at least one']),
     ('one class', ['has 1 class folder', 'two or more']),
