@@ -27,7 +27,9 @@ def load_into_network(path):
 
 
 def save_nnp(path, x, logits):
-    """Write the inference graph from ``x`` to ``logits`` with the current parameters as .nnp."""
+    """Write the inference graph from ``x`` to ``logits`` with the current parameters as .nnp (its
+    folder made if missing, as files.check_output allows)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save(path, {'networks': [{'name': 'darts', 'batch_size': x.shape[0], 'outputs': {'y': logits},
                               'names': {'x': x}}],
                 'executors': [{'name': 'inference', 'network': 'darts', 'data': ['x'], 'output': ['y']}]},

@@ -43,7 +43,7 @@ def test_eval_only_refuses_parameters_of_another_architecture(trained):
 
 def test_nnp_runs_to_the_outputs_of_the_training_code(trained, tmp_path):
     _, run = trained
-    exported = tmp_path / 'again.nnp'
+    exported = tmp_path / 'new folder' / 'again.nnp'  # a folder --export-nnp makes
     proc = train(*TRAIN_TINY, '--export-nnp', exported, '--model-load-path', run / 'params.h5')
     assert proc.returncode == 0, proc.stderr
     args = darts_train.parse('train', TRAIN_TINY)
