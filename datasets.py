@@ -113,11 +113,12 @@ def on_disk(name):
 
 
 def class_count(name, path):
-    """The number of classes without reading any image: the dataset's own, or for ``folder`` the
-    class folders of train/ (for --summary-only)."""
-    if SPECS[name].classes is not None:
-        return SPECS[name].classes
-    return len(class_folders(split_folders(path)[0]))
+    """The number of classes without reading any image, as ``load`` finds them: the class folders of
+    an image folder's train/, else the dataset's own (ImageNet's 1000 when no folder is given, for
+    --summary-only)."""
+    if on_disk(name) and path is not None:
+        return len(class_folders(split_folders(path)[0]))
+    return SPECS[name].classes
 
 
 def load(name, path=None, image_size=None, train_images=0, test_images=0, with_train=True):

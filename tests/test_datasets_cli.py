@@ -66,6 +66,11 @@ def test_summaries_take_the_classes_and_sizes_of_the_dataset_without_reading_it(
     root = write_image_folder(tmp_path / 'f')  # 3 classes: CIFAR-10's counts less 7 outputs of each classifier
     assert summary_lines('--dataset', 'folder', '--dataset-path', root)[0] == \
         'trainable parameters: {} (aux head: {})'.format(3349342 - 577 * 7, 476426 - 769 * 7)
+    # an ImageNet folder's classifiers follow its class folders, as for any image folder at 224 px
+    paper = ['--num-cells', '14', '-f', '32']
+    assert summary_lines('--dataset', 'imagenet', '--dataset-path', root) == \
+        summary_lines('--dataset', 'folder', '--dataset-path', root, '--image-size', '224', *paper) != \
+        summary_lines('--dataset', 'imagenet')
 
 
 def test_cifar100_retraining_logs_and_writes_the_top5_error(tmp_path):
