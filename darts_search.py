@@ -119,11 +119,11 @@ class EpochEnd:
     """What the search does after each epoch (``end_epoch`` of loop.TrainingLoop): the derived arch's
     files and parameter-free counts; the Hessian eigenvalue when due (eigenvalue_due), on the fixed
     ``probe`` batches; DARTS-ES's decision, which ends the ``loop``. Its record, the eigenvalues and
-    the decision, is the loop's checkpointed extra state."""
+    the decision, is ``extra``, the loop's checkpointed extra state (TrainingLoop.restore)."""
 
-    def __init__(self, args, graph, solvers, probe, loop):
-        self.args, self.graph, self.solvers, self.probe, self.loop = args, graph, solvers, probe, loop
-        self.extra = loop.restore()
+    def __init__(self, args, graph, solvers, probe, loop, extra):
+        self.args, self.graph, self.solvers, self.probe = args, graph, solvers, probe
+        self.loop, self.extra = loop, extra
         self.extra.setdefault('eigenvalues', [])  # [epoch from 0, eigenvalue] of every evaluation
         if self.extra.get('early_stop'):  # a search that had stopped: resuming only writes its results again
             loop.stop()
@@ -241,10 +241,11 @@ def search(args, ctx, data, halves, pool, state, resumed_from):
         '; partial channels 1/{}'.format(args.partial_channels) if args.partial_channels > 1 else ''))
     iters_per_epoch = len(halves[0]) // args.batch_size
     loop = TrainingLoop(loop_plan(args), state, resumed_from, iters_per_epoch, solvers, CURVES)
+    extra = loop.restore()
     augment = recipe(data, jitter=args.color_jitter)
-    probe = (fixed_batches(halves[1], augment._replace(augment=False), args.batch_size, args.hessian_batches,
-                           world.rank, world.size, pool) if args.hessian_every else None)
-    end_epoch = EpochEnd(args, graph, solvers, probe, loop)
+    probe = (fixed_batches(halves[1], augment, args.batch_size, args.hessian_batches, world.rank, world.size, pool)
+             if args.hessian_every else None)
+    end_epoch = EpochEnd(args, graph, solvers, probe, loop, extra)
     batches = [training_batches(half, augment, args.batch_size, args.seed, s, state.iteration * args.batch_size,
                                 world.rank, world.size, pool) for s, half in enumerate(halves)]
 

@@ -199,8 +199,7 @@ def evaluate(test, batches, count, interrupts):
 def test_batches(data, args, pool):
     """This rank's test batches of the dataset (rows of the global batches of --batch-size)."""
     world = parallel.world()
-    return eval_batches(data.test, recipe(data)._replace(augment=False), args.batch_size, world.rank, world.size,
-                        pool)
+    return eval_batches(data.test, recipe(data), args.batch_size, world.rank, world.size, pool)
 
 
 def use_saved(arch, args):

@@ -203,8 +203,8 @@ def training_batches(split, recipe, batch_size, seed, stream=0, start=0, rank=0,
 
 def eval_batches(split, recipe, batch_size, rank=0, size=1, pool=None, report=None):
     """Yield this rank's (x, y, n_valid) of the global batches of ``batch_size`` that cover every
-    image once, in stored order; the last one is filled up by wrapping around, and only this rank's
-    first ``n_valid`` rows of it are real images."""
+    image once, in stored order, made by ``recipe`` without its augmentation; the last one is filled
+    up by wrapping around, and only this rank's first ``n_valid`` rows of it are real images."""
     stream = Stream(split, recipe._replace(augment=False), 0, batch_size=batch_size, rank=rank, size=size,
                     shuffle=False, pool=pool, report=report)
     try:

@@ -142,10 +142,10 @@ class TrainingLoop:
                     for epoch in range(self.state.epochs_done, self.plan.epochs):
                         if self.stopped:
                             break
-                        lr = self.plan.lr(epoch)
-                        set_momentum_lr(self.solvers['weights'], lr)
-                        self.run_steps(epoch, {'Learning rate': lr}, step, interrupts)
-                        self.finish_epoch(epoch, {'Learning rate': lr}, end_epoch, interrupts)
+                        schedule = {'Learning rate': self.plan.lr(epoch)}
+                        set_momentum_lr(self.solvers['weights'], schedule['Learning rate'])
+                        self.run_steps(epoch, schedule, step, interrupts)
+                        self.finish_epoch(epoch, schedule, end_epoch, interrupts)
                     return self.state.last
                 except Interrupted as e:
                     e.args = ('{} at iteration {}; checkpoint saved in {}; continue with --resume'.format(
@@ -234,7 +234,7 @@ class Log:
     resumed job's series keep their lines up to the epochs done, so they continue without gap or
     duplicate. Under mpirun, rank 0 alone writes them and prints the line."""
 
-    def __init__(self, folder, curves, epochs_done=None, board=None, every=0):
+    def __init__(self, folder, curves, epochs_done, board, every):
         self.writes = parallel.world().is_main
         if self.writes:
             os.makedirs(folder, exist_ok=True)
@@ -250,7 +250,7 @@ class Log:
     def running(self, iteration, values):
         """The running means of the epoch (and its schedule) after ``iteration`` iterations, every
         ``every`` iterations, to the board, as 'running/<tag>' (charts apart from the epochs')."""
-        if self.board is not None and self.every and iteration % self.every == 0:
+        if self.board.active and iteration % self.every == 0:
             self.board.iteration(iteration, {'running/' + self.tag(name): value for name, value in values.items()})
 
     def write(self, epoch, epochs, values):
@@ -265,8 +265,7 @@ class Log:
             except OSError as e:  # a failed write into an open file names no file
                 raise OSError(e.errno, e.strerror, e.filename or series_path(self.folder, name)) from e
         self.draw_curves()
-        if self.board is not None:
-            self.board.epoch(epoch + 1, {self.tag(name): value for name, value in values.items()})
+        self.board.epoch(epoch + 1, {self.tag(name): value for name, value in values.items()})
         tqdm.write('epoch {}/{}: {}'.format(epoch + 1, epochs, ', '.join(
             '{} {:.4g}'.format(name.lower(), value) for name, value in values.items())))
 

@@ -13,6 +13,7 @@ import math
 import nnabla as nn
 import nnabla.functions as F
 
+
 def cosine_lr(epoch, epochs, lr_max, lr_min):
     """The paper's per-epoch cosine schedule from lr_max (epoch 0) towards lr_min."""
     return lr_min + (lr_max - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2

@@ -5,9 +5,10 @@ import of the job's script in the workers), and every worker is started at once.
 write the samples into shared memory mapped before the fork (rings of sample slots, one per
 stream that reads, a batch and the queued chunks long): only the slot numbers and the errors go
 through pipes, and the job reads the samples in place, so a sample costs it no copy but the
-batch's own (a pickled array cost 2.3 ms for 600 KB at 224 px, a third of the sample itself). Workers ignore SIGINT and SIGTERM (the job handles both, saves its
-checkpoint and stops them) and exit when the job is gone (checked every second: a job killed
-with -9 leaves no worker behind). A worker that dies ends the job with one line:
+batch's own (a pickled array cost 2.3 ms for 600 KB at 224 px, a third of the sample itself).
+Workers ignore SIGINT and SIGTERM (the job handles both, saves its checkpoint and stops them)
+and exit when the job is gone (checked every second: a job killed with -9 leaves no worker
+behind). A worker that dies ends the job with one line:
 concurrent.futures notices it. A file that cannot be decoded comes back as its error, which
 the job reports and replaces (data_iterator.py).
 """
