@@ -224,52 +224,61 @@ def _writing(mode):
     return any(c in mode for c in 'wax+')
 
 
+# the points that wrap one function each: point -> [(owner, attribute, options of wrap)]
+WRAPPED = {
+    'step': [(numerics.GradClipper, '__call__', {})],  # in a step: after the backward pass, before the update
+    'accumulate': [(loop.TrainingLoop, 'add_step', {})],  # a step done, its values not yet counted
+    # inside the second-order step, weights temporarily moved (each of these moves them)
+    'unrolled': [(architect.Unroller, method, {}) for method in ('unroll', 'perturb', 'restore')],
+    'epoch_json': [(genotype, 'save', dict(path_arg=1))],  # arch_epoch_N.json (and, last, the final arch JSON)
+    'series': [(nnabla.monitor.MonitorSeries, 'add', {})],  # one point of one monitor series
+    'curves': [(loop, 'learning_curves', dict(path_arg=1))],  # learning_curves.png
+    'save': [(loop.TrainingLoop, 'save', {})],  # TrainingLoop.save, before anything of the checkpoint is written
+    'nnp': [(darts_train, 'export', dict(path_arg=2))],  # the retraining's model.nnp
+    # any JSON written atomically by a script (results.json, alphas*.json)
+    'json': [(module, 'write_json', dict(path_arg=1)) for module in (darts_train, darts_search)],
+    'load': [(datasets, 'load', {})],  # reading the dataset, before training
+    'plot': [(darts_search, 'draw_cells', dict(path_arg=1))],  # the search's final cell diagrams
+}
+GENERATORS = {'eval': (darts_train, 'eval_batches')}  # before a test batch of the retraining's evaluation
+H5_MATCHES = {'ckpt_params': _ckpt('params.h5'), 'ckpt_solver': _ckpt('solver'), 'final_params': _final_h5}
+OPENED = {  # points on builtins.open and os.rename, by what they match
+    'ckpt_state': ('open', lambda p, mode='r', *a, **k: _ckpt('state.json')(p) and _writing(mode), False),
+    'ckpt_rename': ('rename', lambda src, dst, *a, **k: os.path.basename(src) == TMP, False),
+    'ckpt_renamed': ('rename', lambda src, dst, *a, **k: os.path.basename(src) == TMP, True),  # before the pruning
+}
+POINTS = tuple(WRAPPED) + tuple(GENERATORS) + tuple(H5_MATCHES) + tuple(OPENED) + ('series_open', 'ckpt_rmtree')
+
+
 def install(point):
     """Patch the function of ``point`` (a Point)."""
     name = point.name
-    if name == 'step':  # inside a training step: after the backward pass, before the weight update
-        wrap(numerics.GradClipper, '__call__', point)
-    elif name == 'accumulate':  # a step done, its values not yet counted
-        wrap(loop.TrainingLoop, 'add_step', point)
-    elif name == 'unrolled':  # inside the second-order step, weights temporarily moved
-        for method in ('unroll', 'perturb', 'restore'):  # each moves the weights (as write_weights did)
-            wrap(architect.Unroller, method, point)
-    elif name == 'eval':  # before a test batch of the retraining's evaluation
-        wrap_generator(darts_train, 'eval_batches', point)
-    elif name == 'epoch_json':  # the search's arch_epoch_N.json (and, last, the final arch JSON)
-        wrap(genotype, 'save', point, path_arg=1)
-    elif name == 'series':  # one point of one monitor series
-        wrap(nnabla.monitor.MonitorSeries, 'add', point)
+    if name in WRAPPED:
+        for owner, attr, options in WRAPPED[name]:
+            wrap(owner, attr, point, **options)
+    elif name in GENERATORS:
+        wrap_generator(*GENERATORS[name], point)
+    elif name in H5_MATCHES:
+        h5_writes(point, H5_MATCHES[name])
+    elif name in OPENED:
+        attr, when, after = OPENED[name]
+        wrap(builtins if attr == 'open' else os, attr, point, when=when, after=after)
     elif name == 'series_open':
         series_open(point)
-    elif name == 'curves':  # learning_curves.png
-        wrap(loop, 'learning_curves', point, path_arg=1)
-    elif name == 'save':  # TrainingLoop.save, before anything of the checkpoint is written
-        wrap(loop.TrainingLoop, 'save', point)
-    elif name in ('ckpt_params', 'ckpt_solver', 'final_params'):
-        h5_writes(point, {'ckpt_params': _ckpt('params.h5'), 'ckpt_solver': _ckpt('solver'),
-                          'final_params': _final_h5}[name])
-    elif name == 'ckpt_state':  # state.json of the checkpoint being written
-        wrap(builtins, 'open', point, when=lambda p, mode='r', *a, **k: _ckpt('state.json')(p) and _writing(mode))
-    elif name == 'ckpt_rename':  # the complete temporary folder, just before its rename
-        wrap(os, 'rename', point, when=lambda src, dst, *a, **k: os.path.basename(src) == TMP)
-    elif name == 'ckpt_renamed':  # just after the rename, before the oldest checkpoints are removed
-        wrap(os, 'rename', point, when=lambda src, dst, *a, **k: os.path.basename(src) == TMP, after=True)
     elif name == 'ckpt_rmtree':  # removal of an existing checkpoint folder (pruned, or replaced by
         # one of the same iteration), not of the temporary one
         partial_rmtree(point, lambda p: checkpoint.PREFIX in os.path.basename(os.fspath(p))
                        and os.path.basename(os.fspath(p)) != TMP)
-    elif name == 'nnp':  # the retraining's model.nnp
-        wrap(darts_train, 'export_nnp', point, path_arg=2)
-    elif name == 'json':  # any JSON written atomically by a script (results.json, alphas*.json)
-        for module in (darts_train, darts_search):
-            wrap(module, 'write_json', point, path_arg=1)
-    elif name == 'load':  # reading the dataset, before training
-        wrap(datasets, 'load', point)
-    elif name == 'plot':  # the search's final cell diagrams
-        wrap(darts_search, 'draw_cells', point, path_arg=1)
     else:
         raise SystemExit('inject.py: unknown point {!r}'.format(name))
+
+
+def missing_targets():
+    """The 'point: owner.attribute' of every wrapped function that does not exist (a rename)."""
+    wrapped = [(name, owner, attr) for name, entries in WRAPPED.items() for owner, attr, _ in entries]
+    wrapped += [(name, owner, attr) for name, (owner, attr) in GENERATORS.items()]
+    return ['{}: {}.{}'.format(name, getattr(owner, '__name__', owner), attr) for name, owner, attr in wrapped
+            if not callable(getattr(owner, attr, None))]
 
 
 def deny_writes(folder, code):
