@@ -5,6 +5,7 @@ search and retraining recipes, docs/reference.md) and in the few flags of their 
 """
 import argparse
 import functools
+import json
 import math
 
 import board
@@ -179,10 +180,20 @@ FINITE = ('model_lr', 'min_model_lr', 'weight_decay_model', 'arch_lr', 'weight_d
           'auxiliary_weight', 'lr_gamma', 'momentum', 'label_smoothing')
 
 
-def data_config(args):
-    """The data flags a resumed job must share with the run it resumes (absent from the checkpoints
-    of CIFAR-10 runs, which resume as before)."""
-    return {} if args.dataset == 'cifar10' else dict(dataset=args.dataset, image_size=args.image_size)
+# the flags that a resumed job may set otherwise than the run it continues (docs/reliability.md): how
+# many epochs it runs, where and how it computes, where its data lies, where and how often it writes
+RESUMABLE = ('epoch', 'context', 'device_id', 'deterministic', 'dataset_path', 'data_workers', 'monitor_path',
+             'model_save_path', 'model_save_interval', 'model_arch_name', 'resume', 'tensorboard', 'tensorboard_every')
+NOT_TRAINING = ('summary_only', 'eval_only', 'model_load_path', 'plot', 'export_nnp', 'export_onnx')  # end before
+# the flags that the checkpoints of earlier versions recorded only when not at these values
+IMPLIED_BY_ABSENCE = dict(partial_channels=1, edge_normalization=False, dataset='cifar10', image_size=32)
+
+
+def resume_config(script, args):
+    """What a resumed job must share with the run it resumes (checkpoint.start checks it): the job,
+    and every flag but the RESUMABLE ones, as JSON values."""
+    flags = {name: value for name, value in sorted(vars(args).items()) if name not in RESUMABLE + NOT_TRAINING}
+    return json.loads(json.dumps(dict(job=script, **flags)))
 
 
 def loop_plan(args):

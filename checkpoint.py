@@ -93,28 +93,34 @@ def read_state(path):
     return State(**{key: state[key] for key in STATE_TYPES})
 
 
-def newest(folder, config):
-    """(state, folder) of the newest checkpoint in ``folder``, checked against this run's ``config``."""
+def newest(folder, config, implied=None):
+    """(state, folder) of the newest checkpoint in ``folder``, checked against this run's ``config``.
+    A key that the checkpoint lacks (one of an earlier version) is checked only where ``implied``
+    gives the value its absence meant."""
     found = checkpoints(folder)
     if not found:
         raise UserError('--resume: no checkpoint in {}'.format(folder))
     state = read_state(os.path.join(found[-1], 'state.json'))
+    implied = implied or {}
     for key, value in config.items():
-        if state.config.get(key) != value:
+        if key not in state.config and key not in implied:
+            continue
+        if state.config.get(key, implied.get(key)) != value:
             raise UserError('--resume: the checkpoint in {} was made with {} = {}, this run has {}'.format(
-                found[-1], key, json.dumps(state.config.get(key)), json.dumps(value)))
+                found[-1], key, json.dumps(state.config.get(key, implied.get(key))), json.dumps(value)))
     return state, found[-1]
 
 
-def start(monitor_path, save_path, config, resume):
-    """(state, resumed_from): the newest checkpoint's state and folder with ``resume``, else a new
-    job's state and None; the output folders are checked before any work."""
+def start(monitor_path, save_path, config, resume, implied=None):
+    """(state, resumed_from): the newest checkpoint's state and folder with ``resume`` (checked as
+    ``newest`` checks it), else a new job's state and None; the output folders are checked before
+    any work."""
     for folder, flag in ((monitor_path, '--monitor-path'), (save_path, '--model-save-path')):
         check_output(folder, flag, folder=True)
         if not resume and (glob.glob(os.path.join(folder, '*.series.txt')) or checkpoints(folder)):
             raise UserError('{} already holds a run: pass --resume to continue it, or choose another '
                             '--monitor-path/--model-save-path'.format(folder))
-    return newest(save_path, config) if resume else (State(config), None)
+    return newest(save_path, config, implied) if resume else (State(config), None)
 
 
 def load_parameters_into(params, file, source):

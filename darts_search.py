@@ -1,5 +1,5 @@
-"""DARTS bilevel architecture search (CIFAR-10; --dataset for the others); writes the derived cells
-as an arch JSON.
+"""DARTS bilevel architecture search on the dataset of --dataset (CIFAR-10 by default, CIFAR-100,
+SVHN, ImageNet, image folders); writes the derived cells as an arch JSON.
 
     python darts_search.py --context cudnn --device-id 0 --monitor-path search.monitor \\
         --model-arch-name arch.json [--second-order True]
@@ -7,6 +7,7 @@ as an arch JSON.
 import contextlib
 import json
 import os
+import shlex
 import sys
 import tempfile
 
@@ -21,7 +22,7 @@ import genotype
 import hessian
 import parallel
 from architect import FirstOrder, SecondOrder, forward_backward, search_graph
-from args import SEARCH, data_config, loop_plan, parse
+from args import IMPLIED_BY_ABSENCE, SEARCH, loop_plan, parse, resume_config
 from backbone import CIFAR10, count_parameters
 from data_iterator import fixed_batches, network_input, recipe, training_batches, worker_pool
 from device import device_context
@@ -32,10 +33,10 @@ from numerics import WeightUpdate
 from plots import alpha_weights, draw_cells, drawn
 
 EIGENVALUE, ITERATIONS = 'Hessian eigenvalue', 'Hessian-vector products'
-PARAMETER_FREE = {'arch_normal': 'Parameter-free ops normal', 'arch_reduction': 'Parameter-free ops reduction'}
+PARAMETER_FREE_SERIES = {'arch_normal': 'Parameter-free ops normal', 'arch_reduction': 'Parameter-free ops reduction'}
 CURVES = (('error', ('Training error', 'Validation error')), ('loss', ('Training loss', 'Validation loss')),
           ('learning rate', ('Learning rate',)), ('dominant eigenvalue of the alpha Hessian', (EIGENVALUE,)),
-          ('parameter-free ops in the derived cells', tuple(PARAMETER_FREE.values())))
+          ('parameter-free ops in the derived cells', tuple(PARAMETER_FREE_SERIES.values())))
 
 
 def setup(args, data=CIFAR10):
@@ -64,9 +65,9 @@ def setup(args, data=CIFAR10):
             solvers['alphas'].weight_decay(args.weight_decay_archs)
             solvers['alphas'].update()
             values = {'Validation loss': valid[0], 'Validation error': valid[1]}
-        train = forward_backward(graph, train_batch, {'weights': solvers['weights']})
+        trained = forward_backward(graph, train_batch, {'weights': solvers['weights']})
         update_weights()
-        return world.mean_values(dict({'Training loss': train[0], 'Training error': train[1]}, **values))
+        return world.mean_values(dict({'Training loss': trained[0], 'Training error': trained[1]}, **values))
 
     return solvers, step, graph
 
@@ -83,9 +84,7 @@ def alpha_dict(alphas):
 
 def arch_of(alphas, num_nodes, max_skip_connect=None):
     """The arch JSON that the current alphas (and betas, with edge normalisation) derive."""
-    arrays = named_arrays(alphas)
-    betas = [arrays[name] for name in genotype.BETA_NAMES] if genotype.BETA_NAMES[0] in arrays else None
-    return genotype.derive(*[arrays[name] for name in genotype.ALPHA_NAMES], num_nodes, max_skip_connect, betas)
+    return genotype.derive_named(named_arrays(alphas), num_nodes, max_skip_connect)
 
 
 def draw_alphas(alphas, num_nodes, folder, epoch):
@@ -109,7 +108,7 @@ def write_epoch(arch, alphas, num_nodes, folder, epoch, events):
         events.image('alpha-weights', path, epoch + 1)
     if events.active:
         with tempfile.TemporaryDirectory() as scratch:
-            for path in drawn(lambda: draw_cells(genotype.cells(arch), scratch)[0], 'the cell diagrams'):
+            for path in drawn(lambda: [p for p, _ in draw_cells(genotype.cells(arch), scratch)], 'the cell diagrams'):
                 events.image('cells/' + os.path.basename(path)[:-len('_cell.png')], path, epoch + 1)
         for name, values in named_arrays(alphas).items():
             events.histogram('alphas/' + name, values, epoch + 1)
@@ -133,7 +132,7 @@ class EpochEnd:
         arch = arch_of(alphas, args.num_nodes, args.max_skip_connect)
         if parallel.world().is_main:
             write_epoch(arch, alphas, args.num_nodes, args.monitor_path, epoch, self.loop.board)
-        values = {PARAMETER_FREE[cell]: count for cell, count in genotype.parameter_free(arch).items()}
+        values = {PARAMETER_FREE_SERIES[cell]: count for cell, count in genotype.parameter_free(arch).items()}
         if eigenvalue_due(epoch, args.hessian_every, args.epoch):
             value, iterations = hessian.dominant_eigenvalue(self.graph, alphas, self.solvers['alphas'], self.probe)
             self.extra['eigenvalues'].append([epoch, value])
@@ -184,19 +183,19 @@ def report(args, arch, final_alphas):
     genotype.save(arch, args.model_arch_name)
     draw_cells(genotype.cells(arch), args.monitor_path)
     print(genotype.describe(arch))
-    print('architecture written to {}; retrain it with:\n  python darts_train.py --context {} '
-          '--model-arch-name {} --num-nodes {} --monitor-path result.monitor'.format(
-              args.model_arch_name, args.context, args.model_arch_name, args.num_nodes))
+    print('architecture written to {}; retrain it with:\n  {}'.format(args.model_arch_name, retrain_command(args)))
 
 
-def checkpoint_config(args):
-    """The flags a resumed search must share with the run it resumes (checkpoint.start checks them)."""
-    config = dict(num_cells=args.num_cells, channels=args.output_filter, num_nodes=args.num_nodes,
-                  batch_size=args.batch_size, seed=args.seed, second_order=args.second_order,
-                  train_images=args.train_images)
-    if args.partial_channels > 1 or args.edge_normalization:  # absent from the checkpoints of DARTS runs
-        config.update(partial_channels=args.partial_channels, edge_normalization=args.edge_normalization)
-    return dict(config, **data_config(args))
+def retrain_command(args):
+    """The darts_train.py command that retrains the search's arch on the data the search saw."""
+    flags = ['--context', args.context, '--model-arch-name', args.model_arch_name, '--num-nodes', args.num_nodes]
+    if args.dataset != 'cifar10':
+        flags += ['--dataset', args.dataset]
+    if args.dataset_path is not None:
+        flags += ['--dataset-path', args.dataset_path]
+    if args.image_size != datasets.default_image_size(args.dataset):
+        flags += ['--image-size', args.image_size]
+    return 'python darts_train.py ' + ' '.join(shlex.quote(str(f)) for f in flags + ['--monitor-path', 'result.monitor'])
 
 
 def load_halves(args):
@@ -221,8 +220,8 @@ def main(argv=None):
         raise UserError('{} already exists: choose another --model-arch-name or move it away'.format(
             args.model_arch_name))
     ctx = device_context(args.context, world.device_id(args.device_id), args.type_config, args.deterministic)
-    state, resumed_from = checkpoint.start(args.monitor_path, args.model_save_path, checkpoint_config(args),
-                                           args.resume)
+    state, resumed_from = checkpoint.start(args.monitor_path, args.model_save_path, resume_config(SEARCH, args),
+                                           args.resume, IMPLIED_BY_ABSENCE)
     board.check(args.tensorboard, args.resume)
     data, halves, pool = load_halves(args)
     with pool or contextlib.nullcontext():

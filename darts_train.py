@@ -1,5 +1,5 @@
-"""Retrain a DARTS cell from an arch JSON and report its test error (CIFAR-10; --dataset for
-CIFAR-100, SVHN, ImageNet in the paper's mobile setting, or an image folder).
+"""Retrain a DARTS cell from an arch JSON on the dataset of --dataset (CIFAR-10 by default,
+CIFAR-100, SVHN, ImageNet in the paper's mobile setting, image folders) and report its test error.
 
     python darts_train.py --context cudnn --epoch 600 --batch-size 96 --num-cells 20 \\
         --cutout True --monitor-path result.monitor --model-arch-name arch.json
@@ -18,7 +18,7 @@ import checkpoint
 import datasets
 import genotype
 import parallel
-from args import TRAIN, data_config, loop_plan, parse
+from args import IMPLIED_BY_ABSENCE, TRAIN, loop_plan, parse, resume_config
 from backbone import CIFAR10, count_parameters, multiply_adds
 from data_iterator import eval_batches, network_input, recipe, training_batches, worker_pool
 from device import device_context, float_context
@@ -30,7 +30,7 @@ from model_eval import DropPath, network
 from numerics import LossScaler, WeightUpdate, running_statistics
 from plots import learning_curves, read_series
 
-TOP5 = 'Test error top-5'  # logged for more than 10 classes, or more than 5 on the ImageNet network
+TOP5 = 'Test error top-5'  # logged where reports_top5
 CURVES = (('error', ('Training error', 'Test error', TOP5)), ('loss', ('Training loss', 'Test loss')),
           ('learning rate', ('Learning rate',)))
 
@@ -53,8 +53,10 @@ def summary(arch, args, data):
             auxiliary=args.auxiliary, imagenet=data.imagenet)
     body, aux = parameter_counts(nn.get_parameters(grad_only=True))
     logits = build_test(arch, args, 1, data)['logits']
-    return '{}\ntrainable parameters: {} (aux head: {})\nmultiply-adds: {} per {}x{} image'.format(
-        genotype.describe(arch), body, aux if args.auxiliary else 'off', multiply_adds(logits), data.size, data.size)
+    return '{}\ninput: {}x{} images of {} classes ({})\ntrainable parameters: {} (aux head: {})\n' \
+        'multiply-adds: {} per {}x{} image'.format(genotype.describe(arch), data.size, data.size, data.classes,
+                                                   args.dataset, body, aux if args.auxiliary else 'off',
+                                                   multiply_adds(logits), data.size, data.size)
 
 
 def single_value_batch_norms(output):
@@ -100,10 +102,9 @@ def build(arch, args, batch_size, data=CIFAR10):
         raise UserError('--batch-size {} leaves one value per channel in a batch normalisation (the aux head '
                         'ends on 1x1 maps): use --batch-size {} or more, or --auxiliary False'.format(
                             args.batch_size, 2 * parallel.world().size))
-    train = dict(x=x, y=y, loss=loss, ce=ce, err=err, drop_path=drop_path)
-    for v in (loss, ce, train['err']):
+    for v in (loss, ce, err):
         v.persistent = True  # read after forward: never let buffer clearing reuse them
-    return train
+    return dict(x=x, y=y, loss=loss, ce=ce, err=err, drop_path=drop_path)
 
 
 def setup(arch, args, data=CIFAR10):
@@ -112,7 +113,7 @@ def setup(arch, args, data=CIFAR10):
     times this same step. Under mpirun ``batch`` is this rank's rows of the global batch, and the
     gradients and BN statistics are averaged over the ranks before the clip (parallel.py)."""
     world = parallel.world()
-    train = build(arch, args, args.batch_size // world.size, data)
+    graph = build(arch, args, args.batch_size // world.size, data)
     params = nn.get_parameters(grad_only=True)
     reduce_grads = parallel.grad_reducer(params, running_statistics())
     scaler = LossScaler(args.type_config == 'half')
@@ -122,30 +123,35 @@ def setup(arch, args, data=CIFAR10):
         update_weights = WeightUpdate(solver, params, args.grad_clip_value_model, args.weight_decay_model)
 
     def step(batch, it, drop_prob):
-        train['x'].d, train['y'].d = batch
-        train['drop_path'].refresh(np.random.RandomState([args.seed, 3, it]), drop_prob, world.rank, world.size)
-        nn.forward_all([train['loss'], train['ce'], train['err']], clear_no_need_grad=True)
+        graph['x'].d, graph['y'].d = batch
+        graph['drop_path'].refresh(np.random.RandomState([args.seed, 3, it]), drop_prob, world.rank, world.size)
+        nn.forward_all([graph['loss'], graph['ce'], graph['err']], clear_no_need_grad=True)
         solver.zero_grad()
-        scaler.backward(train['loss'])
+        scaler.backward(graph['loss'])
         if reduce_grads:
             reduce_grads()
         if scaler.unscale(solver):
             update_weights()
-        return world.mean_values({'Training loss': float(train['ce'].d), 'Training error': float(train['err'].d),
-                                  'Training objective': float(train['loss'].d)})
+        return world.mean_values({'Training loss': float(graph['ce'].d), 'Training error': float(graph['err'].d),
+                                  'Training objective': float(graph['loss'].d)})
 
     return params, solver, scaler, step
 
 
+def reports_top5(data):
+    """Whether the top-5 error of a network fed ``data`` is reported beside the top-1 error: for more
+    than 10 classes, or more than 5 on the ImageNet network, as ImageNet results report it."""
+    return data.classes > 10 or data.imagenet and data.classes > 5
+
+
 def build_test(arch, args, batch_size, data=CIFAR10):
     """The test graph (BN statistics, no aux head, no drop path): per-image loss and error (and
-    top-5 error for more than 10 classes, or more than 5 on the ImageNet network, as ImageNet results
-    report it)."""
+    top-5 error where reports_top5)."""
     x, y = nn.Variable((batch_size, 3, data.size, data.size)), nn.Variable((batch_size, 1))
     logits, _ = network(x, arch, channels(args), args.num_cells, data.classes, test=True, imagenet=data.imagenet)
     with nn.context_scope(float_context(nn.get_current_context())):
         test = dict(x=x, y=y, logits=logits, loss=F.softmax_cross_entropy(logits, y), err=F.top_n_error(logits, y))
-        if data.classes > 10 or data.imagenet and data.classes > 5:
+        if reports_top5(data):
             test['err5'] = F.top_n_error(logits, y, n=5)
     for name in ('loss', 'err', 'err5'):
         if name in test:
@@ -239,13 +245,6 @@ def plot_runs(folders, path='performance.png'):
     return 0
 
 
-def checkpoint_config(arch, args):
-    """The flags a resumed retraining must share with the run it resumes (checkpoint.start checks them)."""
-    config = dict(arch=arch, num_cells=args.num_cells, channels=channels(args), auxiliary=args.auxiliary,
-                  batch_size=args.batch_size, seed=args.seed, train_images=args.train_images)
-    return dict(config, **data_config(args))
-
-
 def load_data(args):
     """The dataset, checked against --batch-size, and the worker pool of an image folder (None for
     the archives, or with --data-workers 0): both before the network is built."""
@@ -267,8 +266,8 @@ def main(argv=None):
                                           args.deterministic))
     if args.eval_only or args.export_nnp or args.export_onnx:
         return use_saved(arch, args)
-    state, resumed_from = checkpoint.start(args.monitor_path, args.model_save_path, checkpoint_config(arch, args),
-                                           args.resume)
+    state, resumed_from = checkpoint.start(args.monitor_path, args.model_save_path,
+                                           dict(resume_config(TRAIN, args), arch=arch), args.resume, IMPLIED_BY_ABSENCE)
     board.check(args.tensorboard, args.resume)
     data, pool = load_data(args)
     with pool or contextlib.nullcontext():

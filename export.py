@@ -1,5 +1,6 @@
 """Files that carry a trained network out of a job: its parameters without the aux head, and
-the inference network as nnabla's .nnp (input: normalised 3x32x32 images, output: logits), and
+the inference network as nnabla's .nnp (input: normalised 3xSxS images, S the --image-size of the
+run, output: logits), and
 the same network as ONNX when the optional export dependencies are installed (imported only here,
 only when an ONNX file is written)."""
 import contextlib

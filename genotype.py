@@ -209,23 +209,31 @@ def cells(arch):
 
 
 def load_alphas(path, num_nodes=7):
-    """(alpha_normal, alpha_reduction) of an alphas JSON file written by the search, checked
-    against the edges and ops of ``num_nodes``-node cells."""
+    """{name: array} of an alphas JSON file written by the search: the ALPHA_NAMES and, from an
+    edge-normalised search, the BETA_NAMES, checked against the edges (and ops) of
+    ``num_nodes``-node cells."""
     check_input(path, 'alphas file', MB)
     try:
         with open(path) as f:
             raw = json.load(f)
-        alphas = tuple(np.array(raw[name], dtype=np.float64) for name in ALPHA_NAMES)
+        names = ALPHA_NAMES + (BETA_NAMES if any(name in raw for name in BETA_NAMES) else ())
+        arrays = {name: np.array(raw[name], dtype=np.float64) for name in names}
     except OSError as e:
         raise UserError('cannot read alphas file {}: {}'.format(path, e.strerror or e))
     except (ValueError, UnicodeDecodeError, TypeError, KeyError, RecursionError) as e:
         raise UserError('{} is not an alphas file ({} as JSON lists): {}'.format(path, ' and '.join(ALPHA_NAMES), e))
-    shape = (len(edges(num_nodes)), len(OP_NAMES))
-    for name, a in zip(ALPHA_NAMES, alphas):
+    for name, a in arrays.items():
+        shape = (len(edges(num_nodes)), len(OP_NAMES) if name in ALPHA_NAMES else 1)
         if a.shape != shape or not np.isfinite(a).all():
-            raise UserError('{}: {} must be {} finite numbers (edges x ops of --num-nodes {}), got shape {}'.format(
-                path, name, 'x'.join(map(str, shape)), num_nodes, a.shape))
-    return alphas
+            raise UserError('{}: {} must be {} finite numbers (edges x {} of --num-nodes {}), got shape {}'.format(
+                path, name, 'x'.join(map(str, shape)), 'ops' if name in ALPHA_NAMES else '1', num_nodes, a.shape))
+    return arrays
+
+
+def derive_named(arrays, num_nodes, max_skip_connect=None):
+    """The arch of {name: array} alphas, as the search derives it: with the betas where they are."""
+    betas = [arrays[name] for name in BETA_NAMES] if BETA_NAMES[0] in arrays else None
+    return derive(*[arrays[name] for name in ALPHA_NAMES], num_nodes, max_skip_connect, betas)
 
 
 def epoch_file(folder, kind, epoch):
@@ -235,14 +243,22 @@ def epoch_file(folder, kind, epoch):
 
 
 def cell_weights(alphas):
-    """{cell name ('normal', 'reduction'): softmax weights, edges x ops} of ``alphas``, a mapping
-    that holds the ALPHA_NAMES (betas or other keys are ignored)."""
-    return {name[len('alpha_'):]: softmax_weights(np.asarray(alphas[name])) for name in ALPHA_NAMES}
+    """{cell name ('normal', 'reduction'): the weight of every op of every edge in the supernet,
+    edges x ops} of ``alphas``, a mapping that holds the ALPHA_NAMES: their softmax, times each
+    edge's normalised beta where the mapping holds the BETA_NAMES too (an edge-normalised search
+    weighs its edges so); other keys are ignored."""
+    weights = {}
+    for alpha, beta in zip(ALPHA_NAMES, BETA_NAMES):
+        w = softmax_weights(np.asarray(alphas[alpha]))
+        if beta in alphas:
+            w = w * normalised_betas(alphas[beta], nodes_of_rows(len(w)))[:, None]
+        weights[alpha[len('alpha_'):]] = w
+    return weights
 
 
 def epoch_alphas(folder):
-    """(epochs, {cell: array epochs x edges x ops of softmax weights}) of the alphas_epoch_N.json
-    files that a search writes into its monitor folder, in epoch order."""
+    """(epochs, {cell: array epochs x edges x ops of the weights of cell_weights}, num_nodes) of the
+    alphas_epoch_N.json files that a search writes into its monitor folder, in epoch order."""
     start, end = epoch_file('', 'alphas', '|').split('|')  # the name around the epoch number
     found = sorted(int(name[len(start):-len(end)]) for name in os.listdir(folder)
                    if name.startswith(start) and name.endswith(end) and name[len(start):-len(end)].isdigit())
@@ -266,8 +282,8 @@ def nodes_of_rows(rows):
 
 def command_plot(args):
     import plots  # matplotlib is loaded to draw, never to read or build a network
-    written, renderer = plots.draw_cells(cells(load(args.arch, args.num_nodes)), args.out)
-    print('{} ({})'.format(', '.join(written), renderer))
+    for path, renderer in plots.draw_cells(cells(load(args.arch, args.num_nodes)), args.out):
+        print('{} ({})'.format(path, renderer))
 
 
 def command_derive(args):
@@ -275,7 +291,7 @@ def command_derive(args):
     if not holds:
         raise UserError(message)
     check_output(args.out, '--out')
-    arch = derive(*load_alphas(args.alphas, args.num_nodes), args.num_nodes, args.max_skip_connect)
+    arch = derive_named(load_alphas(args.alphas, args.num_nodes), args.num_nodes, args.max_skip_connect)
     save(arch, args.out)
     print(describe(arch))
     print('architecture written to {}'.format(args.out))

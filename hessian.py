@@ -3,8 +3,8 @@
 Zela et al. (ICLR 2020, "Understanding and Robustifying Differentiable Architecture Search")
 found that a DARTS search collapses onto parameter-free ops while this eigenvalue grows. It is
 found here (the largest eigenvalue, as RobustDARTS reports it) by the Lanczos iteration on
-Hessian-vector products, each a central finite difference of the alpha gradient (normal and
-reduction alphas as one vector):
+Hessian-vector products, each a central finite difference of the alpha gradient (every alpha
+of the supernet, the betas of edge normalisation included, as one vector):
 
     H v ~ (grad_a L_val(w, a + eps v) - grad_a L_val(w, a - eps v)) / (2 eps),  |v| = 1
 

@@ -1,7 +1,7 @@
 """The DARTS supernet: the shared backbone with a mixed op on every edge of every cell.
 
-Every edge i->j of a cell is a mixed op: sum_k softmax(alpha_ij)_k * op_k(x_i) over the eight
-ops (the alphas' rows follow ``genotype.edges``); BN without learnable affine everywhere in the
+Every edge i->j of a cell is a mixed op: sum_k softmax(alpha_ij)_k * op_k(x_i) over the ops of
+``operations.OPS`` (the alphas' rows follow ``genotype.edges``, their columns ``OPS``); BN without learnable affine everywhere in the
 cells, and a BN after each pooling op. The zero op (the last op id) takes part in the softmax,
 but its output (zeros) is never computed.
 

@@ -1,4 +1,4 @@
-"""The op library of DARTS: the eight candidate ops on an edge, with the seed's op ids.
+"""The op library of DARTS: the candidate ops of an edge (``OPS``), their op ids the seed's.
 
 Every op takes ``(x, C, stride, bn, out_bn=None)``: the input ``NodeOutput``, output channels, stride
 (2 on the edges out of the two input nodes of a reduction cell), ``bn``, the batch normalisation

@@ -237,15 +237,14 @@ def cell_diagram(cell_nodes, path):
 
 
 def draw_cells(cells, folder):
-    """Draw each cell of ``cells`` ({name: nodes}) as ``folder/<name>_cell.png``; returns the files
-    written and the renderer."""
+    """Draw each cell of ``cells`` ({name: nodes}) as ``folder/<name>_cell.png``; returns the
+    (file, renderer) of every cell drawn."""
     os.makedirs(folder, exist_ok=True)
     written = []
     for name, cell_nodes in cells.items():
         path = os.path.join(folder, '{}_cell.png'.format(name))
-        renderer = cell_diagram(cell_nodes, path)
-        written.append(path)
-    return written, renderer
+        written.append((path, cell_diagram(cell_nodes, path)))
+    return written
 
 
 def read_series(folder, name):

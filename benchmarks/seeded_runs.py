@@ -69,22 +69,37 @@ def run(out, names):
             sys.exit(done.stderr[-3000:])
 
 
+def repeatable(value):
+    """A results.json or state.json object without its times."""
+    value.pop('seconds', None)
+    value.pop('elapsed', None)
+    if isinstance(value.get('last'), dict):
+        value['last'].pop('Elapsed time', None)
+    return value
+
+
 def comparable(path):
     """The bytes of a file as compared: without its unrepeatable parts."""
     with open(path, 'rb') as f:
         data = f.read()
     name = os.path.basename(path)
     if name in ('results.json', 'state.json'):
-        value = json.loads(data)
-        value.pop('seconds', None)
-        value.pop('elapsed', None)
-        if isinstance(value.get('last'), dict):
-            value['last'].pop('Elapsed time', None)
-        return json.dumps(value, sort_keys=True).encode()
+        return json.dumps(repeatable(json.loads(data)), sort_keys=True).encode()
     if name.endswith('.nnp'):
         with zipfile.ZipFile(path) as z:
             return b''.join(n.encode() + z.read(n) for n in sorted(z.namelist()))
     return data
+
+
+def json_keys_apart(old, new):
+    """' (keys: ...)': the top-level keys of two JSON objects whose values differ ('' for other files)."""
+    if not old.endswith('.json'):
+        return ''
+    with open(old) as f, open(new) as g:
+        a, b = repeatable(json.load(f)), repeatable(json.load(g))
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return ''
+    return ' (keys: {})'.format(', '.join(sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))))
 
 
 def files(folder):
@@ -104,7 +119,7 @@ def compare(old, new):
             print('only in {}: {}'.format(old if rel in a else new, rel))
             differences += 1
         elif comparable(a[rel]) != comparable(b[rel]):
-            print('differs: {}'.format(rel))
+            print('differs: {}{}'.format(rel, json_keys_apart(a[rel], b[rel])))
             differences += 1
     print('{} files compared, {} differences (pictures and elapsed times left out)'.format(
         len(set(a) | set(b)), differences))

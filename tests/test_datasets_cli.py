@@ -5,6 +5,7 @@ label smoothing against numpy."""
 import json
 import os
 import re
+import shlex
 import shutil
 
 import numpy as np
@@ -92,6 +93,7 @@ def test_svhn_search_writes_an_arch(tmp_path):
                                                                     '--model-arch-name', tmp_path / 'arch.json'])
     assert res.returncode == 0, res.stderr
     assert os.path.exists(str(tmp_path / 'arch.json'))
+    assert_the_hint_retrains_on(res.stdout, '10 classes (svhn)', tmp_path)
 
 
 @pytest.fixture(scope='module')
@@ -130,6 +132,17 @@ def test_a_search_on_an_image_folder_with_workers(folder, tmp_path):
     assert res.returncode == 0, res.stderr
     with open(str(tmp_path / 'arch.json')) as f:
         assert set(json.load(f)) == {'arch_normal', 'arch_reduction'}
+    assert_the_hint_retrains_on(res.stdout, '3 classes (folder)', tmp_path)
+
+
+def assert_the_hint_retrains_on(stdout, classes, tmp_path):
+    """The retraining command that the search printed, run with --summary-only, sees its data."""
+    lines = stdout.splitlines()
+    command = shlex.split(lines[lines.index(next(l for l in lines if l.endswith('retrain it with:'))) + 1])
+    assert command[:2] == ['python', 'darts_train.py']
+    summary = train(*command[2:], '-c', 'cpu', '--summary-only', cwd=tmp_path)
+    assert summary.returncode == 0, summary.stderr
+    assert 'input: 32x32 images of {}'.format(classes) in summary.stdout
 
 
 def test_resume_with_other_data_workers_equals_the_uninterrupted_run(folder, tmp_path):

@@ -1,6 +1,7 @@
 """PC-DARTS's options of the search: partial channels, channel shuffle, edge normalisation, the
 derivation with betas and the arch warm-up (the second order with them: test_search.py)."""
 import functools
+import json
 
 import numpy as np
 import nnabla as nn
@@ -9,7 +10,7 @@ import pytest
 import genotype
 import model_search
 import operations
-from helpers import NO_EIGENVALUE
+from helpers import NO_EIGENVALUE, one_line, run_cli
 from test_search import read, search
 
 
@@ -56,6 +57,14 @@ def test_partial_mixed_op_is_the_mixed_op_on_c_over_k_channels_then_concat_and_s
         np.testing.assert_allclose(x.g[:, C // k:], unshuffled[:, C // k:], rtol=1e-6)
 
 
+def handmade_alphas():
+    """(alpha, betas) of num_nodes 5 whose betas change the derived cell (see the test below)."""
+    alpha = np.zeros((5, 8))
+    alpha[:, 2] = [2.0, 1.0, 3.0, 2.5, 0.5]
+    alpha[4, 4] = 2.6
+    return alpha, np.log([[1.0], [4.0], [1.0], [1.0], [10.0]])
+
+
 def test_derivation_weighs_each_edge_by_its_normalised_beta():
     """num_nodes 5: node 2 has edges 0->2, 1->2; node 3 has 0->3, 1->3, 2->3 (rows 0..4)."""
     alpha = np.zeros((5, 8))
@@ -91,7 +100,35 @@ def test_pc_darts_search_end_to_end(tmp_path, archive):
     arch = genotype.derive(*(np.array(last[n]) for n in genotype.ALPHA_NAMES), 5,
                            betas=[np.array(last[n]) for n in genotype.BETA_NAMES])
     assert read(folder / 'arch.json') == arch
+    derived = run_cli('genotype.py', ['derive', folder / 'alphas.json', '--num-nodes', '5', '--out',
+                                      tmp_path / 'derived.json'])
+    assert derived.returncode == 0, derived.stderr
+    assert (tmp_path / 'derived.json').read_bytes() == (folder / 'arch.json').read_bytes()
     assert not (folder / 'Validation-loss.series.txt').read_text().startswith('1 ')
+
+
+def test_genotype_derive_and_the_weights_drawn_use_the_betas_of_alphas_json(tmp_path):
+    alpha, betas = handmade_alphas()
+    path = tmp_path / 'alphas.json'
+    path.write_text(json.dumps({'alpha_normal': alpha.tolist(), 'alpha_reduction': alpha.tolist(),
+                                'beta_normal': betas.tolist(), 'beta_reduction': betas.tolist()}))
+    done = run_cli('genotype.py', ['derive', path, '--num-nodes', '5', '--out', tmp_path / 'arch.json'])
+    assert done.returncode == 0, done.stderr
+    assert read(tmp_path / 'arch.json') == genotype.derive(alpha, alpha, 5, betas=(betas, betas))
+    assert read(tmp_path / 'arch.json')['arch_normal'] != genotype.derive(alpha, alpha, 5)['arch_normal']
+    weights = genotype.cell_weights(json.loads(path.read_text()))
+    edge = np.array([0.2, 0.8, 1 / 12, 1 / 12, 10 / 12])[:, None]  # the betas' softmax per node
+    np.testing.assert_allclose(weights['normal'], genotype.softmax_weights(alpha) * edge, rtol=1e-12)
+
+
+def test_an_alphas_file_with_one_cell_s_betas_is_refused(tmp_path):
+    alpha, betas = handmade_alphas()
+    path = tmp_path / 'alphas.json'
+    path.write_text(json.dumps({'alpha_normal': alpha.tolist(), 'alpha_reduction': alpha.tolist(),
+                                'beta_normal': betas.tolist()}))
+    one_line(run_cli('genotype.py', ['derive', path, '--num-nodes', '5', '--out', tmp_path / 'arch.json']),
+             str(path), 'not an alphas file', 'beta_reduction', code=2)
+    assert not (tmp_path / 'arch.json').exists()
 
 
 def test_k_1_without_edge_normalisation_is_darts_bit_for_bit(tmp_path, archive):

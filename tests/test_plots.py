@@ -29,8 +29,9 @@ def renderer(request, monkeypatch):
 def test_cell_diagrams_are_images_that_depend_on_the_arch(tmp_path, renderer):
     pictures = {}
     for name in ('DARTS_V1', 'DARTS_V2'):
-        written, used = plots.draw_cells(genotype.cells(genotype.load(name)), str(tmp_path / name))
-        assert used == renderer
+        drawn_cells = plots.draw_cells(genotype.cells(genotype.load(name)), str(tmp_path / name))
+        written = [path for path, _ in drawn_cells]
+        assert [used for _, used in drawn_cells] == [renderer, renderer]
         assert [p.split('/')[-1] for p in written] == ['normal_cell.png', 'reduction_cell.png']
         pictures[name] = [image(p) for p in written]
         for picture in pictures[name]:
@@ -39,6 +40,15 @@ def test_cell_diagrams_are_images_that_depend_on_the_arch(tmp_path, renderer):
     v1, v2 = pictures['DARTS_V1'], pictures['DARTS_V2']
     assert v1[0].shape != v2[0].shape or not np.array_equal(v1[0], v2[0])
     assert not np.array_equal(v2[0], v2[1]) or v2[0].shape != v2[1].shape
+
+
+def test_draw_cells_names_each_cell_s_renderer_and_draws_nothing_of_no_cells(tmp_path, monkeypatch):
+    calls = iter(['graphviz', 'matplotlib'])
+    monkeypatch.setattr(plots, 'cell_diagram', lambda cell_nodes, path: next(calls))
+    cells = genotype.cells(genotype.load('DARTS_V2'))
+    assert plots.draw_cells(cells, str(tmp_path)) == [(str(tmp_path / 'normal_cell.png'), 'graphviz'),
+                                                      (str(tmp_path / 'reduction_cell.png'), 'matplotlib')]
+    assert plots.draw_cells({}, str(tmp_path / 'none')) == []
 
 
 def test_the_diagram_has_the_cell_s_edges_with_paper_names():

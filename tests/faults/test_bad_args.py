@@ -273,7 +273,7 @@ def finished(reference, tmp_path):
 RESUMES = [  # (configuration whose checkpoint is resumed, the flags of the resuming run, fragments)
     ('train', TRAIN_BASE[:3] + ['DARTS_V1'] + TRAIN_BASE[4:], ['--resume', 'arch']),
     ('train', TRAIN_BASE[:5] + ['2'] + TRAIN_BASE[6:], ['--resume', 'num_cells', '3', '2']),
-    ('train', TRAIN_BASE[:9] + ['2'] + TRAIN_BASE[10:], ['--resume', 'channels', '4', '6']),
+    ('train', TRAIN_BASE[:9] + ['2'] + TRAIN_BASE[10:], ['--resume', 'additional_filters_on_retrain', '0', '2']),
     ('train', TRAIN_BASE + ['--auxiliary', 'False'], ['--resume', 'auxiliary']),
     ('train', TRAIN_BASE[:11] + ['8'] + TRAIN_BASE[12:], ['--resume', 'batch_size']),
     ('train', TRAIN_BASE + ['--seed', '1'], ['--resume', 'seed']),
@@ -281,8 +281,10 @@ RESUMES = [  # (configuration whose checkpoint is resumed, the flags of the resu
     ('search1', SEARCH_BASE[:9] + ['6'] + SEARCH_BASE[10:], ['--resume', 'num_nodes', '5', '6']),
     ('search1', SEARCH_BASE + ['--second-order', 'True'], ['--resume', 'second_order']),
     ('search1', SEARCH_BASE + ['--train-images', '20'], ['--resume', 'train_images']),
-    ('train', SEARCH_BASE, ['--resume', 'num_nodes']),  # a retraining's checkpoint given to the search
-    ('search1', TRAIN_BASE, ['--resume', 'arch']),      # and the other way round
+    ('search1', SEARCH_BASE + ['--arch-lr', '0.1'], ['--resume', 'arch_lr']),
+    ('search1', SEARCH_BASE + ['--hessian-every', '2'], ['--resume', 'hessian_every', '1', '2']),
+    ('train', SEARCH_BASE, ['--resume', 'job', '"train"', '"search"']),  # a retraining's checkpoint to the search
+    ('search1', TRAIN_BASE, ['--resume', 'job', '"search"', '"train"']),  # and the other way round
 ]
 
 
