@@ -1,7 +1,9 @@
 """Command-line flags of darts_search.py and darts_train.py, and the checks of their values.
 
 Every flag is defined once here; the scripts differ only in their defaults (the paper's
-search and retraining recipes, docs/reference.md) and in the few flags of their own.
+search and retraining recipes, docs/reference.md) and in the few flags of their own. A search
+space's recipe (spaces.space.Space.defaults) and the paper's ImageNet recipe replace some
+defaults on their space and dataset; a flag given on the command line always wins.
 """
 import argparse
 import functools
@@ -11,12 +13,11 @@ import math
 import board
 import datasets
 import parallel
+import spaces
 import workers
-from backbone import downsampling
 from errors import Parser, UserError
-from genotype import skip_cap_rule
+from genotype import skip_cap_rule, space_named
 from loop import Plan
-from model_eval import smallest_aux_input
 from numerics import epoch_lr
 
 SEARCH, TRAIN = 'search', 'train'
@@ -30,28 +31,37 @@ DEFAULTS = {
                 monitor_path='train.monitor', model_arch_name='DARTS_arch.json'),
 }
 COMMON = dict(weight_decay_model=3e-4, lr_schedule='cosine', color_jitter=(0.0, 0.0, 0.0, 0.0),
-              label_smoothing=0.0, dropout_rate=0.2, cutout=True)
+              label_smoothing=0.0, dropout_rate=0.2, cutout=True, num_nodes=7, nesterov=False, auxiliary=True)
 # the paper's ImageNet recipe (mobile setting, its train_imagenet.py): the retraining defaults of --dataset imagenet
 IMAGENET_RECIPE = dict(epoch=250, batch_size=128, num_cells=14, additional_filters_on_retrain=32, model_lr=0.1,
                        lr_schedule='exponential', weight_decay_model=3e-5, label_smoothing=0.1, dropout_rate=0.0,
                        cutout=False, color_jitter=(0.4, 0.4, 0.4, 0.2))
-DEPENDS_ON_DATASET = ('image_size',) + tuple(IMAGENET_RECIPE)  # defaults that --dataset changes
+# the flags whose defaults --dataset or --search-space change, and those a space may refuse: filled in after parsing
+RECIPE_FLAGS = tuple(sorted({'image_size', 'num_nodes'} | set(IMAGENET_RECIPE) | {
+    name for space in spaces.SPACES.values() for recipe in space.defaults.values() for name in recipe}))
 
 
-def recipe_default(script, dataset, name):
-    """The default of flag ``name`` of ``script`` on ``dataset``."""
+def recipe_default(script, dataset, space, name):
+    """The default of flag ``name`` of ``script`` on ``dataset`` in the search space named ``space``."""
     if name == 'image_size':
         return datasets.default_image_size(dataset)
+    recipe = spaces.SPACES[space].defaults.get(script, {})
+    if name in recipe:
+        return recipe[name]
     if script == TRAIN and dataset == 'imagenet' and name in IMAGENET_RECIPE:
         return IMAGENET_RECIPE[name]
     return DEFAULTS[script].get(name, COMMON.get(name))
 
 
 def shown(script, name):
-    """The default of a dataset-dependent flag as its help shows it."""
-    default, imagenet = recipe_default(script, 'cifar10', name), recipe_default(script, 'imagenet', name)
+    """The default of a recipe flag as its help shows it: CIFAR-10's in the DARTS space, and where
+    ImageNet or another space changes it, theirs."""
     words = (lambda v: ' '.join(map(str, v)) if isinstance(v, tuple) else str(v))
-    return '(default {}{})'.format(words(default), '' if imagenet == default else '; imagenet: ' + words(imagenet))
+    default = recipe_default(script, 'cifar10', spaces.DEFAULT, name)
+    others = [('imagenet', recipe_default(script, 'imagenet', spaces.DEFAULT, name))] + [
+        (space, recipe_default(script, 'cifar10', space, name)) for space in spaces.NAMES[1:]]
+    return '(default {}{})'.format(words(default), ''.join(
+        '; {}: {}'.format(where, words(value)) for where, value in others if value != default))
 
 
 def boolean(text):
@@ -68,9 +78,9 @@ def parse(script, argv=None):
     p = Parser(prog='darts_{}.py'.format(script), description='DARTS {} (nnabla)'.format(
         'architecture search' if script == SEARCH else 'retraining of a derived cell'))
 
-    def add(*names, **options):  # a flag whose default depends on --dataset is filled in after parsing
+    def add(*names, **options):  # a recipe flag's default is filled in after parsing
         name = names[0][2:].replace('-', '_')
-        if name in DEPENDS_ON_DATASET:
+        if name in RECIPE_FLAGS:
             options['help'] = '{} {}'.format(options['help'], shown(script, name))
             options['default'] = None
         p.add_argument(*names, **options)
@@ -81,19 +91,25 @@ def parse(script, argv=None):
         help='cudnn: deterministic cuDNN algorithms (NNABLA_CUDNN_DETERMINISTIC), for runs that repeat exactly')
     add('--dataset', default='cifar10', choices=datasets.NAMES,
         help='what to train on: the archives (downloaded without --dataset-path) or an image folder')
+    add('--search-space', default=None, choices=spaces.NAMES,
+        help='the search space (default {}; {})'.format(spaces.DEFAULT, 'its own in an arch file that names one'
+                                                        if script == TRAIN else 'docs/reference.md'))
+    add('--benchmark-table', default=None, metavar='FILE',
+        help='NAS-Bench-201: another file of the table\'s columns (default: the one in spaces/nas_bench_201/)')
     add('--epoch', '-e', type=int, help='epochs')
     add('--batch-size', '-b', type=int, help='batch size (the global batch under mpirun)')
     add('--num-cells', type=int, help='cells in the network (L)')
-    add('--num-nodes', type=int, default=7, help='nodes in a cell: 2 inputs, intermediates, 1 output')
-    add('--output-filter', type=int, default=d['output_filter'], help='channels of the first cells (C)')
+    add('--num-nodes', type=int, help='nodes in a DARTS cell: 2 inputs, intermediates, 1 output')
+    add('--output-filter', type=int, help='channels of the first cells (C)')
     add('--additional-filters-on-retrain', '-f', type=int,
         help='channels added to --output-filter when retraining (16 + 20 = the paper\'s 36)')
     add('--model-lr', type=float, help='initial weight learning rate')
-    add('--min-model-lr', type=float, default=d['min_model_lr'], help='final weight learning rate (cosine)')
+    add('--min-model-lr', type=float, help='final weight learning rate (cosine)')
     add('--lr-schedule', choices=('cosine', 'exponential'),
         help='per epoch: cosine to --min-model-lr, or times --lr-gamma')
     add('--lr-gamma', type=float, default=0.97, help='exponential schedule: the factor of every epoch')
     add('--momentum', type=float, default=0.9, help='SGD momentum of the weights')
+    add('--nesterov', type=boolean, help='Nesterov momentum (PyTorch\'s SGD with nesterov=True)')
     add('--weight-decay-model', type=float, help='weight decay of the weights')
     add('--grad-clip-value-model', type=float, default=5.0, help='max global norm of the weight gradients')
     add('--monitor-path', '-m', default=d['monitor_path'], help='folder of monitor series and results')
@@ -145,7 +161,7 @@ def parse(script, argv=None):
     else:
         add('--dropout-rate', type=float, help='final drop-path probability')
         add('--label-smoothing', type=float, help='label smoothing of the training loss (main and aux heads)')
-        add('--auxiliary', type=boolean, default=True, help='auxiliary head')
+        add('--auxiliary', type=boolean, help='auxiliary head')
         add('--auxiliary-weight', type=float, default=0.4, help='weight of the auxiliary loss')
         add('--cutout', type=boolean, help='cutout augmentation')
         add('--cutout-length', type=int, default=16, help='side of the cutout square')
@@ -163,9 +179,13 @@ def parse(script, argv=None):
             help='write the inference network of --model-load-path as this ONNX file (opset 11, any batch '
                  'size), then exit; needs requirements-export.txt')
     args = p.parse_args(argv)
-    for name in DEPENDS_ON_DATASET:
+    args.search_space = resolved_space(script, args)
+    for name in spaces.SPACES[args.search_space].unused_flags:
+        if getattr(args, name, None) is not None:
+            raise UserError('--{} means nothing on --search-space {}'.format(name.replace('_', '-'), args.search_space))
+    for name in RECIPE_FLAGS:
         if hasattr(args, name) and getattr(args, name) is None:
-            setattr(args, name, recipe_default(script, args.dataset, name))
+            setattr(args, name, recipe_default(script, args.dataset, args.search_space, name))
     if args.data_workers is None:
         args.data_workers = workers.default_count(parallel.launched_size())
     check(args, script)
@@ -186,7 +206,8 @@ RESUMABLE = ('epoch', 'context', 'device_id', 'deterministic', 'dataset_path', '
              'model_save_path', 'model_save_interval', 'model_arch_name', 'resume', 'tensorboard', 'tensorboard_every')
 NOT_TRAINING = ('summary_only', 'eval_only', 'model_load_path', 'plot', 'export_nnp', 'export_onnx')  # end before
 # the flags that the checkpoints of earlier versions recorded only when not at these values
-IMPLIED_BY_ABSENCE = dict(partial_channels=1, edge_normalization=False, dataset='cifar10', image_size=32)
+IMPLIED_BY_ABSENCE = dict(partial_channels=1, edge_normalization=False, dataset='cifar10', image_size=32,
+                          search_space=spaces.DEFAULT, nesterov=False)
 
 
 def resume_config(script, args):
@@ -204,23 +225,36 @@ def loop_plan(args):
                 args.tensorboard_every)
 
 
+def space_of(args):
+    """The search space of the run (spaces.space.Space), configured by its flags."""
+    return spaces.get(args.search_space, num_nodes=args.num_nodes, benchmark_table=args.benchmark_table)
+
+
+def resolved_space(script, args):
+    """The search space of the run: --search-space, or the retraining's arch's own (a file that names
+    its space, a cell string), or DARTS's; an arch of another space than --search-space is refused."""
+    named = None
+    if script == TRAIN and not args.plot:
+        try:
+            named = space_named(args.model_arch_name)
+        except UserError:  # an arch that cannot be read: the job refuses it when it loads it, first thing
+            pass
+    if args.search_space and named and named != args.search_space:
+        raise UserError('{} is an arch of the {} space, and this run is on --search-space {}'.format(
+            args.model_arch_name, spaces.SPACES[named].title, args.search_space))
+    return args.search_space or named or spaces.DEFAULT
+
+
 def image_size_rules(args, script):
-    """The rules of --image-size: the archives' images are 32x32; the network halves the side at each
-    reduction (and 3 times more in the ImageNet stem), which a factorized reduction needs even; the
-    aux head needs maps of 8x8 (CIFAR) or 7x7 (ImageNet) at least."""
-    size, imagenet = args.image_size, datasets.imagenet_network(args.dataset, args.image_size)
-    factor = downsampling(imagenet)
-    rules = [(size == datasets.ARRAY_SIZE or datasets.on_disk(args.dataset),
-              '--image-size is for image folders: {} images are {}x{}'.format(
-                  args.dataset, datasets.ARRAY_SIZE, datasets.ARRAY_SIZE)),
-             (size > 0 and size % factor == 0, '--image-size {} must be a multiple of {}: the {} network halves it {} '
-              'times'.format(size, factor, 'ImageNet' if imagenet else 'CIFAR', factor.bit_length() - 1))]
-    smallest = smallest_aux_input(imagenet)
-    if script == TRAIN and args.auxiliary:
-        rules.append((size // factor >= smallest, '--image-size {} leaves {}x{} maps for the aux head, which needs '
-                      '{}x{}: use --image-size {} or more, or --auxiliary False'.format(
-                          size, size // factor, size // factor, smallest, smallest, smallest * factor)))
-    return rules
+    """The rules of --image-size: the archives' images are 32x32; the space's network must take the
+    side (spaces.space.Space.image_size_rules); only the DARTS space has the ImageNet network."""
+    space, imagenet = spaces.SPACES[args.search_space], datasets.imagenet_network(args.dataset, args.image_size)
+    return [(args.image_size == datasets.ARRAY_SIZE or datasets.on_disk(args.dataset),
+             '--image-size is for image folders: {} images are {}x{}'.format(
+                 args.dataset, datasets.ARRAY_SIZE, datasets.ARRAY_SIZE)),
+            (space.has_imagenet_network or not imagenet, '--search-space {} has only its CIFAR network: --dataset '
+             'imagenet and --image-size above 64 are for --search-space darts'.format(space.name))] + \
+        space.image_size_rules(args.image_size, imagenet, script == TRAIN and args.auxiliary)
 
 
 def check(args, script):

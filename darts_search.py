@@ -1,5 +1,6 @@
-"""DARTS bilevel architecture search on the dataset of --dataset (CIFAR-10 by default, CIFAR-100,
-SVHN, ImageNet, image folders); writes the derived cells as an arch JSON.
+"""DARTS bilevel architecture search in the space of --search-space (DARTS's cells by default,
+NAS-Bench-201's) on the dataset of --dataset (CIFAR-10 by default, CIFAR-100, SVHN, ImageNet, image
+folders); writes the derived cells as an arch JSON.
 
     python darts_search.py --context cudnn --device-id 0 --monitor-path search.monitor \\
         --model-arch-name arch.json [--second-order True]
@@ -21,42 +22,45 @@ import early_stop
 import genotype
 import hessian
 import parallel
-from architect import FirstOrder, SecondOrder, forward_backward, search_graph
-from args import IMPLIED_BY_ABSENCE, SEARCH, loop_plan, parse, resume_config
-from backbone import CIFAR10, count_parameters
+import spaces
+from args import IMPLIED_BY_ABSENCE, SEARCH, loop_plan, parse, resume_config, space_of
 from data_iterator import fixed_batches, network_input, recipe, training_batches, worker_pool
 from device import device_context
 from errors import UserError, run
 from files import check_output, write_atomic, write_json
 from loop import TrainingLoop
-from numerics import WeightUpdate
+from methods.darts import FirstOrder, SecondOrder
+from model_eval import count_parameters
+from model_search import forward_backward, search_graph
+from numerics import WeightUpdate, momentum_sgd
 from plots import alpha_weights, draw_cells, drawn
+from spaces.space import Net
+from tasks.classification import CIFAR10
 
 EIGENVALUE, ITERATIONS = 'Hessian eigenvalue', 'Hessian-vector products'
-PARAMETER_FREE_SERIES = {'arch_normal': 'Parameter-free ops normal', 'arch_reduction': 'Parameter-free ops reduction'}
 CURVES = (('error', ('Training error', 'Validation error')), ('loss', ('Training loss', 'Validation loss')),
-          ('learning rate', ('Learning rate',)), ('dominant eigenvalue of the alpha Hessian', (EIGENVALUE,)),
-          ('parameter-free ops in the derived cells', tuple(PARAMETER_FREE_SERIES.values())))
+          ('learning rate', ('Learning rate',)), ('dominant eigenvalue of the alpha Hessian', (EIGENVALUE,)))
 
 
-def setup(args, data=CIFAR10):
-    """Build the supernet once, fed ``data`` (a backbone.Data); returns its solvers, ``step(train_batch,
-    valid_batch, update_arch=True)`` and the graph (architect.search_graph: the weights, the alphas
-    with the betas, for the Hessian eigenvalue). The step is the alpha step on the validation batch
-    (skipped in a warm-up), then the weight step on the training batch. benchmarks/bench.py times
-    this same step. Under mpirun the batches are this rank's rows of the global batches, and every
-    gradient a pass computes is averaged over the ranks as soon as it is computed (parallel.py)."""
+def setup(args, space, data=CIFAR10):
+    """Build the supernet of ``space`` once, fed ``data`` (a tasks.classification.Data); returns its
+    solvers, ``step(train_batch, valid_batch, update_arch=True)`` and the graph
+    (model_search.search_graph: the weights, the alphas with the betas, for the Hessian eigenvalue).
+    The step is the alpha step on the validation batch (skipped in a warm-up), then the weight step
+    on the training batch. benchmarks/bench.py times this same step. Under mpirun the batches are
+    this rank's rows of the global batches, and every gradient a pass computes is averaged over the
+    ranks as soon as it is computed (parallel.py)."""
     world = parallel.world()
-    graph = search_graph(args.batch_size // world.size, args.output_filter, args.num_cells, args.num_nodes,
-                         args.partial_channels, args.edge_normalization, data)
-    solvers = {'weights': S.Momentum(args.model_lr, args.momentum),
+    net = Net(args.output_filter, args.num_cells, data, args.partial_channels, args.edge_normalization)
+    graph = search_graph(space, net, args.batch_size // world.size)
+    solvers = {'weights': momentum_sgd(args.model_lr, args.momentum, args.nesterov),
                'alphas': S.Adam(args.arch_lr, beta1=0.5, beta2=0.999)}
     for group, solver in solvers.items():
         solver.set_parameters(graph[group])
     update_weights = WeightUpdate(solvers['weights'], graph['weights'], args.grad_clip_value_model,
                                   args.weight_decay_model)
-    alpha_grads = (SecondOrder(graph, solvers, args.weight_decay_model, args.momentum, args.eta) if args.second_order
-                   else FirstOrder(graph, solvers))
+    alpha_grads = (SecondOrder(graph, solvers, args.weight_decay_model, args.momentum, args.eta, args.nesterov)
+                   if args.second_order else FirstOrder(graph, solvers))
 
     def step(train_batch, valid_batch, update_arch=True):
         values = {}
@@ -82,34 +86,29 @@ def alpha_dict(alphas):
     return {name: d.tolist() for name, d in named_arrays(alphas).items()}
 
 
-def arch_of(alphas, num_nodes, max_skip_connect=None):
-    """The arch JSON that the current alphas (and betas, with edge normalisation) derive."""
-    return genotype.derive_named(named_arrays(alphas), num_nodes, max_skip_connect)
-
-
-def draw_alphas(alphas, num_nodes, folder, epoch):
+def draw_alphas(alphas, space, folder, epoch):
     """Refresh folder/alphas.png (softmax weights of every edge and op); [path], or [] if it failed."""
     path = os.path.join(folder, 'alphas.png')
 
     def draw():
-        alpha_weights(genotype.cell_weights(named_arrays(alphas)), genotype.edges(num_nodes), path,
+        alpha_weights(space.cell_weights(named_arrays(alphas)), space.edges, space.op_labels, path,
                       'epoch {}'.format(epoch + 1))
         return [path]
     return drawn(draw, 'alphas.png')
 
 
-def write_epoch(arch, alphas, num_nodes, folder, epoch, events):
+def write_epoch(arch, alphas, space, folder, epoch, events):
     """The files of ``epoch`` (from 0) that DARTS-ES may return to and ``genotype.py evolution``
     reads: arch_epoch_N.json and alphas_epoch_N.json (N from 1); alphas.png redrawn; and in the
     TensorBoard ``events`` that picture, the cells derived and histograms of the alphas."""
-    genotype.save(arch, genotype.epoch_file(folder, 'arch', epoch + 1))
+    genotype.save(arch, genotype.epoch_file(folder, 'arch', epoch + 1), space)
     write_json(alpha_dict(alphas), genotype.epoch_file(folder, 'alphas', epoch + 1))
-    for path in draw_alphas(alphas, num_nodes, folder, epoch):
+    for path in draw_alphas(alphas, space, folder, epoch):
         events.image('alpha-weights', path, epoch + 1)
     if events.active:
         with tempfile.TemporaryDirectory() as scratch:
-            for path in drawn(lambda: [p for p, _ in draw_cells(genotype.cells(arch), scratch)], 'the cell diagrams'):
-                events.image('cells/' + os.path.basename(path)[:-len('_cell.png')], path, epoch + 1)
+            for path in drawn(lambda: [p for p, _ in draw_cells(space.diagrams(arch), scratch)], 'the cell diagrams'):
+                events.image('cells/' + os.path.basename(path)[:-len('.png')].replace('_cell', ''), path, epoch + 1)
         for name, values in named_arrays(alphas).items():
             events.histogram('alphas/' + name, values, epoch + 1)
 
@@ -120,8 +119,8 @@ class EpochEnd:
     ``probe`` batches; DARTS-ES's decision, which ends the ``loop``. Its record, the eigenvalues and
     the decision, is ``extra``, the loop's checkpointed extra state (TrainingLoop.restore)."""
 
-    def __init__(self, args, graph, solvers, probe, loop, extra):
-        self.args, self.graph, self.solvers, self.probe = args, graph, solvers, probe
+    def __init__(self, args, space, graph, solvers, probe, loop, extra):
+        self.args, self.space, self.graph, self.solvers, self.probe = args, space, graph, solvers, probe
         self.loop, self.extra = loop, extra
         self.extra.setdefault('eigenvalues', [])  # [epoch from 0, eigenvalue] of every evaluation
         if self.extra.get('early_stop'):  # a search that had stopped: resuming only writes its results again
@@ -129,10 +128,10 @@ class EpochEnd:
 
     def __call__(self, epoch, interrupts):
         args, alphas = self.args, self.graph['alphas']
-        arch = arch_of(alphas, args.num_nodes, args.max_skip_connect)
+        arch = self.space.derive(named_arrays(alphas), args.max_skip_connect)
         if parallel.world().is_main:
-            write_epoch(arch, alphas, args.num_nodes, args.monitor_path, epoch, self.loop.board)
-        values = {PARAMETER_FREE_SERIES[cell]: count for cell, count in genotype.parameter_free(arch).items()}
+            write_epoch(arch, alphas, self.space, args.monitor_path, epoch, self.loop.board)
+        values = self.space.epoch_values(arch)
         if eigenvalue_due(epoch, args.hessian_every, args.epoch):
             value, iterations = hessian.dominant_eigenvalue(self.graph, alphas, self.solvers['alphas'], self.probe)
             self.extra['eigenvalues'].append([epoch, value])
@@ -161,14 +160,14 @@ def stop_reason(decision, epoch, every):
                 earlier + 1))
 
 
-def finish(args, alphas, extra):
+def finish(args, space, alphas, extra):
     """The arch and alphas the search returns: the last epoch's, or with DARTS-ES the kept epoch's
     (whose files the search wrote at that epoch's end), and the stop reason in the monitor folder."""
     stopped = extra.get('early_stop')
     if not stopped:
-        return arch_of(alphas, args.num_nodes, args.max_skip_connect), alpha_dict(alphas)
+        return space.derive(named_arrays(alphas), args.max_skip_connect), alpha_dict(alphas)
     kept = stopped['epoch'] + 1
-    arch = genotype.load(genotype.epoch_file(args.monitor_path, 'arch', kept), args.num_nodes)
+    arch = genotype.load(genotype.epoch_file(args.monitor_path, 'arch', kept), space)
     with open(genotype.epoch_file(args.monitor_path, 'alphas', kept)) as f:
         kept_alphas = json.load(f)
     write_atomic(os.path.join(args.monitor_path, 'early_stop.txt'), lambda f: f.write(stopped['reason'] + '\n'))
@@ -176,19 +175,30 @@ def finish(args, alphas, extra):
     return arch, kept_alphas
 
 
-def report(args, arch, final_alphas):
-    """Write the search's results (alphas.json, the arch JSON, the cell diagrams) and say how to
-    retrain the arch."""
+RESULTS = ('Training error', 'Training loss', 'Validation error', 'Validation loss')  # of the last epoch
+
+
+def report(args, space, arch, final_alphas, run):
+    """Write the search's results (alphas.json, the arch JSON, the cell diagrams, results.json: ``run``,
+    what the space says of the arch) and say how to retrain the arch."""
     write_json(final_alphas, os.path.join(args.monitor_path, 'alphas.json'))
-    genotype.save(arch, args.model_arch_name)
-    draw_cells(genotype.cells(arch), args.monitor_path)
-    print(genotype.describe(arch))
+    genotype.save(arch, args.model_arch_name, space)
+    draw_cells(space.diagrams(arch), args.monitor_path)
+    print(space.describe(arch))
+    line, found = space.arch_results(arch)
+    write_json(dict(arch=args.model_arch_name, search_space=space.name, **run, **found),
+               os.path.join(args.monitor_path, 'results.json'), indent=1)
+    if line:
+        print(line)
     print('architecture written to {}; retrain it with:\n  {}'.format(args.model_arch_name, retrain_command(args)))
 
 
 def retrain_command(args):
     """The darts_train.py command that retrains the search's arch on the data the search saw."""
-    flags = ['--context', args.context, '--model-arch-name', args.model_arch_name, '--num-nodes', args.num_nodes]
+    flags = ['--context', args.context, '--model-arch-name', args.model_arch_name]
+    flags += ['--num-nodes', args.num_nodes] if args.search_space == spaces.DEFAULT else []
+    if args.benchmark_table is not None:
+        flags += ['--benchmark-table', args.benchmark_table]
     if args.dataset != 'cifar10':
         flags += ['--dataset', args.dataset]
     if args.dataset_path is not None:
@@ -219,32 +229,33 @@ def main(argv=None):
     if os.path.exists(args.model_arch_name) and not args.resume:
         raise UserError('{} already exists: choose another --model-arch-name or move it away'.format(
             args.model_arch_name))
+    space = space_of(args)
     ctx = device_context(args.context, world.device_id(args.device_id), args.type_config, args.deterministic)
     state, resumed_from = checkpoint.start(args.monitor_path, args.model_save_path, resume_config(SEARCH, args),
                                            args.resume, IMPLIED_BY_ABSENCE)
     board.check(args.tensorboard, args.resume)
     data, halves, pool = load_halves(args)
     with pool or contextlib.nullcontext():
-        return search(args, ctx, data, halves, pool, state, resumed_from)
+        return search(args, space, ctx, data, halves, pool, state, resumed_from)
 
 
-def search(args, ctx, data, halves, pool, state, resumed_from):
+def search(args, space, ctx, data, halves, pool, state, resumed_from):
     """The search itself: the supernet built once, the epochs run, the results written."""
     world = parallel.world()
     nn.set_default_context(ctx)
     nn.seed(args.seed)
-    solvers, step, graph = setup(args, network_input(args.dataset, args.dataset_path, args.image_size))
+    solvers, step, graph = setup(args, space, network_input(args.dataset, args.dataset_path, args.image_size))
     world.say('supernet: {} weights, {} alphas; {} order{}'.format(
         count_parameters(graph['weights']), count_parameters(graph['alphas']),
         'second' if args.second_order else 'first',
         '; partial channels 1/{}'.format(args.partial_channels) if args.partial_channels > 1 else ''))
     iters_per_epoch = len(halves[0]) // args.batch_size
-    loop = TrainingLoop(loop_plan(args), state, resumed_from, iters_per_epoch, solvers, CURVES)
+    loop = TrainingLoop(loop_plan(args), state, resumed_from, iters_per_epoch, solvers, CURVES + space.curves)
     extra = loop.restore()
     augment = recipe(data, jitter=args.color_jitter)
     probe = (fixed_batches(halves[1], augment, args.batch_size, args.hessian_batches, world.rank, world.size, pool)
              if args.hessian_every else None)
-    end_epoch = EpochEnd(args, graph, solvers, probe, loop, extra)
+    end_epoch = EpochEnd(args, space, graph, solvers, probe, loop, extra)
     batches = [training_batches(half, augment, args.batch_size, args.seed, s, state.iteration * args.batch_size,
                                 world.rank, world.size, pool) for s, half in enumerate(halves)]
 
@@ -252,13 +263,17 @@ def search(args, ctx, data, halves, pool, state, resumed_from):
         return step(batches[0].next(), batches[1].next(), it // iters_per_epoch >= args.arch_warmup_epochs)
 
     try:
-        loop.run(search_step, end_epoch)
+        last = loop.run(search_step, end_epoch)
     finally:
         for b in batches:
             b.close()
         loop.board.close()
     if world.is_main:
-        report(args, *finish(args, graph['alphas'], end_epoch.extra))
+        run = dict({name.lower().replace(' ', '_'): last[name] for name in RESULTS if name in last},
+                   epochs=state.epochs_done, seconds=loop.elapsed())
+        if end_epoch.extra.get('early_stop'):
+            run['early_stop_epoch'] = end_epoch.extra['early_stop']['epoch'] + 1
+        report(args, space, *finish(args, space, graph['alphas'], end_epoch.extra), run)
     return 0
 
 

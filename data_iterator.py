@@ -22,14 +22,14 @@ from nnabla.utils.data_source import DataSource
 import datasets
 import images
 import workers
-from backbone import Data
+from tasks.classification import Data
 from errors import Stop, warn
 
 MAX_REPLACED = 100  # consecutive images that cannot be decoded before the job stops
 
 
 def network_input(name, path, image_size):
-    """What a network is fed (a backbone.Data) from dataset ``name`` at ``path`` at ``image_size``,
+    """What a network is fed (a tasks.classification.Data) from dataset ``name`` at ``path`` at ``image_size``,
     without reading an image: the classes are the dataset's, or the class folders of an image folder."""
     return Data(image_size, datasets.class_count(name, path), datasets.imagenet_network(name, image_size))
 

@@ -20,7 +20,7 @@ their own.
 """
 import numpy as np
 
-from architect import forward_backward
+from model_search import forward_backward
 from numerics import running_statistics
 
 FD_STEP = 1e-2       # eps: the length of the alpha perturbation

@@ -1,22 +1,22 @@
-"""The network that retrains a derived cell: the shared backbone with the arch JSON's cells,
-BN with affine, an auxiliary head, and drop path.
+"""What every retraining network shares, and the graphs built on a space's network: drop path,
+the auxiliary head, the training graph (losses with the aux head and label smoothing) and the test
+graph, and the measures of a network (parameters, multiply-adds).
 
-Each intermediate node sums its two ops (the arch's [op id, input node] pairs); a reduction
-cell's edges out of its two input nodes have stride 2. The auxiliary head reads the output
-of cell 2L//3. Drop path scales every op output but the plain identity by a per-sample mask.
+Drop path scales every op output but the plain identity by a per-sample mask. The auxiliary head
+reads the maps of the space's choice (DARTS: the output of cell 2L//3).
 
 Shapes of the head, the drop-path schedule, parameter counts: docs/reference.md.
 """
-import functools
-
 import numpy as np
 import nnabla as nn
 import nnabla.functions as F
 import nnabla.parametric_functions as PF
 
-from backbone import backbone, preprocess, reduction_cells
-from genotype import nodes
-from operations import IDENTITY, OPS, NodeOutput, batch_norm, concat_nodes, conv, scale
+import parallel
+from device import float_context
+from errors import UserError
+from operations import conv, scale
+from tasks.classification import inputs, test_outputs, training_loss
 
 
 class DropPath:
@@ -67,23 +67,6 @@ class DropPath:
         return np.concatenate([array.d.reshape(array.shape[:2]).T for array, _ in self.groups])
 
 
-def cell(s0, s1, genotype_cell, C, reduction, reduction_prev, bn, drop_path=None):
-    """One cell of a derived genotype on Nodes ``s0``, ``s1``; returns the NodeOutput of its intermediate
-    nodes concatenated."""
-    states = preprocess(s0, s1, C, reduction_prev, bn)
-    for node, pairs in nodes(genotype_cell):
-        hs = []
-        for k, (op, inp) in enumerate(pairs):
-            stride = 2 if reduction and inp < 2 else 1
-            with nn.parameter_scope('node{}_{}'.format(node, k)):
-                h = OPS[op](states[inp], C, stride, bn)
-            if drop_path is not None and not (op == IDENTITY and stride == 1):
-                h = drop_path(h)
-            hs.append(h)
-        states.append(NodeOutput(F.add2(*hs)))
-    return concat_nodes(states[2:])
-
-
 AUX_POOL, AUX_STRIDES = 5, {False: 3, True: 2}  # the aux head's average pooling (CIFAR, ImageNet)
 
 
@@ -103,20 +86,74 @@ def auxiliary_head(x, num_classes, bn, imagenet=False):
     return PF.affine(h, num_classes)
 
 
-def network(x, arch, C, num_cells, num_classes=10, auxiliary=False, test=False, drop_path=None, imagenet=False):
-    """Logits of the retraining network (and of the aux head, None when absent or at test); with
-    ``imagenet``, the paper's ImageNet network (its stem and aux head)."""
-    bn = functools.partial(batch_norm, affine=True, test=test)
-    aux_logits = []
+def build(space, arch, net, batch_size, label_smoothing=0.0, auxiliary_weight=0.4):
+    """The training graph of ``batch_size`` images (this rank's share of --batch-size) of the network
+    of ``arch`` in ``space`` for ``net``: loss with the aux head, drop path and label smoothing,
+    main-head loss (no smoothing) and error. With --type-config half the losses and errors are
+    computed in float: nnabla-ext-cuda 1.39 has no half softmax cross entropy, and a float
+    log-softmax keeps the small probabilities."""
+    x, y = inputs(batch_size, net.data)
+    drop_path = DropPath()
+    logits, aux_logits = space.network(x, arch, net, drop_path=drop_path)
+    with nn.context_scope(float_context(nn.get_current_context())):  # the loss in float (see above)
+        ce = F.mean(F.softmax_cross_entropy(logits, y))
+        loss = ce if not label_smoothing else training_loss(logits, y, label_smoothing)
+        if net.auxiliary:
+            loss = loss + auxiliary_weight * training_loss(aux_logits, y, label_smoothing)
+        err = F.mean(F.top_n_error(logits, y))
+    if single_value_batch_norms(loss):
+        raise UserError('--batch-size {} leaves one value per channel in a batch normalisation (the aux head '
+                        'ends on 1x1 maps): use --batch-size {} or more, or --auxiliary False'.format(
+                            batch_size * parallel.world().size, 2 * parallel.world().size))
+    for v in (loss, ce, err):
+        v.persistent = True  # read after forward: never let buffer clearing reuse them
+    return dict(x=x, y=y, loss=loss, ce=ce, err=err, drop_path=drop_path)
 
-    def make_cell(s0, s1, C_cell, reduction, reduction_prev):
-        return cell(s0, s1, arch['arch_reduction' if reduction else 'arch_normal'], C_cell, reduction,
-                    reduction_prev, bn, None if test else drop_path)
 
-    def aux_head(i, output):
-        if auxiliary and not test and i == reduction_cells(num_cells)[1]:
-            with nn.parameter_scope('aux'):
-                aux_logits.append(auxiliary_head(output, num_classes, bn, imagenet))
+def build_test(space, arch, net, batch_size):
+    """The test graph (BN statistics, no aux head, no drop path): per-image loss and error (and
+    top-5 error where tasks.classification.reports_top5)."""
+    x, y = inputs(batch_size, net.data)
+    logits, _ = space.network(x, arch, net, test=True)
+    with nn.context_scope(float_context(nn.get_current_context())):
+        return dict(test_outputs(logits, y, net.data), x=x, y=y, logits=logits)
 
-    logits = backbone(x, C, num_cells, make_cell, test, num_classes, aux_head, imagenet, stem_channels=C)
-    return logits, (aux_logits[0] if aux_logits else None)
+
+def single_value_batch_norms(output):
+    """The names of the BNs of ``output`` that normalise over one value per channel (their
+    variance is 0: such a batch trains nothing and drives the weights to NaN)."""
+    found = []
+
+    def visit(f):
+        if f.info.type_name == 'BatchNormalization' and f.info.args['batch_stat']:
+            x = f.inputs[0]
+            if x.size // x.shape[1] < 2:
+                found.append(f.name)
+    output.visit(visit)
+    return found
+
+
+def multiply_adds(output):
+    """Multiply-adds of the convolutions and affine layers computing ``output``, per image (the
+    usual count of a network's cost; BN, ReLU, pooling and additions are not counted)."""
+    total = 0
+
+    def visit(f):
+        nonlocal total
+        if f.info.type_name in ('Convolution', 'DepthwiseConvolution', 'Affine'):
+            weights = f.inputs[1].shape  # (out, in, k, k), (C, k, k) or (in, out)
+            per_output = weights[0] if f.info.type_name == 'Affine' else int(np.prod(weights[1:]))
+            total += f.outputs[0].size * per_output
+    output.visit(visit)
+    return total // output.shape[0]
+
+
+def count_parameters(params):
+    """Number of trainable scalars in a name -> Variable dict."""
+    return int(sum(np.prod(v.shape) for v in params.values()))
+
+
+def parameter_counts(params):
+    """Trainable parameters of the network proper and of its auxiliary head."""
+    aux = count_parameters({k: v for k, v in params.items() if k.startswith('aux/')})
+    return count_parameters(params) - aux, aux

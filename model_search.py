@@ -1,9 +1,9 @@
-"""The DARTS supernet: the shared backbone with a mixed op on every edge of every cell.
+"""What every supernet shares, and the search graph built on a space's supernet.
 
-Every edge i->j of a cell is a mixed op: sum_k softmax(alpha_ij)_k * op_k(x_i) over the ops of
-``operations.OPS`` (the alphas' rows follow ``genotype.edges``, their columns ``OPS``); BN without learnable affine everywhere in the
-cells, and a BN after each pooling op. The zero op (the last op id) takes part in the softmax,
-but its output (zeros) is never computed.
+Every edge i->j of a supernet cell is a mixed op: sum_k softmax(alpha_ij)_k * op_k(x_i) over the
+ops of the space's op table (operations.OpTable). The zero op takes part in the softmax, but its
+output (zeros) is never computed. The alphas (and betas) are the parameters of scope 'alpha',
+their short names starting with 'alpha_' (and 'beta_').
 
 Two options of PC-DARTS (Xu et al., ICLR 2020), both off by default (the plain DARTS graph):
 partial channels K, where only the first C/K channels of an edge's input go through its mixed op
@@ -11,33 +11,47 @@ partial channels K, where only the first C/K channels of an edge's input go thro
 reduction edge), the two parts concatenated and the channels shuffled with K groups; and edge
 normalisation, where each node weighs its incoming edges by a softmax over their betas.
 
-Shapes, parameter counts and the derivation of cells: docs/reference.md.
+The search graph is built once: the supernet's loss and error on one input pair, fed
+alternately with both data halves; every pass over it goes through ``forward_backward``.
 """
 import functools
+import itertools
 
 import nnabla as nn
 import nnabla.functions as F
 import nnabla.initializer as I
 
-from backbone import STEM_MULTIPLIER, backbone, preprocess
-from genotype import ALPHA_NAMES, BETA_NAMES, edges, incoming
-from operations import IDENTITY, OP_NAMES, OPS, POOLS, ZERO, NodeOutput, batch_norm, concat_nodes, scale
+import parallel
+from numerics import running_statistics
+from operations import NodeOutput, scale
+from tasks.classification import inputs, mean_loss_and_error
 
 ALPHA_SCOPE = 'alpha'
+ALPHA_PREFIXES = ('alpha_', 'beta_')
 
 
-def alphas(num_nodes, names=ALPHA_NAMES, ops=len(OP_NAMES)):
-    """The two (edges x ops) alpha Parameters (or, with BETA_NAMES and ops=1, the (edges x 1)
-    betas of edge normalisation), created as 1e-3 * N(0, 1) on first call."""
+def dag_edges(first, last):
+    """(input, node) of every edge of a cell whose nodes ``first``..``last`` each read every earlier
+    node, in the alphas' row order: node by node, inputs in order."""
+    return [(i, j) for j in range(first, last + 1) for i in range(j)]
+
+
+def incoming(edge_list, j):
+    """The rows (edge indices) of the edges into node ``j``."""
+    return [e for e, (_, node) in enumerate(edge_list) if node == j]
+
+
+def alphas(names, rows, ops):
+    """The (rows x ops) alpha Parameters ``names`` (or, with ops=1, the (rows x 1) betas of edge
+    normalisation), created as 1e-3 * N(0, 1) on first call."""
     with nn.parameter_scope(ALPHA_SCOPE):
-        return [nn.parameter.get_parameter_or_create(name, (len(edges(num_nodes)), ops), I.NormalInitializer(1e-3))
-                for name in names]
+        return [nn.parameter.get_parameter_or_create(name, (rows, ops), I.NormalInitializer(1e-3)) for name in names]
 
 
 def is_alpha(name):
     """Whether the parameter ``name`` is an alpha (or beta): its full name ('alpha/alpha_normal') or
     the name of the graph's own Variable of it ('alpha_normal')."""
-    return name.split('/')[-1] in ALPHA_NAMES + BETA_NAMES
+    return name.split('/')[-1].startswith(ALPHA_PREFIXES)
 
 
 def split_parameters(params):
@@ -45,24 +59,30 @@ def split_parameters(params):
     return ({k: v for k, v in params.items() if not is_alpha(k)}, {k: v for k, v in params.items() if is_alpha(k)})
 
 
-def op_weights(alpha):
-    """softmax(alpha) as one (1, 1) Variable per edge and non-zero op: built once, used by every cell."""
+def op_weights(alpha, table):
+    """softmax(alpha) as one (1, 1) Variable per edge and op (None for the zero op, which is never
+    computed): built once, used by every cell."""
     w = F.softmax(alpha, axis=1)
-    return [[F.slice(w, (e, k), (e + 1, k + 1)) for k in range(ZERO)] for e in range(w.shape[0])]
+    return [[None if k == table.zero else F.slice(w, (e, k), (e + 1, k + 1)) for k in range(len(table.names))]
+            for e in range(w.shape[0])]
 
 
-def mixed_op(x, weights, C, stride, bn):
-    """sum_k w_k op_k(x) over the non-zero ops (w_zero * 0 adds nothing). Each w_k is the gamma of
-    the BN that ends op k (the pools get theirs here); only the plain identity is scaled apart."""
+def mixed_op(x, weights, C, stride, bn, table):
+    """sum_k w_k op_k(x) over the non-zero ops of ``table`` (w_zero * 0 adds nothing). Each w_k is
+    the gamma of the BN that ends op k (a pool gets its BN here where the table says so, else is
+    scaled, as the plain identity is)."""
     # w_k * BN(h) = BN(h) with gamma w_k: the same sum without a multiply per op; the plain sum,
     # sum_k w_k op_k(x), is tests/test_search.py's plain_mixed_op (test_fast_paths.py checks both agree)
     terms = []
-    for k, (op, w) in enumerate(zip(OPS, weights)):
+    for k, (op, w) in enumerate(zip(table.functions, weights)):
+        if k == table.zero:
+            continue
         with nn.parameter_scope('op{}'.format(k)):
-            if k == IDENTITY and stride == 1:
+            if k == table.identity and stride == 1:
                 terms.append(scale(x.h, w))
-            elif k in POOLS:
-                terms.append(bn(op(x, C, stride, bn), gamma=w))
+            elif k in table.pools:
+                h = op(x, C, stride, bn)
+                terms.append(bn(h, gamma=w) if table.pool_bn else scale(h, w))
             else:
                 terms.append(op(x, C, stride, bn, out_bn=functools.partial(bn, gamma=w)))
     return functools.reduce(F.add2, terms)
@@ -83,63 +103,96 @@ def partial_input(x, k):
     return part
 
 
-def partial_mixed_op(x, part, weights, C, stride, bn, k):
+def partial_mixed_op(x, part, weights, C, stride, bn, k, table):
     """PC-DARTS's edge: the mixed op on ``part`` (the first C/k channels of ``x``), the other
     channels bypassing it, concatenated and shuffled with k groups."""
-    h = mixed_op(part, weights, C // k, stride, bn)
+    h = mixed_op(part, weights, C // k, stride, bn, table)
     rest = F.slice(x.h, start=(0, part.h.shape[1], 0, 0))
     if stride == 2:
         rest = F.max_pooling(rest, (2, 2), (2, 2))
     return channel_shuffle(F.concatenate(h, rest, axis=1), k)
 
 
-def edge_weights(beta, num_nodes):
-    """Edge normalisation: per node, softmax over the betas of its incoming edges, as one (1, 1)
-    Variable per edge."""
+def edge_weights(beta, edge_list):
+    """Edge normalisation: per node, softmax over the betas of its incoming edges (consecutive rows),
+    as one (1, 1) Variable per edge."""
     weights = []
-    for j in range(2, num_nodes - 1):
-        rows = incoming(num_nodes, j)
+    for j in sorted({node for _, node in edge_list}):
+        rows = incoming(edge_list, j)
         w = F.softmax(F.slice(beta, (rows[0], 0), (rows[-1] + 1, 1)), axis=0)
         weights += [F.slice(w, (r, 0), (r + 1, 1)) for r in range(len(rows))]
     return weights
 
 
-def cell(s0, s1, weights, num_nodes, C, reduction, reduction_prev, bn, k=1, betas=None):
-    """One supernet cell: the concatenation of its intermediate nodes (with partial channels
-    ``k`` > 1 and edge-normalisation weights ``betas`` as PC-DARTS)."""
-    states = preprocess(s0, s1, C, reduction_prev, bn)
-    parts = {}  # node -> its first C/k channels, shared by the edges that leave it
-    for j in range(2, num_nodes - 1):
-        hs = []
-        for e, (i, node) in enumerate(edges(num_nodes)):
-            if node != j:
-                continue
-            stride = 2 if reduction and i < 2 else 1
-            with nn.parameter_scope('edge{}_{}'.format(i, j)):
-                if k == 1:
-                    h = mixed_op(states[i], weights[e], C, stride, bn)
-                else:
-                    if i not in parts:
-                        parts[i] = partial_input(states[i], k)
-                    h = partial_mixed_op(states[i], parts[i], weights[e], C, stride, bn, k)
-            hs.append(h if betas is None else scale(h, betas[e]))
-        states.append(NodeOutput(functools.reduce(F.add2, hs)))  # a chain of add2 beats add_n on the CPU
-    return concat_nodes(states[2:])
+class Edges:
+    """The mixed-op edges of one supernet cell: ``__call__(states, e, i, stride, C, bn)`` is edge
+    ``e``'s output from node ``i`` (NodeOutput ``states[i]``), in scope 'edge<i>_<j>', weighed by
+    its normalised beta with edge normalisation; with partial channels k > 1, the first C/k
+    channels of a node are sliced once for all the edges that leave it."""
+
+    def __init__(self, weights, table, k=1, betas=None):
+        self.weights, self.table, self.k, self.betas, self.parts = weights, table, k, betas, {}
+
+    def __call__(self, states, e, i, j, stride, C, bn):
+        with nn.parameter_scope('edge{}_{}'.format(i, j)):
+            if self.k == 1:
+                h = mixed_op(states[i], self.weights[e], C, stride, bn, self.table)
+            else:
+                if i not in self.parts:
+                    self.parts[i] = partial_input(states[i], self.k)
+                h = partial_mixed_op(states[i], self.parts[i], self.weights[e], C, stride, bn, self.k, self.table)
+        return h if self.betas is None else scale(h, self.betas[e])
 
 
-def supernet(x, C, num_cells, num_nodes, num_classes=10, partial_channels=1, edge_normalization=False,
-             imagenet=False):
-    """Logits of the search network on ``x``, with the alphas of ``alphas(num_nodes)`` (and the
-    betas of ``alphas(num_nodes, BETA_NAMES, 1)`` with edge normalisation); with ``imagenet``, the
-    ImageNet stem at 3C channels (PC-DARTS's search on ImageNet)."""
-    bn = functools.partial(batch_norm, affine=False, test=False)
-    weights = [op_weights(a) for a in alphas(num_nodes)]
-    betas = ([edge_weights(b, num_nodes) for b in alphas(num_nodes, BETA_NAMES, 1)] if edge_normalization
-             else [None, None])
+def search_graph(space, net, batch_size):
+    """The supernet of ``space`` for ``net`` (a spaces.space.Net), built once: its loss and error on
+    one input pair, fed alternately with both data halves; the parameter dicts 'weights' and
+    'alphas' (betas included) for the two solvers; the graph's own Variables of both ('leaves');
+    and under mpirun their gradient reducers ('reduce'; the weights' with BN's running statistics)."""
+    x, y = inputs(batch_size, net.data)
+    graph = dict(x=x, y=y)
+    graph['loss'], graph['err'] = mean_loss_and_error(space.supernet(x, net), y)
+    graph['loss'].persistent = graph['err'].persistent = True
+    graph['leaves'] = graph_parameters(graph['loss'])
+    graph['weights'], graph['alphas'] = split_parameters(nn.get_parameters(grad_only=True))
+    graph['reduce'] = {'weights': parallel.grad_reducer(graph['weights'], running_statistics()),
+                       'alphas': parallel.grad_reducer(graph['alphas'])}
+    return graph
 
-    def make_cell(s0, s1, C_cell, reduction, reduction_prev):
-        return cell(s0, s1, weights[reduction], num_nodes, C_cell, reduction, reduction_prev, bn,
-                    partial_channels, betas[reduction])
 
-    return backbone(x, C, num_cells, make_cell, num_classes=num_classes, imagenet=imagenet,
-                    stem_channels=STEM_MULTIPLIER * C)
+def graph_parameters(output):
+    """{'weights': [...], 'alphas': [...]}: the Variables through which ``output`` reads the
+    parameters. nnabla builds graphs on unlinked copies of the parameters, so the need_grad of
+    these copies, not of nn.get_parameters()'s Variables, decides which gradients a backward
+    computes."""
+    leaves = {'weights': [], 'alphas': []}
+
+    def visit(f):
+        for v in f.inputs:
+            if v.parent is None and v.need_grad:
+                leaves['alphas' if is_alpha(v.name) else 'weights'].append(v)
+    output.visit(visit)
+    return leaves
+
+
+def forward_backward(graph, batch, solvers):
+    """Loss and error of ``batch``, with fresh gradients of the parameters of ``solvers`` (a dict
+    with 'weights', 'alphas' or both) and no work spent on the gradients of the others; under
+    mpirun the gradients are then averaged over the ranks, so that the second-order step's
+    unrolled weights, direction, its norm and hypergradient agree on all ranks."""
+    graph['x'].d, graph['y'].d = batch
+    for group, leaves in graph['leaves'].items():
+        for v in leaves:
+            v.need_grad = group in solvers
+    try:
+        nn.forward_all([graph['loss'], graph['err']], clear_no_need_grad=True)
+        for solver in solvers.values():
+            solver.zero_grad()
+        graph['loss'].backward(clear_buffer=True)
+        for group in solvers:
+            if graph['reduce'][group]:
+                graph['reduce'][group]()
+    finally:
+        for v in itertools.chain(*graph['leaves'].values()):
+            v.need_grad = True
+    return float(graph['loss'].d), float(graph['err'].d)

@@ -4,7 +4,10 @@ global-norm gradient clipping and dynamic loss scaling.
 nnabla's ``S.Momentum`` keeps v = 0.9 v + lr g and subtracts v; the paper's PyTorch SGD keeps
 buf = 0.9 buf + g and subtracts lr * buf. The two agree while the lr is constant (v = lr buf);
 ``set_momentum_lr`` keeps them equal when it changes, and the second-order step reads buf as
-v / lr. The paper clips the global 2-norm of all weight gradients (not each tensor's).
+v / lr. nnabla's ``S.Nesterov`` keeps v = 0.9 v - lr g and adds -0.9 v_old + 1.9 v, which is
+PyTorch's SGD with nesterov=True (buf = 0.9 buf + g, subtract lr (g + 0.9 buf)) with v = -lr buf:
+the same rescaling keeps them equal. The paper clips the global 2-norm of all weight gradients
+(not each tensor's).
 
 Both conventions side by side, with the recipes of both jobs: docs/reference.md.
 """
@@ -12,6 +15,7 @@ import math
 
 import nnabla as nn
 import nnabla.functions as F
+import nnabla.solvers as S
 
 
 def cosine_lr(epoch, epochs, lr_max, lr_min):
@@ -25,9 +29,15 @@ def epoch_lr(schedule, epoch, epochs, lr, lr_min, gamma):
     return cosine_lr(epoch, epochs, lr, lr_min) if schedule == 'cosine' else lr * gamma ** epoch
 
 
+def momentum_sgd(lr, momentum, nesterov=False):
+    """The weights' solver: SGD with PyTorch-style momentum, or Nesterov momentum (both kept so by
+    set_momentum_lr)."""
+    return (S.Nesterov if nesterov else S.Momentum)(lr, momentum)
+
+
 def set_momentum_lr(solver, lr):
-    """Change the lr of an ``S.Momentum`` the way the paper's (PyTorch) SGD would: rescaling v by
-    lr_new / lr_old keeps v == lr * buf exactly."""
+    """Change the lr of an ``S.Momentum`` (or ``S.Nesterov``) the way the paper's (PyTorch) SGD would:
+    rescaling v by lr_new / lr_old keeps v == lr * buf (-lr * buf) exactly."""
     old = solver.learning_rate()
     if old > 0 and lr != old:
         for state in solver.get_states().values():

@@ -1,7 +1,9 @@
-"""The op library of DARTS: the candidate ops of an edge (``OPS``), their op ids the seed's.
+"""The op library of the convolutional search spaces: the candidate ops of an edge and the blocks
+around the cells, and each space's op table (``OpTable``): DARTS's (``DARTS``: ``OPS``, with the
+seed's op ids) and NAS-Bench-201's (``NAS_BENCH_201``).
 
 Every op takes ``(x, C, stride, bn, out_bn=None)``: the input ``NodeOutput``, output channels, stride
-(2 on the edges out of the two input nodes of a reduction cell), ``bn``, the batch normalisation
+(2 on the edges out of the two input nodes of a DARTS reduction cell), ``bn``, the batch normalisation
 of the network being built (``batch_norm`` with its affine and batch-statistics choice), and
 ``out_bn``, the BN that ends the op if it ends with one (default ``bn``; the pools do not).
 
@@ -10,8 +12,9 @@ gradients of the plain one (tested): one ReLU per node shared by all the ops tha
 (``NodeOutput``); ``scale`` as a batched matrix product instead of a broadcasting multiply; a BN's
 gamma as a mixed op's weight; ``depthwise`` convolution rather than a grouped one.
 
-What each op id computes: docs/reference.md.
+What each op computes: docs/reference.md.
 """
+import collections
 import functools
 
 import nnabla as nn
@@ -26,6 +29,11 @@ OP_NAMES = ('dil_conv_3x3', 'dil_conv_5x5', 'sep_conv_3x3', 'sep_conv_5x5',
 POOLS = (4, 5)
 IDENTITY = 6
 ZERO = 7
+OpTable = collections.namedtuple('OpTable', 'names functions zero identity pools pool_bn')
+OpTable.__doc__ = """A space's candidate ops: their ``names`` and ``functions`` in op-id order, the ids of
+the zero op (never computed in a mixed op: it adds nothing), of the identity and of the pools, and
+whether the supernet puts a BN (no affine) after a pool (DARTS's search code does; NAS-Bench-201's
+does not)."""
 
 
 def scale(h, s):
@@ -126,6 +134,36 @@ def zero(x, C, stride, bn, out_bn=None):
     return F.mul_scalar(h, 0.0)
 
 
+def nor_conv(x, C, stride, bn, kernel, out_bn=None):
+    """NAS-Bench-201's nor_conv: ReLU, kxk convolution (pad k//2, no bias), BN."""
+    return (out_bn or bn)(conv(x.relu, C, kernel, stride, kernel // 2))
+
+
+def residual_block(x, C, bn):
+    """NAS-Bench-201's reduction between stages, on NodeOutput ``x``: ReLU, 3x3 conv of stride 2, BN,
+    ReLU, 3x3 conv, BN, plus the shortcut: 2x2 average pooling of stride 2 and a 1x1 conv."""
+    with nn.parameter_scope('a'):
+        h = relu_conv_bn(x, C, bn, 3, 2, 1)
+    with nn.parameter_scope('b'):
+        h = bn(conv(F.relu(h), C, 3, pad=1))
+    with nn.parameter_scope('shortcut'):
+        shortcut = conv(F.average_pooling(x.h, (2, 2), (2, 2)), C, 1)
+    return F.add2(shortcut, h)
+
+
+def global_average_pool(h):
+    """(B, C, H, W) -> (B, C): the mean over the spatial axes. F.mean rather than
+    F.global_average_pooling, which nnabla-ext-cuda 1.39 does not implement (every call would
+    copy the activations to the host and back)."""
+    return F.mean(h, axis=(2, 3))
+
+
+def classifier(h, num_classes):
+    """Global average pooling and the affine to the classes ('classifier/affine/W', (C, classes))."""
+    with nn.parameter_scope('classifier'):
+        return PF.affine(global_average_pool(h), num_classes)
+
+
 def concat_nodes(nodes):
     """A cell's output NodeOutput: its intermediate Nodes concatenated on channels."""
     return NodeOutput(nodes[0].h if len(nodes) == 1 else F.concatenate(*[n.h for n in nodes], axis=1))
@@ -134,3 +172,7 @@ def concat_nodes(nodes):
 OPS = (functools.partial(dil_conv, kernel=3), functools.partial(dil_conv, kernel=5),
        functools.partial(sep_conv, kernel=3), functools.partial(sep_conv, kernel=5),
        max_pool, avg_pool, identity, zero)
+DARTS = OpTable(OP_NAMES, OPS, ZERO, IDENTITY, POOLS, True)
+NAS_BENCH_201 = OpTable(('none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3', 'avg_pool_3x3'),
+                        (zero, identity, functools.partial(nor_conv, kernel=1), functools.partial(nor_conv, kernel=3),
+                         avg_pool), 0, 1, (4,), False)

@@ -1,4 +1,5 @@
-"""Pictures of a run: DARTS-style cell diagrams and learning curves drawn from monitor series.
+"""Pictures of a run: cell diagrams in the style of the DARTS paper, learning curves drawn from
+monitor series, the alphas' weights.
 
 Cells are laid out by graphviz's ``dot`` when it is installed (the look of the paper's
 figures); otherwise matplotlib draws the same graph, so a diagram is always written.
@@ -17,10 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from errors import warn
 from files import series_path
-from operations import IDENTITY, OP_NAMES
 
-INPUTS = ('c_{k-2}', 'c_{k-1}')
-OUTPUT = 'c_{k}'
 COLORS = {'input': '#b4eeb4', 'node': '#add8e6', 'output': '#eee8aa'}
 NODE_FONT, LABEL_FONT = 12, 9  # points
 NODE_HEIGHT, LABEL_HEIGHT, MARGIN = 0.45, 0.26, 0.2  # inches
@@ -36,49 +34,41 @@ def drawn(draw, what):
         return []
 
 
-def op_label(op):
-    """An op's name on a diagram; identity is drawn as skip_connect, as the paper does."""
-    return 'skip_connect' if op == IDENTITY else OP_NAMES[op]
+def kind(diagram, name):
+    """'input', 'output' or 'node': how a node of a cell diagram (spaces.space.Diagram) is drawn."""
+    return 'input' if name in diagram.inputs else 'output' if name == diagram.output else 'node'
 
 
-def node_name(index):
-    """Diagram name of cell node ``index``: the two inputs, then intermediate nodes from 0."""
-    return INPUTS[index] if index < 2 else str(index - 2)
-
-
-def cell_edges(cell_nodes):
-    """(source, target, label) of every edge, the unlabelled ones into the output included."""
-    edges = [(node_name(inp), node_name(node), op_label(op)) for node, pairs in cell_nodes for op, inp in pairs]
-    return edges + [(node_name(node), OUTPUT, '') for node, _ in cell_nodes]
-
-
-def dot_source(cell_nodes):
+def dot_source(diagram):
     """The cell as graphviz source."""
     lines = ['digraph cell {', '  rankdir=LR; node [style=filled, shape=rect, fontsize=20, penwidth=2];',
              '  edge [fontsize=16, penwidth=1.5];']
-    kinds = [(n, 'input') for n in INPUTS] + [(node_name(n), 'node') for n, _ in cell_nodes] + [(OUTPUT, 'output')]
-    lines += ['  "{}" [fillcolor="{}"];'.format(n, COLORS[kind]) for n, kind in kinds]
-    lines += ['  "{}" -> "{}" [label="{}"];'.format(*edge) for edge in cell_edges(cell_nodes)]
+    lines += ['  "{}" [fillcolor="{}"];'.format(n, COLORS[kind(diagram, n)]) for n in depths(diagram)]
+    lines += ['  "{}" -> "{}" [label="{}"];'.format(*edge) for edge in diagram.edges]
     return '\n'.join(lines + ['}']) + '\n'
 
 
-def depths(cell_nodes):
-    """{diagram name: depth} of every node: the inputs 0, an intermediate node one more than its
-    deepest input, the output one more than the deepest node."""
-    depth = {0: 0, 1: 0}
-    for node, pairs in cell_nodes:
-        depth[node] = 1 + max(depth[inp] for _, inp in pairs)
-    return dict({node_name(n): d for n, d in depth.items()}, **{OUTPUT: 1 + max(depth.values())})
+def depths(diagram):
+    """{name: depth} of every node of the diagram, inputs first: the inputs (and nodes that no edge
+    enters) 0, a node one more than its deepest source, the output one more than the deepest
+    other node. The edges come in an order that lists a node's entering edges before its leaving ones."""
+    depth = dict.fromkeys(diagram.inputs, 0)
+    for src, dst, _ in diagram.edges:
+        depth.setdefault(src, 0)
+        if dst != diagram.output:
+            depth[dst] = max(depth.get(dst, 0), depth[src] + 1)
+    depth[diagram.output] = 1 + max(depth.values())
+    return depth
 
 
-def chains(cell_nodes):
-    """Each edge of ``cell_edges`` as the items it runs through, one per column, and {node: column}.
+def chains(diagram):
+    """Each edge of the diagram as the items it runs through, one per column, and {node: column}.
     As graphviz's ranks: a node's column is twice its depth, and the column after it holds the
     labels of the edges leaving it; an item is a node's name, or (edge, column) for a label or for
     the point where an edge crosses a column."""
-    column = {name: 2 * d for name, d in depths(cell_nodes).items()}
+    column = {name: 2 * d for name, d in depths(diagram).items()}
     return [[src] + [(k, c) for c in range(column[src] + 1, column[dst])] + [dst]
-            for k, (src, dst, _) in enumerate(cell_edges(cell_nodes))], column
+            for k, (src, dst, _) in enumerate(diagram.edges)], column
 
 
 def text_width(text, size):
@@ -102,7 +92,7 @@ def pack(wanted, gaps):
 def order(columns, segments):
     """Sort the items of each column top to bottom as graphviz does: sweeps that sort a column by
     the mean place of its neighbours in the column before (then after), keeping the order with the
-    fewest edge crossings. The inputs keep their order, c_{k-2} above c_{k-1}."""
+    fewest edge crossings. The first column (the inputs) keeps its order (DARTS: c_{k-2} above c_{k-1})."""
     before, after = {}, {}
     for a, b in segments:
         before.setdefault(b, []).append(a)
@@ -136,19 +126,19 @@ def curve(points):
     return Path(vertices, codes)
 
 
-def layout(cell_nodes):
+def layout(diagram):
     """Where matplotlib draws the cell, in inches from the bottom left, as graphviz's dot would: a
     column per rank (``chains``), the items of a column ordered to cross few edges and moved close
     to their neighbours. An edge runs straight across a column at the height of its item (its
     label, drawn on it) and bends only in the gaps between columns, so it meets no box but its
     ends'. {'size': (width, height), 'nodes': {name: (x, y, width, height)}, 'labels': {edge:
-    (x, y)}, 'paths': [Path of each edge of ``cell_edges``]}."""
-    edges = cell_edges(cell_nodes)
-    paths, column_of = chains(cell_nodes)
+    (x, y)}, 'paths': [Path of each edge of the diagram]}."""
+    edges = diagram.edges
+    paths, column_of = chains(diagram)
     node_width = max(text_width(name, NODE_FONT) for name in column_of) + 0.35
     labelled = {(k, column_of[src] + 1) for k, (src, _, label) in enumerate(edges) if label}
     size = {}
-    columns = [[] for _ in range(column_of[OUTPUT] + 1)]
+    columns = [[] for _ in range(column_of[diagram.output] + 1)]
     for path in [list(column_of)] + paths:
         for item in path:
             if item not in size:
@@ -193,11 +183,11 @@ def layout(cell_nodes):
                             + [(x[dst][0], ports[path[-2], dst])]) for path, (src, dst, _) in zip(paths, edges)]}
 
 
-def cell_figure(cell_nodes):
+def cell_figure(diagram):
     """The cell drawn with matplotlib (``layout``): boxes, arrows, op names on the edges. Returns the
     Figure and its artists: {'nodes': {name: (box, text)}, 'edges': [(source, target, arrow, label
-    text or None) for each edge of ``cell_edges``]}."""
-    plan = layout(cell_nodes)
+    text or None) for each edge of the diagram]}."""
+    plan = layout(diagram)
     width, height = plan['size']
     fig = Figure(figsize=(width, height))
     ax = fig.add_axes([0, 0, 1, 1])
@@ -205,7 +195,7 @@ def cell_figure(cell_nodes):
     ax.set_ylim(0, height)
     ax.axis('off')
     artists = {'nodes': {}, 'edges': []}
-    for k, ((src, dst, label), path) in enumerate(zip(cell_edges(cell_nodes), plan['paths'])):
+    for k, ((src, dst, label), path) in enumerate(zip(diagram.edges, plan['paths'])):
         arrow = ax.add_patch(FancyArrowPatch(path=path, arrowstyle='-|>', mutation_scale=12, lw=1.2, zorder=1))
         text = None
         if label:
@@ -213,37 +203,37 @@ def cell_figure(cell_nodes):
                            bbox=dict(boxstyle='round,pad=0.2', fc='white', ec='none'))
         artists['edges'].append((src, dst, arrow, text))
     for name, (x, y, w, h) in plan['nodes'].items():
-        kind = 'input' if name in INPUTS else 'output' if name == OUTPUT else 'node'
-        box = ax.add_patch(Rectangle((x - w / 2, y - h / 2), w, h, fc=COLORS[kind], ec='black', lw=1.5, zorder=2))
+        box = ax.add_patch(Rectangle((x - w / 2, y - h / 2), w, h, fc=COLORS[kind(diagram, name)], ec='black', lw=1.5,
+                                     zorder=2))
         artists['nodes'][name] = (box, ax.text(x, y, name, ha='center', va='center', fontsize=NODE_FONT, zorder=4))
     return fig, artists
 
 
-def draw_cell(cell_nodes, path):
+def draw_cell(diagram, path):
     """Write the matplotlib drawing of the cell (``cell_figure``) as PNG at ``path``."""
-    cell_figure(cell_nodes)[0].savefig(path, dpi=100)
+    cell_figure(diagram)[0].savefig(path, dpi=100)
 
 
-def cell_diagram(cell_nodes, path):
+def cell_diagram(diagram, path):
     """Write the cell's diagram as PNG at ``path``: with graphviz when installed, else matplotlib."""
     dot = shutil.which('dot')
     if dot:
-        result = subprocess.run([dot, '-Tpng', '-o', path], input=dot_source(cell_nodes), text=True,
+        result = subprocess.run([dot, '-Tpng', '-o', path], input=dot_source(diagram), text=True,
                                 capture_output=True)
         if result.returncode == 0:
             return 'graphviz'
-    draw_cell(cell_nodes, path)
+    draw_cell(diagram, path)
     return 'matplotlib'
 
 
-def draw_cells(cells, folder):
-    """Draw each cell of ``cells`` ({name: nodes}) as ``folder/<name>_cell.png``; returns the
-    (file, renderer) of every cell drawn."""
+def draw_cells(diagrams, folder):
+    """Draw each cell of ``diagrams`` ({picture name: spaces.space.Diagram}) as ``folder/<name>.png``;
+    returns the (file, renderer) of every cell drawn."""
     os.makedirs(folder, exist_ok=True)
     written = []
-    for name, cell_nodes in cells.items():
-        path = os.path.join(folder, '{}_cell.png'.format(name))
-        written.append((path, cell_diagram(cell_nodes, path)))
+    for name, diagram in diagrams.items():
+        path = os.path.join(folder, name + '.png')
+        written.append((path, cell_diagram(diagram, path)))
     return written
 
 
@@ -284,10 +274,9 @@ def edge_labels(edge_list):
     return ['{}->{}'.format(i, j) for i, j in edge_list]
 
 
-def alpha_weights(weights, edge_list, path, title=''):
-    """The softmax weights of every edge (rows, labelled i->j) and op (columns) of each cell of
-    ``weights`` ({cell name: edges x ops array}) as annotated heat maps side by side."""
-    names = [op_label(k) for k in range(len(OP_NAMES))]
+def alpha_weights(weights, edge_list, names, path, title=''):
+    """The softmax weights of every edge (rows, labelled i->j) and op (columns, ``names``) of each
+    cell of ``weights`` ({cell name: edges x ops array}) as annotated heat maps side by side."""
     fig = Figure(figsize=(6.5 * len(weights), 0.38 * len(edge_list) + 2.2))
     for c, (cell, w) in enumerate(weights.items()):
         ax = fig.add_subplot(1, len(weights), c + 1)
@@ -306,7 +295,7 @@ def alpha_weights(weights, edge_list, path, title=''):
     fig.savefig(path, dpi=90)
 
 
-def alpha_evolution(epochs, weights, edge_list, path):
+def alpha_evolution(epochs, weights, edge_list, names, path):
     """The softmax weight of every op against the epoch, a small panel per edge (rows) and cell
     (columns): ``weights`` is {cell name: array epochs x edges x ops}. Every panel has the same
     vertical scale, zoomed to the range the weights took: early in a search they all stay near
@@ -321,7 +310,7 @@ def alpha_evolution(epochs, weights, edge_list, path):
         for e, label in enumerate(edge_labels(edge_list)):
             ax = fig.add_subplot(rows, cols, e * cols + c + 1)
             for k in range(w.shape[2]):
-                ax.plot(epochs, w[:, e, k], color='C{}'.format(k), lw=1.2, label=op_label(k))
+                ax.plot(epochs, w[:, e, k], color='C{}'.format(k), lw=1.2, label=names[k])
             ax.set_ylim(low - pad, high + pad)
             ax.set_title('{} {}'.format(cell, label), fontsize=8)
             ax.tick_params(labelsize=7)

@@ -35,8 +35,8 @@ import darts_train  # noqa: E402
 import datasets  # noqa: E402
 import genotype  # noqa: E402
 import images  # noqa: E402
-from args import SEARCH, TRAIN, boolean, parse  # noqa: E402
-from backbone import count_parameters  # noqa: E402
+from args import SEARCH, TRAIN, boolean, parse, space_of  # noqa: E402
+from model_eval import count_parameters, parameter_counts  # noqa: E402
 from data_iterator import network_input, training_batches  # noqa: E402
 from device import device_context  # noqa: E402
 from errors import run  # noqa: E402
@@ -50,7 +50,7 @@ SYNTHETIC_IMAGES = 256
 
 def synthetic_batches(args, data, stream, cutout=0):
     """This rank's batches of the scripts' iterator (the pad augmentation on its own thread) over
-    random images and labels of the shape and classes of ``data`` (a backbone.Data)."""
+    random images and labels of the shape and classes of ``data`` (a tasks.classification.Data)."""
     world, rng = parallel.world(), np.random.RandomState([args.seed, stream])
     pixels = rng.randint(0, 256, (SYNTHETIC_IMAGES, 3, data.size, data.size)).astype(np.uint8)
     split = datasets.Split(rng.randint(0, data.classes, SYNTHETIC_IMAGES), pixels)
@@ -61,7 +61,7 @@ def synthetic_batches(args, data, stream, cutout=0):
 def search_step(args):
     """The search step of darts_search.py and the supernet's weight count."""
     data = network_input(args.dataset, args.dataset_path, args.image_size)
-    solvers, step, graph = darts_search.setup(args, data)
+    solvers, step, graph = darts_search.setup(args, space_of(args), data)
     set_momentum_lr(solvers['weights'], args.model_lr)
     batches = [synthetic_batches(args, data, s) for s in (0, 1)]
     return (lambda it: step(batches[0].next(), batches[1].next())), count_parameters(graph['weights']), batches
@@ -69,12 +69,13 @@ def search_step(args):
 
 def train_step(args):
     """The retraining step of darts_train.py and the network's parameter count (aux head excluded)."""
-    arch = genotype.load(args.model_arch_name, args.num_nodes)
+    space = space_of(args)
+    arch = genotype.load(args.model_arch_name, space)
     data = network_input(args.dataset, args.dataset_path, args.image_size)
-    params, solver, _, step = darts_train.setup(arch, args, data)
+    params, solver, _, step = darts_train.setup(space, arch, args, data)
     set_momentum_lr(solver, args.model_lr)
     batches = [synthetic_batches(args, data, 0, args.cutout_length if args.cutout else 0)]
-    return (lambda it: step(batches[0].next(), it, args.dropout_rate)), darts_train.parameter_counts(params)[0], batches
+    return (lambda it: step(batches[0].next(), it, args.dropout_rate)), parameter_counts(params)[0], batches
 
 
 class FunctionTimer:

@@ -20,10 +20,12 @@ import nnabla as nn  # noqa: E402
 
 import darts_train  # noqa: E402
 import genotype  # noqa: E402
-from args import TRAIN, parse  # noqa: E402
+import model_eval  # noqa: E402
+from args import TRAIN, parse, space_of  # noqa: E402
 from device import device_context  # noqa: E402
 from errors import run  # noqa: E402
 from numerics import LossScaler  # noqa: E402
+from tasks.classification import CIFAR10  # noqa: E402
 
 
 def loss_and_grad_norm(train, params, batch, scaler):
@@ -40,7 +42,8 @@ def loss_and_grad_norm(train, params, batch, scaler):
 
 def main(argv=None):
     args = parse(TRAIN, sys.argv[1:] if argv is None else argv)
-    arch = genotype.load(args.model_arch_name, args.num_nodes)
+    space = space_of(args)
+    arch = genotype.load(args.model_arch_name, space)
     gpu = device_context(args.context, args.device_id, args.type_config, args.deterministic)
     cpu = device_context('cpu', 0, 'float')
     nn.seed(args.seed)
@@ -49,7 +52,9 @@ def main(argv=None):
     result = {}
     for name, ctx, half in (('gpu', gpu, args.type_config == 'half'), ('cpu', cpu, False)):
         with nn.context_scope(ctx):
-            train = darts_train.build(arch, args, args.batch_size)  # the second build reuses the first's parameters
+            # the second build reuses the first's parameters
+            train = model_eval.build(space, arch, darts_train.network_of(args, CIFAR10), args.batch_size,
+                                     args.label_smoothing, args.auxiliary_weight)
             params = nn.get_parameters(grad_only=True)
             result[name + '_loss'], result[name + '_grad_norm'] = loss_and_grad_norm(
                 train, params, batch, LossScaler(half))

@@ -28,11 +28,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import nnabla as nn  # noqa: E402
 
-import architect  # noqa: E402
 import darts_train  # noqa: E402
 import genotype  # noqa: E402
+import model_eval  # noqa: E402
+import spaces  # noqa: E402
 from args import TRAIN, parse  # noqa: E402
-from backbone import Data  # noqa: E402
+from model_search import search_graph  # noqa: E402
+from spaces.space import Net  # noqa: E402
+from tasks.classification import Data  # noqa: E402
 
 MB = 2.0 ** 20
 PEAK_FLOPS = {'float': 15.7e12, 'half': 31.4e12}  # V100 SXM2, without tensor cores
@@ -99,16 +102,18 @@ def report(name, output, weights, state_per_weight, batch_size=None, type_config
 def main():
     nn.clear_parameters()
     with nn.context_scope(context('float')):
-        graph = architect.search_graph(64, 16, 8, 7)
+        graph = search_graph(spaces.get('darts'), Net(16, 8, Data(32, 10, False)), 64)
     print(json.dumps(dict(report('search C=16 L=8 batch 64', graph['loss'], nn.get_parameters(grad_only=True), 1),
                           note='second order: + about 8 weight-sized vectors (60 MB)')))
     for dataset, data in (('cifar10', Data(32, 10, False)), ('imagenet', Data(224, 1000, True))):
         for type_config in ('float', 'half'):
             nn.clear_parameters()
             args = parse(TRAIN, ['--model-arch-name', 'DARTS_V2', '--type-config', type_config, '--dataset', dataset])
-            arch = genotype.load(args.model_arch_name, args.num_nodes)
+            space = spaces.get('darts')
+            arch = genotype.load(args.model_arch_name, space)
             with nn.context_scope(context(type_config)):
-                train = darts_train.build(arch, args, args.batch_size, data)
+                train = model_eval.build(space, arch, darts_train.network_of(args, data), args.batch_size,
+                                         args.label_smoothing, args.auxiliary_weight)
             name = 'retrain DARTS_V2 {} C={} L={} batch {} {}'.format(
                 dataset, darts_train.channels(args), args.num_cells, args.batch_size, type_config)
             print(json.dumps(report(name, train['loss'], nn.get_parameters(grad_only=True), 1, args.batch_size,

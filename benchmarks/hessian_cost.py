@@ -23,7 +23,7 @@ import nnabla as nn  # noqa: E402
 
 import darts_search  # noqa: E402
 import hessian  # noqa: E402
-from args import SEARCH, parse  # noqa: E402
+from args import SEARCH, parse, space_of  # noqa: E402
 from bench import measure, synthetic_batches  # noqa: E402
 from data_iterator import network_input  # noqa: E402
 from device import device_context  # noqa: E402
@@ -47,7 +47,7 @@ def main(argv=None):
     nn.set_default_context(device_context(args.context, args.device_id, args.type_config))
     nn.seed(args.seed)
     data = network_input(args.dataset, args.dataset_path, args.image_size)
-    solvers, step, graph = darts_search.setup(args, data)
+    solvers, step, graph = darts_search.setup(args, space_of(args), data)
     alphas = graph['alphas']
     set_momentum_lr(solvers['weights'], args.model_lr)
     batches = [synthetic_batches(args, data, s) for s in (0, 1)]

@@ -185,6 +185,31 @@ def grouped_depthwise(x, kernel, stride=1, pad=0, dilation=1):
                          dilation=(dilation, dilation), group=c)
 
 
+def train_graph(args, batch_size, data=None):
+    """(space, arch, training graph of model_eval.build) of darts_train's ``args`` (parsed flags)."""
+    import darts_train
+    import genotype
+    import model_eval
+    from args import space_of
+    from tasks.classification import CIFAR10
+    space = space_of(args)
+    arch = genotype.load(args.model_arch_name, space)
+    return space, arch, model_eval.build(space, arch, darts_train.network_of(args, data or CIFAR10), batch_size,
+                                         args.label_smoothing, args.auxiliary_weight)
+
+
+def eval_graph(args, batch_size, data=None):
+    """The test graph of model_eval.build_test of darts_train's ``args`` (parsed flags)."""
+    import darts_train
+    import genotype
+    import model_eval
+    from args import space_of
+    from tasks.classification import CIFAR10
+    space = space_of(args)
+    return model_eval.build_test(space, genotype.load(args.model_arch_name, space),
+                                 darts_train.network_of(args, data or CIFAR10), batch_size)
+
+
 # ---------------------------------------------------------------- running the scripts
 
 

@@ -24,13 +24,14 @@ import darts_train  # noqa: E402
 import genotype  # noqa: E402
 import hessian  # noqa: E402
 import parallel  # noqa: E402
-from args import SEARCH, TRAIN, parse  # noqa: E402
+from args import SEARCH, TRAIN, parse, space_of  # noqa: E402
 from data_iterator import eval_batches  # noqa: E402
 from datasets import Split  # noqa: E402
-from helpers import cifar_recipe  # noqa: E402
+from helpers import cifar_recipe, eval_graph, train_graph  # noqa: E402
 from device import device_context  # noqa: E402
 from loop import InterruptFlag  # noqa: E402
 from numerics import set_momentum_lr  # noqa: E402
+from tasks.classification import CIFAR10, evaluate as evaluate_test  # noqa: E402
 
 BATCH = 4
 TRAIN_FLAGS = ['-c', 'cpu', '--num-cells', '3', '--output-filter', '4', '-f', '0', '-b', str(BATCH),
@@ -56,12 +57,12 @@ def steps(kind):
     first order followed by the Hessian eigenvalue on a probe batch sharded as darts_search.py does)."""
     if kind == 'train':
         args = parse(TRAIN, TRAIN_FLAGS)
-        _, solver, _, step = darts_train.setup(genotype.load('DARTS_V2', args.num_nodes), args)
+        _, solver, _, step = darts_train.setup(space_of(args), genotype.load('DARTS_V2'), args, CIFAR10)
         set_momentum_lr(solver, args.model_lr)
         return [step(parallel.world().shard(images(BATCH, it)), it, 0.2) for it in range(3)]
     pc = ['--partial-channels', '2', '--edge-normalization', 'True'] if kind == 'pc' else []
     args = parse(SEARCH, SEARCH_FLAGS + pc + ['--second-order', str(kind == 'search2')])
-    solvers, step, graph = darts_search.setup(args)
+    solvers, step, graph = darts_search.setup(args, space_of(args))
     alphas = graph['alphas']
     set_momentum_lr(solvers['weights'], args.model_lr)
     shard = parallel.world().shard
@@ -76,7 +77,7 @@ def grads():
     """The weight gradients of one batch at drop-path 0.2, averaged over its two halves."""
     world = parallel.world()
     args = parse(TRAIN, TRAIN_FLAGS)
-    train = darts_train.build(genotype.load('DARTS_V2', args.num_nodes), args, BATCH // 2)
+    train = train_graph(args, BATCH // 2)[2]
     params = nn.get_parameters(grad_only=True)
     reduce = parallel.grad_reducer(params)
     halves = [world.rank] if world.size == 2 else [0, 1]
@@ -98,12 +99,12 @@ def evaluate():
     """Test loss and error of the initial parameters on 11 images in batches of 4."""
     args = parse(TRAIN, TRAIN_FLAGS)
     world = parallel.world()
-    test = darts_train.build_test(genotype.load('DARTS_V2', args.num_nodes), args, BATCH // world.size)
+    test = eval_graph(args, BATCH // world.size)
     x, y = images(11, 3)
     pixels = np.clip(x * 60 + 128, 0, 255).astype(np.uint8)  # eval_batches normalises uint8 images
     batches = eval_batches(Split(y[:, 0], pixels), cifar_recipe(augment=False), BATCH, world.rank, world.size)
     with InterruptFlag() as interrupts:
-        values = darts_train.evaluate(test, batches, 11, interrupts)
+        values = evaluate_test(test, batches, 11, interrupts)
     return {'loss': values['Test loss'], 'error': values['Test error']}
 
 

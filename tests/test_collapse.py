@@ -9,6 +9,8 @@ import early_stop
 import genotype
 import plots
 from errors import UserError
+from spaces.darts_cnn import DartsCnn
+from spaces.darts_cnn import arch as darts_arch
 
 PNG = b'\x89PNG\r\n\x1a\n'
 
@@ -70,7 +72,7 @@ def hand_made_alphas():
 ])
 def test_skip_cap_keeps_the_strongest_identities(cap, normal):
     a = hand_made_alphas()
-    arch = genotype.derive(a, a.copy(), 5, max_skip_connect=cap)
+    arch = darts_arch.derive(a, a.copy(), 5, max_skip_connect=cap)
     assert arch['arch_normal'] == normal
     assert arch['arch_reduction'] == {'2': [[6, 0], [6, 1]], '3': [[1, 2], [6, 1]]}  # never capped
     skips = sum(op == 6 for pairs in arch['arch_normal'].values() for op, _ in pairs)
@@ -80,7 +82,7 @@ def test_skip_cap_keeps_the_strongest_identities(cap, normal):
 def test_parameter_free_counts():
     arch = {'arch_normal': {'2': [[6, 0], [4, 1]], '3': [[5, 2], [2, 0]]},
             'arch_reduction': {'2': [[0, 0], [1, 1]], '3': [[3, 2], [6, 0]]}}
-    assert genotype.parameter_free(arch) == {'arch_normal': 3, 'arch_reduction': 1}
+    assert darts_arch.parameter_free(arch) == {'arch_normal': 3, 'arch_reduction': 1}
 
 
 def test_derive_command_writes_the_arch_of_an_alphas_file(tmp_path, capsys):
@@ -90,7 +92,7 @@ def test_derive_command_writes_the_arch_of_an_alphas_file(tmp_path, capsys):
     out = tmp_path / 'arch.json'
     assert genotype.main(['derive', str(path), '--out', str(out), '--max-skip-connect', '2', '--num-nodes', '5']) == 0
     arch = json.loads(out.read_text())
-    assert arch == genotype.derive(a, a, 5, 2) and 'architecture written to' in capsys.readouterr().out
+    assert arch == darts_arch.derive(a, a, 5, 2) and 'architecture written to' in capsys.readouterr().out
     with pytest.raises(UserError, match='alpha_normal must be 14x8'):
         genotype.main(['derive', str(path), '--out', str(tmp_path / 'x.json')])
     path.write_text('{"alpha_normal": 1}')
@@ -102,9 +104,9 @@ def test_alpha_pictures_are_written_and_differ_with_the_alphas(tmp_path):
     rng = np.random.RandomState(0)
     pictures = []
     for k in range(2):
-        w = {'normal': genotype.softmax_weights(rng.randn(14, 8)), 'reduction': genotype.softmax_weights(rng.randn(14, 8))}
+        w = {'normal': darts_arch.softmax_weights(rng.randn(14, 8)), 'reduction': darts_arch.softmax_weights(rng.randn(14, 8))}
         path = tmp_path / 'alphas{}.png'.format(k)
-        plots.alpha_weights(w, genotype.edges(7), str(path), 'epoch 1')
+        plots.alpha_weights(w, darts_arch.edges(7), DartsCnn.op_labels, str(path), 'epoch 1')
         pictures.append(path.read_bytes())
     assert all(p[:8] == PNG for p in pictures) and pictures[0] != pictures[1]
 

@@ -12,16 +12,14 @@ import numpy as np
 import nnabla as nn
 import pytest
 
-import darts_train
 import data_iterator
 import datasets
-import genotype
 from args import TRAIN, parse
-from backbone import Data
 from errors import UserError
-from helpers import (NO_EIGENVALUE, SEARCH_TINY, TRAIN_TINY, checkpoint_folders, cifar_recipe, error_lines, one_line,
-                     run_cli, train, write_cifar100, write_image_folder, write_svhn)
+from helpers import (NO_EIGENVALUE, SEARCH_TINY, TRAIN_TINY, checkpoint_folders, cifar_recipe, error_lines, eval_graph,
+                     one_line, run_cli, train, write_cifar100, write_image_folder, write_svhn)
 from loop import InterruptFlag
+from tasks.classification import TOP5, Data, evaluate, training_loss
 from test_train_cli import assert_same_run, results
 
 SMALL = TRAIN_TINY + ['-b', '4', '-e', '1']
@@ -177,7 +175,7 @@ def test_an_unusable_folder_is_one_line_before_any_work(folder, tmp_path):
 
 def test_the_top5_error_of_an_evaluation_is_numpys(fresh_parameters):
     args = parse(TRAIN, TRAIN_TINY + ['-b', '8'])
-    test = darts_train.build_test(genotype.load('DARTS_V2'), args, 8, Data(32, 100, False))
+    test = eval_graph(args, 8, Data(32, 100, False))
     rng = np.random.RandomState(3)
     pixels, labels = rng.randint(0, 256, (21, 3, 32, 32)).astype(np.uint8), rng.randint(0, 100, 21)
     split = datasets.Split(labels, pixels)
@@ -190,9 +188,8 @@ def test_the_top5_error_of_an_evaluation_is_numpys(fresh_parameters):
     top5 = np.argsort(-logits, axis=1)[:, :5]
     expected = 1 - np.mean([labels[i] in top5[i] for i in range(21)])
     with InterruptFlag() as interrupts:
-        values = darts_train.evaluate(test, data_iterator.eval_batches(split, cifar_recipe(augment=False), 8), 21,
-                                      interrupts)
-    assert values[darts_train.TOP5] == pytest.approx(expected) and 0 < expected < 1
+        values = evaluate(test, data_iterator.eval_batches(split, cifar_recipe(augment=False), 8), 21, interrupts)
+    assert values[TOP5] == pytest.approx(expected) and 0 < expected < 1
     assert values['Test error'] == pytest.approx(1 - np.mean(logits.argmax(axis=1) == labels))
 
 
@@ -202,6 +199,6 @@ def test_label_smoothing_is_the_paper_loss(fresh_parameters):
     log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     for s in (0.0, 0.1):
         targets = (1 - s) * np.eye(7)[y[:, 0]] + s / 7  # the paper's code: (1 - s) one-hot + s / K
-        loss = darts_train.training_loss(nn.Variable.from_numpy_array(logits), nn.Variable.from_numpy_array(y), s)
+        loss = training_loss(nn.Variable.from_numpy_array(logits), nn.Variable.from_numpy_array(y), s)
         loss.forward()
         assert float(loss.d) == pytest.approx((-targets * log_p).sum(axis=1).mean(), rel=1e-5)

@@ -7,8 +7,7 @@ import pytest
 from nnabla.utils.nnp_graph import NnpLoader
 
 import darts_train
-import genotype
-from helpers import TRAIN_TINY, one_line, train, write_archive
+from helpers import TRAIN_TINY, eval_graph, one_line, train, write_archive
 
 
 @pytest.fixture(scope='module')
@@ -49,7 +48,7 @@ def test_nnp_runs_to_the_outputs_of_the_training_code(trained, tmp_path):
     args = darts_train.parse('train', TRAIN_TINY)
     x = np.random.RandomState(0).randn(3, 3, 32, 32).astype(np.float32)
     nn.clear_parameters()
-    test = darts_train.build_test(genotype.load('DARTS_V2'), args, 3)
+    test = eval_graph(args, 3)
     darts_train.load_into_network(str(run / 'params.h5'))
     test['x'].d = x
     test['logits'].forward()

@@ -9,9 +9,11 @@ import pytest
 
 import darts_train
 import export
-import genotype
+import model_eval
+import spaces
 from helpers import ROOT, write_archive
 from errors import UserError
+from tasks.classification import CIFAR10
 
 ort = pytest.importorskip('onnxruntime', reason='the ONNX export extras are not installed: '
                                                 'pip install --no-deps -r requirements-export.txt')
@@ -24,8 +26,19 @@ TINY = ['-c', 'cpu', '--num-cells', '3', '--output-filter', '4', '-f', '0']
 ALL_OPS = {'arch_normal': {'2': [[0, 0], [1, 1]], '3': [[2, 0], [3, 1]], '4': [[4, 2], [5, 3]], '5': [[6, 0], [5, 1]]},
            'arch_reduction': {'2': [[5, 0], [4, 1]], '3': [[0, 0], [1, 1]], '4': [[2, 0], [3, 2]],
                               '5': [[6, 1], [5, 4]]}}
-ARCHS = {'DARTS_V1': genotype.load('DARTS_V1'), 'DARTS_V2': genotype.load('DARTS_V2'), 'all_ops': ALL_OPS}
+# NAS-Bench-201's network: its ops (none, skip, both convolutions, the pooling) and its residual blocks
+NB201_ALL_OPS = '|nor_conv_3x3~0|+|none~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|'
+ARCHS = {'DARTS_V1': 'DARTS_V1', 'DARTS_V2': 'DARTS_V2', 'all_ops': ALL_OPS, 'nas-bench-201': NB201_ALL_OPS}
 BATCHES = (1, 4)
+
+
+def graph_of(arch, batch):
+    """The test graph of the tiny network (TINY) of ``arch`` (a name, string or arch object) in its space."""
+    space = spaces.get(spaces.named_by(arch))
+    arch = space.parse(arch, 'arch')
+    args = darts_train.parse('train', TINY + ['--search-space', space.name, '--model-arch-name', 'DARTS_V2'
+                                              if space.name == 'darts' else NB201_ALL_OPS])
+    return space, arch, model_eval.build_test(space, arch, darts_train.network_of(args, CIFAR10), batch)
 
 
 def trained_looking(rng):
@@ -64,13 +77,14 @@ def exported(request, tmp_path_factory):
     """(name, ONNX path, images and nnabla logits per batch size) of a tiny network of each arch
     with trained-looking parameters, exported as darts_train.py --export-onnx does."""
     name, arch = request.param, ARCHS[request.param]
-    args = darts_train.parse('train', TINY)
     rng = np.random.RandomState(1)
     nn.clear_parameters()
-    tests = {b: darts_train.build_test(arch, args, b) for b in BATCHES}
+    tests = {b: graph_of(arch, b)[2] for b in BATCHES}
     trained_looking(rng)
     path = tmp_path_factory.mktemp('onnx') / '{}.onnx'.format(name)
-    darts_train.export(arch, args, str(path), save=darts_train.save_onnx)
+    space, arch, _ = graph_of(arch, 1)
+    darts_train.export(space, arch, darts_train.network_of(darts_train.parse('train', TINY + [
+        '--model-arch-name', 'DARTS_V2']), CIFAR10), str(path), save=darts_train.save_onnx)
     images = {b: rng.normal(0.0, 1.0, (b, 3, 32, 32)).astype(np.float32) for b in BATCHES}
     expected = {b: nnabla_logits(tests[b], images[b]) for b in BATCHES}
     nn.clear_parameters()
@@ -99,10 +113,9 @@ def test_the_file_is_opset_11_with_a_symbolic_batch(exported):
 def test_the_converters_default_table_gets_the_average_pooling_wrong(tmp_path):
     """The trap: nnabla-converter's default table (opset 11) pads the average pooling by edge
     replication instead of leaving the padding out of the mean; ONNX_TABLE does not."""
-    args = darts_train.parse('train', TINY)
     rng = np.random.RandomState(2)
     nn.clear_parameters()
-    test = darts_train.build_test(ALL_OPS, args, 4)
+    test = graph_of(ALL_OPS, 4)[2]
     trained_looking(rng)
     export.save_nnp(str(tmp_path / 'm.nnp'), test['x'], test['logits'])
     x = rng.normal(0.0, 1.0, (4, 3, 32, 32)).astype(np.float32)
@@ -132,7 +145,7 @@ def test_export_onnx_on_the_command_line(tmp_path):
     assert proc.returncode == 0, proc.stderr
     x = np.random.RandomState(3).normal(0.0, 1.0, (3, 3, 32, 32)).astype(np.float32)
     nn.clear_parameters()
-    test = darts_train.build_test(genotype.load('DARTS_V2'), darts_train.parse('train', TINY), 3)
+    test = graph_of('DARTS_V2', 3)[2]
     darts_train.load_into_network(str(tmp_path / 'run' / 'params.h5'))
     expected = nnabla_logits(test, x)
     nn.clear_parameters()

@@ -7,14 +7,17 @@ import nnabla.functions as F
 import nnabla.parametric_functions as PF
 import pytest
 
-import architect
-import backbone
-import genotype
+import nnabla.solvers as S
+
 import model_eval
 import model_search
 import numerics
 import operations
 from helpers import grouped_depthwise
+from methods.darts import Unroller
+from model_search import forward_backward as search_pass
+from spaces.darts_cnn.arch import PAPER_ARCHS
+from spaces.darts_cnn.network import network, supernet
 from test_search import plain_mixed_op, tiny_search_setup
 
 RTOL, ATOL = 1e-4, 1e-6
@@ -87,7 +90,7 @@ def test_classifier_mean_is_global_average_pooling():
     F.global_average_pooling (which it does not), with the same classifier parameters."""
     rng = np.random.RandomState(8)
     h = variable(rng, (4, 6, 5, 5))
-    fast = backbone.classifier(h, 10)
+    fast = operations.classifier(h, 10)
     shapes = {k: p.shape for k, p in nn.get_parameters().items()}
     assert shapes == {'classifier/affine/W': (6, 10), 'classifier/affine/b': (10,)}
     with nn.parameter_scope('classifier'):
@@ -105,12 +108,12 @@ def test_one_relu_per_node_gives_the_network_of_one_relu_per_op(monkeypatch):
     rng = np.random.RandomState(4)
     x = variable(rng, (2, 3, 32, 32))
     drop = model_eval.DropPath()
-    fast = model_eval.network(x, genotype.PAPER_ARCHS['DARTS_V2'], 4, 5, auxiliary=True, drop_path=drop)
+    fast = network(x, PAPER_ARCHS['DARTS_V2'], 4, 5, auxiliary=True, drop_path=drop)
     drop.refresh(np.random.RandomState(5), 0.3)
     n = len(drop.masks)
     fast_result = forward_backward(list(fast), [x], rng)
     one_relu_per_op(monkeypatch)
-    plain = model_eval.network(x, genotype.PAPER_ARCHS['DARTS_V2'], 4, 5, auxiliary=True, drop_path=drop)
+    plain = network(x, PAPER_ARCHS['DARTS_V2'], 4, 5, auxiliary=True, drop_path=drop)
     assert len(drop.masks) == 2 * n
     for m_fast, m_plain in zip(drop.masks[:n], drop.masks[n:]):
         m_plain.d = m_fast.d
@@ -122,14 +125,14 @@ def test_supernet_with_shared_relus_and_folded_weights_is_the_plain_supernet(mon
     own ReLU, a broadcasting multiply per op output)."""
     rng = np.random.RandomState(6)
     x = variable(rng, (2, 3, 32, 32))
-    fast = model_search.supernet(x, 2, 3, 5)
+    fast = supernet(x, 2, 3, 5)
     for a in model_search.split_parameters(nn.get_parameters())[1].values():
         a.d = rng.randn(*a.shape)
     fast_result = forward_backward([fast], [x], rng)
     one_relu_per_op(monkeypatch)
     monkeypatch.setattr(model_search, 'mixed_op', plain_mixed_op)
     n = len(nn.get_parameters(grad_only=False))
-    plain = model_search.supernet(x, 2, 3, 5)
+    plain = supernet(x, 2, 3, 5)
     assert len(nn.get_parameters(grad_only=False)) == n  # built on the same parameters
     assert_same(fast_result, forward_backward([plain], [x], rng))
 
@@ -138,7 +141,7 @@ def test_supernet_with_shared_relus_and_folded_weights_is_the_plain_supernet(mon
 def test_a_pass_for_one_group_computes_its_gradients_and_leaves_the_others(only):
     graph, weights, alphas, solvers, batch, _ = tiny_search_setup(seed=7)
     groups = {'weights': weights, 'alphas': alphas}
-    full = architect.forward_backward(graph, batch, solvers)
+    full = search_pass(graph, batch, solvers)
     reference = {k: p.g.copy() for k, p in {**weights, **alphas}.items()}
 
     def assert_gradients(computed):
@@ -152,7 +155,7 @@ def test_a_pass_for_one_group_computes_its_gradients_and_leaves_the_others(only)
 
     for p in {**weights, **alphas}.values():
         p.g = 7.0  # a sentinel for gradients the pass must not touch
-    assert architect.forward_backward(graph, batch, {only: solvers[only]}) == full
+    assert search_pass(graph, batch, {only: solvers[only]}) == full
     assert_gradients({only})
     # afterwards the graph is as it was: a plain backward of the loss reaches every parameter again
     for p in {**weights, **alphas}.values():
@@ -162,17 +165,24 @@ def test_a_pass_for_one_group_computes_its_gradients_and_leaves_the_others(only)
     assert_gradients(set(groups))
 
 
-def test_unroller_weight_arithmetic_is_numpys():
+@pytest.mark.parametrize('nesterov', [False, True], ids=['momentum', 'nesterov'])
+def test_unroller_weight_arithmetic_is_numpys(nesterov):
+    """w' = w - xi (g + wd w + 0.9 buf), buf PyTorch's momentum buffer: v / lr of S.Momentum,
+    -v / lr of S.Nesterov (whose steps are PyTorch's Nesterov steps, numerics.py)."""
     graph, weights, alphas, solvers, batch, _ = tiny_search_setup(seed=7)
-    architect.forward_backward(graph, batch, {'weights': solvers['weights']})
+    if nesterov:
+        solvers['weights'] = S.Nesterov(0.05, 0.9)
+        solvers['weights'].set_parameters(weights)
+    search_pass(graph, batch, {'weights': solvers['weights']})
     solvers['weights'].update()  # non-zero momentum
     solvers['weights'].set_learning_rate(0.05)
     xi, wd = 0.3, 1e-2
-    unroller = architect.Unroller(weights, solvers['weights'], wd, 0.9)
+    unroller = Unroller(weights, solvers['weights'], wd, 0.9, nesterov)
     w = {k: p.d.astype(np.float64) for k, p in weights.items()}
-    buf = {k: s.pstate['m'].d / 0.05 for k, s in solvers['weights'].get_states().items()}
+    buf = {k: (-1 if nesterov else 1) * s.pstate['m'].d / 0.05 for k, s in solvers['weights'].get_states().items()}
+    assert all(np.abs(b).max() > 0 for b in buf.values())
     unroller.save(xi)
-    architect.forward_backward(graph, batch, {'weights': solvers['weights']})
+    search_pass(graph, batch, {'weights': solvers['weights']})
     g = {k: p.g.astype(np.float64) for k, p in weights.items()}
     unroller.unroll()
     for k, p in weights.items():
@@ -205,7 +215,7 @@ def test_weight_arithmetic_and_clip_take_a_few_functions_per_step():
     """Second-order weight arithmetic at most 3 functions per weight tensor and step (save,
     unroll, direction and its norm, perturb twice, restore), the global-norm clip at most 3."""
     graph, weights, alphas, solvers, batch, _ = tiny_search_setup(seed=7)
-    unroller = architect.Unroller(weights, solvers['weights'], 1e-2, 0.9)
+    unroller = Unroller(weights, solvers['weights'], 1e-2, 0.9)
     clipper = numerics.GradClipper(weights, 1e-3)
 
     def arithmetic():

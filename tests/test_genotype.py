@@ -1,4 +1,5 @@
-"""Tests of genotype: the arch JSON format, every refusal, the paper's cells, save/load, describe."""
+"""Tests of genotype and of the DARTS space's arch JSON format: every refusal, the paper's cells,
+save/load, describe."""
 import copy
 import json
 import os
@@ -6,7 +7,9 @@ import os
 import pytest
 
 import genotype
+import spaces
 from errors import UserError
+from spaces.darts_cnn import arch as darts_arch
 from helpers import one_line, train
 
 # Op ids of the reference, written out here rather than taken from operations.OP_NAMES.
@@ -32,6 +35,11 @@ TWO_NODES = {'arch_normal': {'2': [[3, 0], [1, 1]], '3': [[5, 2], [6, 0]]},
              'arch_reduction': {'2': [[4, 0], [6, 1]], '3': [[0, 2], [2, 1]]}}
 
 
+def darts(num_nodes=7):
+    """The DARTS space with cells of ``num_nodes`` nodes."""
+    return spaces.get('darts', num_nodes=num_nodes)
+
+
 def _write(path, text):
     with open(str(path), 'w') as f:
         f.write(text)
@@ -51,8 +59,8 @@ def test_every_op_id_and_every_earlier_input_is_accepted():
                             '4': [[4, 3], [5, 1]], '5': [[6, 4], [6, 3]]},
             'arch_reduction': {'2': [[6, 1], [6, 0]], '3': [[5, 2], [4, 1]],
                                '4': [[3, 3], [2, 0]], '5': [[1, 4], [0, 2]]}}
-    genotype.validate(copy.deepcopy(arch))  # no exception
-    assert genotype.validate(arch, 7, 'x') is None
+    darts_arch.validate(copy.deepcopy(arch))  # no exception
+    assert darts_arch.validate(arch, 7, 'x') is None
 
 
 # ---------------------------------------------------------------- refusals
@@ -116,7 +124,7 @@ REFUSALS = [
 def test_validate_refuses_naming_cell_node_and_entry(mutate, expected):
     arch = mutate(copy.deepcopy(V2))
     with pytest.raises(UserError) as e:
-        genotype.validate(arch, 7, 'my.json')
+        darts_arch.validate(arch, 7, 'my.json')
     message = str(e.value)
     assert message.startswith('my.json')
     for fragment in expected:
@@ -172,9 +180,9 @@ def test_a_file_named_like_a_paper_cell_is_read_as_a_file(tmp_path, monkeypatch)
 
 def test_num_nodes_5_accepts_a_two_node_cell_and_refuses_darts_v2(tmp_path):
     path = _write(tmp_path / 'two.json', json.dumps(TWO_NODES))
-    assert genotype.load(path, num_nodes=5) == TWO_NODES
+    assert genotype.load(path, darts(5)) == TWO_NODES
     with pytest.raises(UserError) as e:
-        genotype.load('DARTS_V2', num_nodes=5)
+        genotype.load('DARTS_V2', darts(5))
     message = str(e.value)
     assert 'arch_normal' in message and "'4'" in message and '--num-nodes 5' in message and 'are 2, 3' in message
     with pytest.raises(UserError, match='arch_normal node 4 is missing'):
@@ -187,8 +195,8 @@ def test_num_nodes_5_accepts_a_two_node_cell_and_refuses_darts_v2(tmp_path):
 def test_save_then_load_round_trip_leaves_no_temporary_file(tmp_path):
     for arch, nodes, name in ((V2, 7, 'v2.json'), (V1, 7, 'v1.json'), (TWO_NODES, 5, 'two.json')):
         path = str(tmp_path / 'out' / name)  # the folder does not exist yet
-        genotype.save(arch, path)
-        assert genotype.load(path, num_nodes=nodes) == arch
+        genotype.save(arch, path, darts(nodes))
+        assert genotype.load(path, darts(nodes)) == arch
         with open(path) as f:
             assert json.load(f) == arch  # plain JSON, readable by anything
     assert sorted(os.listdir(str(tmp_path / 'out'))) == ['two.json', 'v1.json', 'v2.json']
@@ -196,7 +204,7 @@ def test_save_then_load_round_trip_leaves_no_temporary_file(tmp_path):
 
 def test_save_replaces_an_existing_file(tmp_path):
     path = _write(tmp_path / 'arch.json', json.dumps(V1))
-    genotype.save(V2, path)
+    genotype.save(V2, path, darts())
     assert genotype.load(path) == V2
     assert os.listdir(str(tmp_path)) == ['arch.json']
 
@@ -206,7 +214,7 @@ def test_save_refuses_an_invalid_arch_and_writes_nothing(tmp_path):
     bad['arch_reduction']['4'][1] = [7, 2]
     path = tmp_path / 'arch.json'
     with pytest.raises(UserError, match='arch_reduction node 4 entry 1'):
-        genotype.save(bad, str(path))
+        genotype.save(bad, str(path), darts())
     assert os.listdir(str(tmp_path)) == []
 
 
@@ -219,7 +227,7 @@ def test_save_refuses_an_invalid_arch_and_writes_nothing(tmp_path):
 def test_save_refuses_a_malformed_arch_with_a_user_error(tmp_path, arch, fragment):
     path = str(tmp_path / 'arch.json')
     with pytest.raises(UserError) as e:  # not a KeyError or TypeError from inferring the node count
-        genotype.save(arch, path)
+        genotype.save(arch, path, darts())
     assert fragment in str(e.value) and path in str(e.value)
     assert os.listdir(str(tmp_path)) == []
 
@@ -232,7 +240,7 @@ def test_save_is_atomic_the_old_file_survives_a_failed_rename(tmp_path, monkeypa
 
     monkeypatch.setattr(genotype.os, 'replace', failing_replace)
     with pytest.raises(OSError):
-        genotype.save(V2, path)
+        genotype.save(V2, path, darts())
     with open(path) as f:
         assert json.load(f) == V1  # never truncated or half-written
 
@@ -252,13 +260,13 @@ def test_describe_darts_v2():
         '  ops at node 3: identity from node 2, max_pool_3x3 from node 1',
         '  ops at node 4: max_pool_3x3 from node 0, identity from node 2',
         '  ops at node 5: identity from node 2, max_pool_3x3 from node 1'])
-    assert genotype.describe(V2) == expected
+    assert darts_arch.describe(V2) == expected
 
 
 def test_describe_orders_nodes_numerically_and_names_every_op():
     arch = {'arch_normal': {'3': [[5, 2], [1, 0]], '2': [[3, 1], [0, 0]]},
             'arch_reduction': {'2': [[4, 1], [6, 0]], '3': [[2, 2], [5, 1]]}}
-    lines = genotype.describe(arch).splitlines()
+    lines = darts_arch.describe(arch).splitlines()
     assert lines[1] == '  ops at node 2: sep_conv_5x5 from node 1, dil_conv_3x3 from node 0'
     assert lines[2] == '  ops at node 3: avg_pool_3x3 from node 2, dil_conv_5x5 from node 0'
     assert lines[4] == '  ops at node 2: max_pool_3x3 from node 1, identity from node 0'

@@ -20,9 +20,11 @@ import pytest
 import darts_search
 import darts_train
 import genotype
-from args import SEARCH, TRAIN, parse
-from backbone import CIFAR10, Data
+import model_eval
+import operations
+from args import SEARCH, TRAIN, parse, space_of
 from helpers import ROOT
+from tasks.classification import CIFAR10, Data
 
 TABLE = json.load(open(os.path.join(ROOT, 'tests', 'data', 'gpu_functions.json')))
 BATCH = 2
@@ -95,12 +97,18 @@ def solvers(monkeypatch):
     return created
 
 
-def search_calls(second_order, options=(), data=CIFAR10):
-    """Two steps of darts_search.py's step (alpha step, clip, weight step), with PC-DARTS ``options``."""
-    args = parse(SEARCH, ['--num-cells', '3', '--output-filter', '2', '--num-nodes', '4', '--batch-size',
-                          str(BATCH), '--second-order', str(second_order), *options])
+DARTS_CELL = ('--num-cells', '3', '--num-nodes', '4')
+NB201 = ('--search-space', 'nas-bench-201', '--num-cells', '1')
+NB201_CELL = '|nor_conv_3x3~0|+|none~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|'
+
+
+def search_calls(second_order, options=DARTS_CELL, data=CIFAR10):
+    """Two steps of darts_search.py's step (alpha step, clip, weight step), with the space's and
+    PC-DARTS's ``options``."""
+    args = parse(SEARCH, ['--output-filter', '2', '--batch-size', str(BATCH), '--second-order', str(second_order),
+                          *options])
     with nn.context_scope(cudnn_context('float')):
-        _, step, _ = darts_search.setup(args, data)
+        _, step, _ = darts_search.setup(args, space_of(args), data)
         with Calls() as calls:
             for _ in range(2):
                 step(images(data), images(data))
@@ -115,10 +123,12 @@ def train_calls(type_config, options=(), data=CIFAR10):
     """Two retraining steps (aux head, drop path, clip, update), the test graph's forward and the
     forward of the .nnp export's graph (batch size 1), all in ``type_config``."""
     args = parse(TRAIN, TRAIN_FLAGS + ['--type-config', type_config, *options])
-    arch = genotype.load(args.model_arch_name, args.num_nodes)
+    space = space_of(args)
+    arch = genotype.load(args.model_arch_name, space)
+    net = darts_train.network_of(args, data)
     with nn.context_scope(cudnn_context(type_config)):
-        _, _, _, step = darts_train.setup(arch, args, data)
-        test, export = darts_train.build_test(arch, args, BATCH, data), darts_train.build_test(arch, args, 1, data)
+        _, _, _, step = darts_train.setup(space, arch, args, data)
+        test, export = model_eval.build_test(space, arch, net, BATCH), model_eval.build_test(space, arch, net, 1)
         with Calls() as calls:
             for it in range(2):
                 step(images(data), it, 0.2)
@@ -132,36 +142,43 @@ def train_calls(type_config, options=(), data=CIFAR10):
 PC_DARTS = ('--output-filter', '4', '--partial-channels', '2', '--edge-normalization', 'True')
 
 
-@pytest.mark.parametrize('second_order, options, data', [(False, (), CIFAR10), (True, (), CIFAR10),
-                                                         (False, PC_DARTS, CIFAR10), (False, (), Data(64, 12, True))],
-                         ids=['first-order', 'second-order', 'pc-darts', 'imagenet-stem'])
+@pytest.mark.parametrize('second_order, options, data', [
+    (False, DARTS_CELL, CIFAR10), (True, DARTS_CELL, CIFAR10), (False, DARTS_CELL + PC_DARTS, CIFAR10),
+    (False, DARTS_CELL, Data(64, 12, True)), (False, NB201, CIFAR10), (True, NB201 + PC_DARTS, CIFAR10)],
+    ids=['first-order', 'second-order', 'pc-darts', 'imagenet-stem', 'nas-bench-201', 'nas-bench-201-2nd-pc'])
 def test_every_function_of_the_search_runs_on_the_gpu(second_order, options, data, solvers):
     calls = search_calls(second_order, options, data)
     assert ('Convolution', 'float') in calls and ('BatchNormalization', 'float') in calls
     assert_on_gpu(calls)
-    assert solvers == ({'Momentum', 'Adam', 'Sgd'} if second_order else {'Momentum', 'Adam'})
+    sgd = 'Nesterov' if 'nas-bench-201' in options else 'Momentum'  # its recipe's SGD
+    assert solvers == ({sgd, 'Adam', 'Sgd'} if second_order else {sgd, 'Adam'})
     assert all('cuda:float' in TABLE['solvers'][name] for name in solvers)
+
+
+NB201_TRAIN = ('--model-arch-name', NB201_CELL, '--num-cells', '1', '--auxiliary', 'True', '--dropout-rate', '0.2')
 
 
 @pytest.mark.parametrize('type_config, options, data', [
     ('float', (), CIFAR10), ('half', (), CIFAR10),
-    ('float', ('--label-smoothing', '0.1'), IMAGENET), ('half', ('--label-smoothing', '0.1'), IMAGENET)],
-    ids=['float', 'half', 'imagenet-float', 'imagenet-half'])
+    ('float', ('--label-smoothing', '0.1'), IMAGENET), ('half', ('--label-smoothing', '0.1'), IMAGENET),
+    ('float', NB201_TRAIN, CIFAR10), ('half', NB201_TRAIN, CIFAR10)],
+    ids=['float', 'half', 'imagenet-float', 'imagenet-half', 'nas-bench-201-float', 'nas-bench-201-half'])
 def test_every_function_of_retraining_evaluation_and_export_runs_on_the_gpu(type_config, options, data, solvers):
     calls = train_calls(type_config, options, data)
     if data.imagenet:  # label smoothing, the top-5 error
         assert ('LogSoftmax', 'float') in calls and ('TopNError', 'float') in calls
-    assert solvers == {'Momentum'} and 'cuda:float' in TABLE['solvers']['Momentum']  # float master weights
-    assert ('Convolution', type_config) in calls
-    assert ('DepthwiseConvolution', 'float') in calls and ('SoftmaxCrossEntropy', 'float') in calls  # always float
+    sgd = 'Nesterov' if NB201_CELL in options else 'Momentum'
+    assert solvers == {sgd} and 'cuda:float' in TABLE['solvers'][sgd]  # float master weights
+    assert ('Convolution', type_config) in calls and ('SoftmaxCrossEntropy', 'float') in calls  # always float
+    if NB201_CELL not in options:
+        assert ('DepthwiseConvolution', 'float') in calls
     assert_on_gpu(calls)
 
 
 def test_a_function_without_a_gpu_implementation_is_named(monkeypatch):
     """The check fails, naming it, when a graph uses F.global_average_pooling (no GPU implementation in
     nnabla-ext-cuda 1.39), e.g. as the classifier's pooling."""
-    import backbone
-    monkeypatch.setattr(backbone, 'global_average_pool', lambda h: F.global_average_pooling(h))
+    monkeypatch.setattr(operations, 'global_average_pool', lambda h: F.global_average_pooling(h))
     assert without_gpu(train_calls('float')) == ['GlobalAveragePooling (float)']
 
 

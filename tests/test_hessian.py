@@ -12,6 +12,7 @@ import model_search
 import numerics
 import operations
 from helpers import grouped_depthwise
+from spaces.darts_cnn.network import supernet
 from test_search import plain_mixed_op, tiny_search_setup, use_computed_parameters
 
 
@@ -20,7 +21,7 @@ def exact_alpha_hessian(alphas, batches, C=2, cells=3, nodes=4):
     nnabla's double backward (d/da of g(a).e_i)."""
     losses = []
     for x, y in batches:
-        logits = model_search.supernet(nn.Variable.from_numpy_array(x), C, cells, nodes)
+        logits = supernet(nn.Variable.from_numpy_array(x), C, cells, nodes)
         losses.append(F.mean(F.softmax_cross_entropy(logits, nn.Variable.from_numpy_array(y))))
     loss = F.add_n(*losses) / len(losses)
     params = list(alphas.values())

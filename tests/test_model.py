@@ -1,4 +1,5 @@
-"""Tests of operations, model_eval and the numeric helpers of training, against numpy written from the math.
+"""Tests of operations, the DARTS space's retraining network, model_eval and the numeric helpers of
+training, against numpy written from the math.
 
 The parameter names asserted here (cell{i}/pre1/conv/conv/W, .../dw/depthwise_conv/W, aux/...,
 classifier/affine/W) are pinned on purpose: they are the keys of params.h5 and of every
@@ -15,14 +16,15 @@ import nnabla.parametric_functions as PF
 import nnabla.solvers as S
 import pytest
 
-import backbone
 import genotype
 import model_eval
 import operations
 import numerics
+from spaces.darts_cnn import arch as darts_arch
+from spaces.darts_cnn.network import network
 
-DARTS_V2 = genotype.PAPER_ARCHS['DARTS_V2']
-DARTS_V1 = genotype.PAPER_ARCHS['DARTS_V1']
+DARTS_V2 = darts_arch.PAPER_ARCHS['DARTS_V2']
+DARTS_V1 = darts_arch.PAPER_ARCHS['DARTS_V1']
 IDENTITY_ID = 6
 pytestmark = pytest.mark.usefixtures('fresh_parameters')  # every test builds in an empty parameter scope
 
@@ -241,10 +243,10 @@ def _count(params):
 @pytest.mark.parametrize('name, auxiliary, expected', [
     ('DARTS_V2', False, 3349342), ('DARTS_V2', True, 3825768), ('DARTS_V1', False, 3169414)])
 def test_parameter_counts_of_the_paper_networks(name, auxiliary, expected):
-    model_eval.network(nn.Variable((1, 3, 32, 32)), genotype.load(name), 36, 20, auxiliary=auxiliary)
+    network(nn.Variable((1, 3, 32, 32)), genotype.load(name), 36, 20, auxiliary=auxiliary)
     params = nn.get_parameters(grad_only=True)
     assert _count(params) == expected
-    assert backbone.count_parameters(params) == expected
+    assert model_eval.count_parameters(params) == expected
     # the reduction cells are cells 6 and 13: each doubles the channels of the cells from it on
     for i in range(20):
         C = 36 * 2 ** ((i >= 6) + (i >= 13))
@@ -256,7 +258,7 @@ def test_parameter_counts_of_the_paper_networks(name, auxiliary, expected):
     (32, 100, 36, 20, False, 3401272, 545636),    # CIFAR-100: the classifiers follow the classes
 ])
 def test_parameter_counts_beyond_cifar10(size, classes, C, L, imagenet, expected, aux_expected):
-    model_eval.network(nn.Variable((1, 3, size, size)), DARTS_V2, C, L, classes, auxiliary=True, imagenet=imagenet)
+    network(nn.Variable((1, 3, size, size)), DARTS_V2, C, L, classes, auxiliary=True, imagenet=imagenet)
     params = nn.get_parameters(grad_only=True)
     aux = _count({k: v for k, v in params.items() if k.startswith('aux/')})
     assert (_count(params) - aux, aux) == (expected, aux_expected)
@@ -269,7 +271,7 @@ def test_the_imagenet_network_of_the_paper():
     outputs, 7x7 maps at the end and at the aux head, whose pooling has stride 2 and whose 2x2
     convolution has no BN."""
     x = nn.Variable((1, 3, 224, 224))
-    logits, aux = model_eval.network(x, DARTS_V2, 48, 14, 1000, auxiliary=True, imagenet=True)
+    logits, aux = network(x, DARTS_V2, 48, 14, 1000, auxiliary=True, imagenet=True)
     params = nn.get_parameters(grad_only=True)
     assert params['stem0/conv1/conv/W'].shape == (24, 3, 3, 3)
     assert params['stem0/conv2/conv/W'].shape == (48, 24, 3, 3)
@@ -293,7 +295,7 @@ def test_multiply_adds_of_a_hand_sized_graph():
     h = PF.convolution(x, 4, (3, 3), pad=(1, 1), with_bias=False, name='c')          # 8*8*4 * 3*9 = 6912
     h = PF.depthwise_convolution(h, (3, 3), pad=(1, 1), stride=(2, 2), name='d')     # 4*4*4 * 9 = 576
     y = PF.affine(F.mean(h, axis=(2, 3)), 10, name='a')                              # 4 * 10 = 40
-    assert backbone.multiply_adds(y) == 6912 + 576 + 40
+    assert model_eval.multiply_adds(y) == 6912 + 576 + 40
 
 
 def _channels(C, L, i):
@@ -305,7 +307,7 @@ def _channels(C, L, i):
 @pytest.mark.parametrize('L', [1, 2, 3, 6])
 def test_reduction_cells_double_channels_and_aux_head_sits_at_2L_over_3(L):
     C = 4
-    logits, aux = model_eval.network(nn.Variable((2, 3, 32, 32)), DARTS_V1, C, L, auxiliary=True)
+    logits, aux = network(nn.Variable((2, 3, 32, 32)), DARTS_V1, C, L, auxiliary=True)
     assert logits.shape == (2, 10) and aux.shape == (2, 10)
     params = nn.get_parameters(grad_only=True)
     reductions = {L // 3, 2 * L // 3}
@@ -330,22 +332,22 @@ def test_reduction_cells_double_channels_and_aux_head_sits_at_2L_over_3(L):
 
 def test_output_shapes_and_aux_logits_only_when_training_with_aux():
     arch, x = DARTS_V2, nn.Variable.from_numpy_array(np.random.RandomState(9).randn(2, 3, 32, 32))
-    logits, aux = model_eval.network(x, arch, 4, 3, auxiliary=True)
+    logits, aux = network(x, arch, 4, 3, auxiliary=True)
     nn.forward_all([logits, aux])
     assert logits.d.shape == aux.d.shape == (2, 10) and np.isfinite(logits.d).all() and np.isfinite(aux.d).all()
     n_params = len(nn.get_parameters(grad_only=False))
-    logits_t, aux_t = model_eval.network(x, arch, 4, 3, auxiliary=True, test=True)
+    logits_t, aux_t = network(x, arch, 4, 3, auxiliary=True, test=True)
     assert aux_t is None and logits_t.shape == (2, 10)
-    logits_n, aux_n = model_eval.network(x, arch, 4, 3, auxiliary=False)
+    logits_n, aux_n = network(x, arch, 4, 3, auxiliary=False)
     assert aux_n is None and logits_n.shape == (2, 10)
     assert len(nn.get_parameters(grad_only=False)) == n_params  # both share the first graph's weights
 
 
 def test_a_cell_with_one_intermediate_node():
     arch = {'arch_normal': {'2': [[2, 0], [6, 1]]}, 'arch_reduction': {'2': [[4, 0], [6, 1]]}}
-    genotype.validate(arch, num_nodes=4)  # nodes 2..num_nodes-2: two inputs, node 2, the output
+    darts_arch.validate(arch, num_nodes=4)  # nodes 2..num_nodes-2: two inputs, node 2, the output
     x = nn.Variable.from_numpy_array(np.random.RandomState(13).randn(2, 3, 32, 32))
-    logits, aux = model_eval.network(x, arch, 4, 3, auxiliary=True)
+    logits, aux = network(x, arch, 4, 3, auxiliary=True)
     nn.forward_all([logits, aux])
     params = nn.get_parameters(grad_only=True)
     assert params['classifier/affine/W'].shape == (16, 10)  # one node of 4 * 2 * 2 channels
@@ -379,16 +381,16 @@ SKIP_FROM_INPUTS = {'arch_normal': {'2': [[6, 0], [6, 1]], '3': [[6, 2], [2, 0]]
                          ids=['V2-3', 'V2-5', 'V1-3', 'skips'])
 def test_every_op_but_the_plain_identity_gets_a_mask(arch, L, literal):
     drop = model_eval.DropPath()
-    model_eval.network(nn.Variable((2, 3, 32, 32)), arch, 4, L, drop_path=drop)
+    network(nn.Variable((2, 3, 32, 32)), arch, 4, L, drop_path=drop)
     assert len(drop.masks) == expected_masks(arch, L) == literal
-    model_eval.network(nn.Variable((2, 3, 32, 32)), arch, 4, L, test=True, drop_path=drop)
+    network(nn.Variable((2, 3, 32, 32)), arch, 4, L, test=True, drop_path=drop)
     assert len(drop.masks) == literal  # no drop path in the test graph
 
 
 def test_drop_path_masks_are_per_sample_zero_or_one_over_keep():
     B = 8
     drop = model_eval.DropPath()
-    model_eval.network(nn.Variable((B, 3, 32, 32)), DARTS_V2, 4, 3, drop_path=drop)
+    network(nn.Variable((B, 3, 32, 32)), DARTS_V2, 4, 3, drop_path=drop)
     assert all(m.shape == (B, 1, 1, 1) for m in drop.masks)
     assert (drop.values() == 1).all() and drop.values().shape == (len(drop.masks), B)  # no drop until refreshed
     rng = np.random.RandomState(0)
@@ -425,7 +427,7 @@ def test_drop_path_masks_are_one_upload_with_the_values_of_one_draw_per_op():
     mask in turn from the generator (as when each op had its own Variable), forward included."""
     B, prob = 4, 0.4
     drop = model_eval.DropPath()
-    logits, _ = model_eval.network(nn.Variable((B, 3, 32, 32)), DARTS_V2, 4, 3, drop_path=drop)
+    logits, _ = network(nn.Variable((B, 3, 32, 32)), DARTS_V2, 4, 3, drop_path=drop)
     drop.refresh(np.random.RandomState(5), prob)
     rng = np.random.RandomState(5)
     expected = [(rng.random_sample((B, 1, 1, 1)) < 1 - prob) / (1 - prob) for _ in drop.masks]
@@ -447,7 +449,7 @@ def test_drop_path_refresh_is_a_function_of_the_generator():
     for _ in range(2):
         nn.clear_parameters()
         drop = model_eval.DropPath()
-        model_eval.network(nn.Variable((4, 3, 32, 32)), DARTS_V2, 4, 3, drop_path=drop)
+        network(nn.Variable((4, 3, 32, 32)), DARTS_V2, 4, 3, drop_path=drop)
         drop.refresh(np.random.RandomState([0, 3, 17]), 0.3)
         drops.append(drop.values())
     np.testing.assert_array_equal(drops[0], drops[1])
@@ -458,7 +460,7 @@ def test_drop_path_refresh_is_a_function_of_the_generator():
 
 def _tiny_training_graph(B=2):
     x, y = nn.Variable((B, 3, 32, 32)), nn.Variable((B, 1))
-    logits, aux = model_eval.network(x, DARTS_V2, 4, 3, auxiliary=True)
+    logits, aux = network(x, DARTS_V2, 4, 3, auxiliary=True)
     loss = F.mean(F.softmax_cross_entropy(logits, y)) + 0.4 * F.mean(F.softmax_cross_entropy(aux, y))
     return x, y, loss
 
@@ -472,6 +474,9 @@ def _norm(grads):
 
 
 def test_grad_clipper_global_norm_and_clipping_on_a_real_network():
+    """The norm is summed in float32 over about 10^4 gradients (the reference in float64): equal
+    to 4e-5 (a seed-dependent 1.1e-5 was seen), where a wrong norm is off by far more."""
+    nn.seed(0)
     x, y, loss = _tiny_training_graph()
     params = nn.get_parameters(grad_only=True)
     solver = S.Sgd(0.1)
@@ -486,18 +491,18 @@ def test_grad_clipper_global_norm_and_clipping_on_a_real_network():
         loss.backward()
         before = _grads(params)
         norm = _norm(before)
-        assert measure.global_norm() == pytest.approx(norm, rel=1e-5)
+        assert measure.global_norm() == pytest.approx(norm, rel=4e-5)
         norms.append(norm)
         # larger max_norm: nothing changes
-        assert numerics.GradClipper(params, norm * 1.5)(solver) == pytest.approx(norm, rel=1e-5)
+        assert numerics.GradClipper(params, norm * 1.5)(solver) == pytest.approx(norm, rel=4e-5)
         for k, p in params.items():
             np.testing.assert_array_equal(p.g, before[k].astype(np.float32))
         # smaller max_norm: the norm becomes max_norm, every direction stays
         max_norm = norm / (3 + batch)
-        assert numerics.GradClipper(params, max_norm)(solver) == pytest.approx(norm, rel=1e-5)
+        assert numerics.GradClipper(params, max_norm)(solver) == pytest.approx(norm, rel=4e-5)
         after = _grads(params)
-        assert _norm(after) == pytest.approx(max_norm, rel=1e-5)
-        assert measure.global_norm() == pytest.approx(max_norm, rel=1e-5)
+        assert _norm(after) == pytest.approx(max_norm, rel=4e-5)
+        assert measure.global_norm() == pytest.approx(max_norm, rel=4e-5)
         for k in params:
             np.testing.assert_allclose(after[k], before[k] * max_norm / norm, rtol=1e-5, atol=1e-12)
     assert norms[0] != pytest.approx(norms[1], rel=1e-3)

@@ -7,10 +7,11 @@ import numpy as np
 import nnabla as nn
 import pytest
 
-import genotype
 import model_search
 import operations
 from helpers import NO_EIGENVALUE, one_line, run_cli
+from spaces.darts_cnn import arch as darts_arch
+from spaces.darts_cnn.network import supernet
 from test_search import read, search
 
 
@@ -37,13 +38,13 @@ def test_partial_mixed_op_is_the_mixed_op_on_c_over_k_channels_then_concat_and_s
     w = [nn.Variable.from_numpy_array(np.full((1, 1), 0.1 * (i + 1), np.float32)) for i in range(7)]
     bn = functools.partial(operations.batch_norm, affine=False, test=False)
     node = operations.NodeOutput(x)
-    out = model_search.partial_mixed_op(node, model_search.partial_input(node, k), w, C, stride, bn, k)
+    out = model_search.partial_mixed_op(node, model_search.partial_input(node, k), w, C, stride, bn, k, operations.DARTS)
     upstream = rng.randn(*out.shape).astype(np.float32)
     out.forward()
     x.g = 0
     out.backward(upstream)
     part = nn.Variable.from_numpy_array(x.d[:, :C // k].copy(), need_grad=True)
-    ref = model_search.mixed_op(operations.NodeOutput(part), w, C // k, stride, bn)  # the same parameters
+    ref = model_search.mixed_op(operations.NodeOutput(part), w, C // k, stride, bn, operations.DARTS)  # same parameters
     ref.forward()
     rest = x.d[:, C // k:]
     if stride == 2:
@@ -73,10 +74,10 @@ def test_derivation_weighs_each_edge_by_its_normalised_beta():
     # softmax rows: op weight of the best op: e^a / (e^a + 7) for a single raised entry
     best = np.exp([2.0, 1.0, 3.0, 2.5, 2.6]) / (np.exp([2.0, 1.0, 3.0, 2.5, 2.6]) + [7, 7, 7, 7, 7 + np.e ** 0.5 - 1])
     betas = np.log([[1.0], [4.0], [1.0], [1.0], [10.0]])  # softmax per node: (0.2, 0.8), (1/12, 1/12, 10/12)
-    assert genotype.derive(alpha, alpha, 5)['arch_normal'] == {'2': [[2, 0], [2, 1]], '3': [[2, 0], [4, 2]]}
+    assert darts_arch.derive(alpha, alpha, 5)['arch_normal'] == {'2': [[2, 0], [2, 1]], '3': [[2, 0], [4, 2]]}
     strength3 = best[2:] * np.array([1, 1, 10]) / 12
     assert strength3.argsort()[::-1].tolist() == [2, 0, 1]
-    arch = genotype.derive(alpha, alpha, 5, betas=(betas, betas))
+    arch = darts_arch.derive(alpha, alpha, 5, betas=(betas, betas))
     assert arch['arch_normal'] == {'2': [[2, 1], [2, 0]], '3': [[4, 2], [2, 0]]}
     assert arch['arch_reduction'] == arch['arch_normal']
 
@@ -91,14 +92,14 @@ def test_pc_darts_search_end_to_end(tmp_path, archive):
     assert np.array(last['beta_normal']).shape == (5, 1)
     nn.clear_parameters()
     nn.seed(0)
-    model_search.supernet(nn.Variable((1, 3, 32, 32)), 4, 3, 5, partial_channels=2, edge_normalization=True)
+    supernet(nn.Variable((1, 3, 32, 32)), 4, 3, 5, partial_channels=2, edge_normalization=True)
     initial = {k.split('/')[-1]: v.d.tolist() for k, v in nn.get_parameters().items() if k.startswith('alpha/')}
     assert set(first) == set(initial)
     for name in first:  # the warm-up epoch did not move them; the second did
         np.testing.assert_allclose(first[name], initial[name], rtol=1e-6)
         assert not np.allclose(last[name], first[name], rtol=1e-6, atol=0)
-    arch = genotype.derive(*(np.array(last[n]) for n in genotype.ALPHA_NAMES), 5,
-                           betas=[np.array(last[n]) for n in genotype.BETA_NAMES])
+    arch = darts_arch.derive(*(np.array(last[n]) for n in darts_arch.ALPHA_NAMES), 5,
+                           betas=[np.array(last[n]) for n in darts_arch.BETA_NAMES])
     assert read(folder / 'arch.json') == arch
     derived = run_cli('genotype.py', ['derive', folder / 'alphas.json', '--num-nodes', '5', '--out',
                                       tmp_path / 'derived.json'])
@@ -114,11 +115,11 @@ def test_genotype_derive_and_the_weights_drawn_use_the_betas_of_alphas_json(tmp_
                                 'beta_normal': betas.tolist(), 'beta_reduction': betas.tolist()}))
     done = run_cli('genotype.py', ['derive', path, '--num-nodes', '5', '--out', tmp_path / 'arch.json'])
     assert done.returncode == 0, done.stderr
-    assert read(tmp_path / 'arch.json') == genotype.derive(alpha, alpha, 5, betas=(betas, betas))
-    assert read(tmp_path / 'arch.json')['arch_normal'] != genotype.derive(alpha, alpha, 5)['arch_normal']
-    weights = genotype.cell_weights(json.loads(path.read_text()))
+    assert read(tmp_path / 'arch.json') == darts_arch.derive(alpha, alpha, 5, betas=(betas, betas))
+    assert read(tmp_path / 'arch.json')['arch_normal'] != darts_arch.derive(alpha, alpha, 5)['arch_normal']
+    weights = darts_arch.cell_weights(json.loads(path.read_text()))
     edge = np.array([0.2, 0.8, 1 / 12, 1 / 12, 10 / 12])[:, None]  # the betas' softmax per node
-    np.testing.assert_allclose(weights['normal'], genotype.softmax_weights(alpha) * edge, rtol=1e-12)
+    np.testing.assert_allclose(weights['normal'], darts_arch.softmax_weights(alpha) * edge, rtol=1e-12)
 
 
 def test_an_alphas_file_with_one_cell_s_betas_is_refused(tmp_path):

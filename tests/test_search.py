@@ -9,12 +9,17 @@ import nnabla.functions as F
 import nnabla.solvers as S
 import pytest
 
-import architect
-import genotype
 import model_search
 import operations
+import spaces
 from helpers import NO_EIGENVALUE, SEARCH_TINY, cuda_installed, grouped_depthwise, one_line, read_series, run_cli, train
-from backbone import count_parameters
+from methods.darts import Unroller, unrolled_alpha_grads
+from model_eval import count_parameters
+from model_search import forward_backward, search_graph
+from spaces.darts_cnn import arch as darts_arch
+from spaces.darts_cnn.network import supernet
+from spaces.space import Net
+from tasks.classification import CIFAR10
 
 
 def tiny_search_setup(seed=0, C=2, cells=3, nodes=4, batch=2, **options):
@@ -23,7 +28,7 @@ def tiny_search_setup(seed=0, C=2, cells=3, nodes=4, batch=2, **options):
     nn.clear_parameters()
     nn.seed(seed)
     rng = np.random.RandomState(seed)
-    graph = architect.search_graph(batch, C, cells, nodes, **options)
+    graph = search_graph(spaces.get('darts', num_nodes=nodes), Net(C, cells, CIFAR10, **options), batch)
     weights, alphas = model_search.split_parameters(nn.get_parameters(grad_only=True))
     for a in alphas.values():
         a.d = rng.randn(*a.shape)  # far from uniform so that the ops differ in weight
@@ -31,19 +36,22 @@ def tiny_search_setup(seed=0, C=2, cells=3, nodes=4, batch=2, **options):
     solvers['weights'].set_parameters(weights)
     solvers['alphas'].set_parameters(alphas)
     batches = [(rng.randn(batch, 3, 32, 32).astype(np.float32), rng.randint(0, 10, (batch, 1))) for _ in range(3)]
-    architect.forward_backward(graph, batches[2], {'weights': solvers['weights']})
+    forward_backward(graph, batches[2], {'weights': solvers['weights']})
     solvers['weights'].update()
     return graph, weights, alphas, solvers, batches[0], batches[1]
 
 
-def plain_mixed_op(x, weights, C, stride, bn):
+def plain_mixed_op(x, weights, C, stride, bn, table=operations.DARTS):
     """The mixed op as the paper writes it, sum_k w_k op_k(x): each op on its own input node (its
-    own ReLU), a BN after the pools, each output times its (1, 1) weight by broadcasting multiply."""
+    own ReLU), a BN after the pools where the table has one, each output times its (1, 1) weight
+    by broadcasting multiply; an op without a weight (the supernet's zero op) is left out."""
     outs = []
-    for k, (op, w) in enumerate(zip(operations.OPS, weights)):
+    for k, (op, w) in enumerate(zip(table.functions, weights)):
+        if w is None:
+            continue
         with nn.parameter_scope('op{}'.format(k)):
             h = op(operations.NodeOutput(x.h), C, stride, bn)
-            h = bn(h) if k in operations.POOLS else h
+            h = bn(h) if k in table.pools and table.pool_bn else h
         outs.append(F.mul2(h, F.reshape(w, (1, 1, 1, 1))))
     return F.add_n(*outs)
 
@@ -70,7 +78,7 @@ def exact_hypergradient(weights, alphas, solvers, xi, wd, train_batch, valid_bat
     with nn.parameter_scope('exact_train'):
         for k, v in everything.items():
             nn.parameter.set_parameter(k, v)
-        loss = F.mean(F.softmax_cross_entropy(model_search.supernet(x, C, cells, nodes, **options), y))
+        loss = F.mean(F.softmax_cross_entropy(supernet(x, C, cells, nodes, **options), y))
     names = list(weights)
     grads = nn.grad([loss], [weights[k] for k in names])
     unrolled = {k: weights[k] - xi * (g + wd * weights[k] + nn.Variable.from_numpy_array(
@@ -79,7 +87,7 @@ def exact_hypergradient(weights, alphas, solvers, xi, wd, train_batch, valid_bat
     with nn.parameter_scope('exact_valid'):
         for k, v in everything.items():
             nn.parameter.set_parameter(k, unrolled.get(k, v))
-        loss_val = F.mean(F.softmax_cross_entropy(model_search.supernet(xv, C, cells, nodes, **options), yv))
+        loss_val = F.mean(F.softmax_cross_entropy(supernet(xv, C, cells, nodes, **options), yv))
     result = nn.grad([loss_val], list(alphas.values()))
     F.sink(*result).forward()
     return np.concatenate([r.d.ravel() for r in result])
@@ -113,14 +121,14 @@ def test_finite_difference_hypergradient_matches_exact_double_backward(monkeypat
     xi, wd = 0.5, 3e-4
     graph, weights, alphas, solvers, train_batch, valid_batch = tiny_search_setup(C=C, **options)
     before = {k: p.d.copy() for k, p in weights.items()}
-    unroller = architect.Unroller(weights, solvers['weights'], wd, 0.9)
-    architect.unrolled_alpha_grads(graph, unroller, alphas, solvers, xi, train_batch, valid_batch)
+    unroller = Unroller(weights, solvers['weights'], wd, 0.9)
+    unrolled_alpha_grads(graph, unroller, alphas, solvers, xi, train_batch, valid_batch)
     approx = alpha_grads(alphas)
     for k, p in weights.items():  # the weights are restored exactly
         assert np.array_equal(p.d, before[k]), k
     monkeypatch.setattr(model_search, 'mixed_op', plain_mixed_op)
     exact = exact_hypergradient(weights, alphas, solvers, xi, wd, train_batch, valid_batch, C, **options)
-    architect.forward_backward(graph, valid_batch, solvers)
+    forward_backward(graph, valid_batch, solvers)
     first_order = alpha_grads(alphas)
     assert rel(approx, exact) < 1e-2
     assert rel(first_order, exact) > 10 * rel(approx, exact)
@@ -128,7 +136,7 @@ def test_finite_difference_hypergradient_matches_exact_double_backward(monkeypat
 
 def test_supernet_sizes_match_the_paper():
     nn.clear_parameters()
-    model_search.supernet(nn.Variable((1, 3, 32, 32)), 16, 8, 7)
+    supernet(nn.Variable((1, 3, 32, 32)), 16, 8, 7)
     weights, alphas = model_search.split_parameters(nn.get_parameters(grad_only=True))
     assert count_parameters(weights) == 1930618
     assert count_parameters(alphas) == 224
@@ -136,8 +144,8 @@ def test_supernet_sizes_match_the_paper():
 
 
 def test_edge_order_is_the_alpha_row_order():
-    assert genotype.edges(7)[:6] == [(0, 2), (1, 2), (0, 3), (1, 3), (2, 3), (0, 4)]
-    assert len(genotype.edges(7)) == 14 and len(genotype.edges(5)) == 5
+    assert darts_arch.edges(7)[:6] == [(0, 2), (1, 2), (0, 3), (1, 3), (2, 3), (0, 4)]
+    assert len(darts_arch.edges(7)) == 14 and len(darts_arch.edges(5)) == 5
 
 
 def softmax_rows(a):
@@ -155,15 +163,15 @@ def test_derive_picks_edges_by_softmax_weight_of_the_best_non_zero_op():
     a[3] = [0, 0, 0, 0, 0, 0, 2, 0]     # 1->3: identity
     a[4] = [0, 1.5, 0, 0, 0, 0, 0, 0]   # 2->3: dil_conv_5x5
     assert a[0].max() > a[1].max() and softmax_rows(a)[0, :7].max() < softmax_rows(a)[1, :7].max()
-    arch = genotype.derive(a, a.copy(), nodes)
+    arch = darts_arch.derive(a, a.copy(), nodes)
     assert arch['arch_normal'] == {'2': [[2, 1], [0, 0]], '3': [[6, 1], [1, 2]]}
     assert arch['arch_reduction'] == arch['arch_normal']
 
 
 def test_derive_works_for_the_paper_size():
     rng = np.random.RandomState(3)
-    arch = genotype.derive(rng.randn(14, 8), rng.randn(14, 8), 7)
-    genotype.validate(arch)  # raises on anything malformed
+    arch = darts_arch.derive(rng.randn(14, 8), rng.randn(14, 8), 7)
+    darts_arch.validate(arch)  # raises on anything malformed
     for cell in arch.values():
         for node, pairs in cell.items():
             assert pairs[0][1] != pairs[1][1] and all(op != 7 for op, _ in pairs)
@@ -191,7 +199,7 @@ def test_search_cli_end_to_end_and_the_json_retrains(tmp_path, archive):
     assert read(folder / 'arch_epoch_2.json') == arch
     alphas = read(folder / 'alphas.json')
     assert np.array(alphas['alpha_normal']).shape == (14, 8) and np.array(alphas['alpha_reduction']).shape == (14, 8)
-    assert genotype.derive(np.array(alphas['alpha_normal']), np.array(alphas['alpha_reduction']), 7) == arch
+    assert darts_arch.derive(np.array(alphas['alpha_normal']), np.array(alphas['alpha_reduction']), 7) == arch
     for name in ('Training-loss', 'Training-error', 'Validation-loss', 'Validation-error', 'Learning-rate'):
         assert [i for i, _ in read_series(folder, name)] == ['1', '2'], name
     assert 'ops at node 2:' in proc.stdout and 'darts_train.py' in proc.stdout
@@ -272,7 +280,8 @@ def test_mixed_op_is_the_softmax_weighted_sum_of_all_eight_ops(stride):
     alpha = nn.Variable.from_numpy_array(rng.randn(1, 8).astype(np.float32), need_grad=True)
     bn = functools.partial(operations.batch_norm, affine=False, test=False)
     with nn.parameter_scope('mixed'):
-        fast = model_search.mixed_op(operations.NodeOutput(x), model_search.op_weights(alpha)[0], 4, stride, bn)
+        fast = model_search.mixed_op(operations.NodeOutput(x), model_search.op_weights(alpha, operations.DARTS)[0], 4,
+                                     stride, bn, operations.DARTS)
     with nn.parameter_scope('mixed'):  # the same parameters
         w = F.softmax(alpha, axis=1)
         plain = plain_mixed_op(operations.NodeOutput(x), [F.slice(w, (0, k), (1, k + 1)) for k in range(8)], 4, stride, bn)

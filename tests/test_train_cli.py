@@ -17,9 +17,9 @@ import nnabla as nn
 import pytest
 
 import genotype
-import model_eval
 from helpers import (CIFAR_MEAN, CIFAR_STD, ROOT, TRAIN_TINY, checkpoint_folders, error_lines, one_line, read_h5,
                      read_series, snapshot, train, write_archive)
+from spaces.darts_cnn.network import network
 
 SERIES = ('Training-loss', 'Training-error', 'Test-loss', 'Test-error', 'Learning-rate', 'Elapsed-time')
 
@@ -78,7 +78,7 @@ def test_full_run_writes_results_series_and_checkpoints(reference):
     assert 'trainable parameters: {}'.format(r['parameters']) in res.stdout
     # the count of the network proper (no aux head), counted here from a fresh build
     nn.clear_parameters()
-    model_eval.network(nn.Variable((1, 3, 32, 32)), genotype.load('DARTS_V2'), 4, 3)
+    network(nn.Variable((1, 3, 32, 32)), genotype.load('DARTS_V2'), 4, 3)
     assert r['parameters'] == sum(int(np.prod(v.shape)) for v in nn.get_parameters(grad_only=True).values())
     nn.clear_parameters()
 
@@ -112,7 +112,7 @@ def test_reported_test_error_is_that_of_the_saved_weights(reference, archive):
     nn.clear_parameters()
     nn.load_parameters(os.path.join(str(folder), 'params.h5'))
     xv = nn.Variable.from_numpy_array(x.astype(np.float32))
-    logits, _ = model_eval.network(xv, genotype.load('DARTS_V2'), 4, 3, test=True)
+    logits, _ = network(xv, genotype.load('DARTS_V2'), 4, 3, test=True)
     logits.forward()
     z = logits.d.astype(np.float64)
     nn.clear_parameters()

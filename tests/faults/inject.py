@@ -37,7 +37,6 @@ sys.path.insert(0, ROOT)
 import h5py  # noqa: E402
 import nnabla.monitor  # noqa: E402
 
-import architect  # noqa: E402
 import checkpoint  # noqa: E402
 import darts_search  # noqa: E402
 import darts_train  # noqa: E402
@@ -46,6 +45,7 @@ import errors  # noqa: E402
 import genotype  # noqa: E402
 import loop  # noqa: E402
 import numerics  # noqa: E402
+from methods import darts as darts_method  # noqa: E402
 
 ACTIONS = ('kill', 'sigint', 'sigterm', 'enospc', 'eacces', 'partial')
 TMP = '.' + checkpoint.PREFIX + 'tmp'
@@ -229,12 +229,12 @@ WRAPPED = {
     'step': [(numerics.GradClipper, '__call__', {})],  # in a step: after the backward pass, before the update
     'accumulate': [(loop.TrainingLoop, 'add_step', {})],  # a step done, its values not yet counted
     # inside the second-order step, weights temporarily moved (each of these moves them)
-    'unrolled': [(architect.Unroller, method, {}) for method in ('unroll', 'perturb', 'restore')],
+    'unrolled': [(darts_method.Unroller, method, {}) for method in ('unroll', 'perturb', 'restore')],
     'epoch_json': [(genotype, 'save', dict(path_arg=1))],  # arch_epoch_N.json (and, last, the final arch JSON)
     'series': [(nnabla.monitor.MonitorSeries, 'add', {})],  # one point of one monitor series
     'curves': [(loop, 'learning_curves', dict(path_arg=1))],  # learning_curves.png
     'save': [(loop.TrainingLoop, 'save', {})],  # TrainingLoop.save, before anything of the checkpoint is written
-    'nnp': [(darts_train, 'export', dict(path_arg=2))],  # the retraining's model.nnp
+    'nnp': [(darts_train, 'export', dict(path_arg=3))],  # the retraining's model.nnp
     # any JSON written atomically by a script (results.json, alphas*.json)
     'json': [(module, 'write_json', dict(path_arg=1)) for module in (darts_train, darts_search)],
     'load': [(datasets, 'load', {})],  # reading the dataset, before training

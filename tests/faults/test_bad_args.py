@@ -204,9 +204,9 @@ BAD_ARCHS = [  # (file content: str, bytes, or a JSON value; fragments)
 
 def arch_file(path, content):
     """Write one malformed arch JSON: text, bytes, a JSON value, or an edit of DARTS_V2 (VALID...)."""
-    import genotype
+    from spaces.darts_cnn.arch import PAPER_ARCHS
     if isinstance(content, str) and content.startswith('VALID'):
-        arch = json.loads(json.dumps(genotype.PAPER_ARCHS['DARTS_V2']))
+        arch = json.loads(json.dumps(PAPER_ARCHS['DARTS_V2']))
         edit = content[len('VALID'):]
         if edit.startswith('+'):
             arch.update(json.loads(edit[1:]))

@@ -1,5 +1,6 @@
-"""The bilevel step of DARTS: the alpha gradient of the validation loss, first order or the
-paper's second-order approximation (eq. 7-8), on one supernet graph built once.
+"""DARTS's alpha step (Liu et al., ICLR 2019): the alpha gradient of the validation loss, first
+order or the paper's second-order approximation (eq. 7-8), on one search graph built once
+(model_search.search_graph).
 
 First order: grad_a L_val(w, a). Second order, with xi the current weight learning rate and
 buf the PyTorch-style momentum buffer (numerics.py):
@@ -13,73 +14,15 @@ exactly; the graph computes only the gradients that a pass needs.
 
 The formula, its passes and the momentum buffer it reads: docs/reference.md.
 """
-import itertools
-
 import numpy as np
 import nnabla as nn
 import nnabla.functions as F
 import nnabla.solvers as S
 
-import parallel
-from backbone import CIFAR10
-from model_search import is_alpha, split_parameters, supernet
-from numerics import concatenated, flat_view, running_statistics
+from model_search import forward_backward
+from numerics import concatenated, flat_view
 
 FD_RADIUS = 0.01  # eps = FD_RADIUS / ||grad_w' L_val(w', a)||, as in the paper's code
-
-
-def search_graph(batch_size, C, num_cells, num_nodes, partial_channels=1, edge_normalization=False, data=CIFAR10):
-    """The supernet fed ``data`` (a backbone.Data), built once: its loss and error on one input
-    pair, fed alternately with both data halves; the parameter dicts 'weights' and 'alphas'
-    (betas included) for the two solvers; the graph's own Variables of both ('leaves'); and under
-    mpirun their gradient reducers ('reduce'; the weights' with BN's running statistics)."""
-    x, y = nn.Variable((batch_size, 3, data.size, data.size)), nn.Variable((batch_size, 1))
-    logits = supernet(x, C, num_cells, num_nodes, data.classes, partial_channels, edge_normalization, data.imagenet)
-    graph = dict(x=x, y=y, loss=F.mean(F.softmax_cross_entropy(logits, y)), err=F.mean(F.top_n_error(logits, y)))
-    graph['loss'].persistent = graph['err'].persistent = True
-    graph['leaves'] = graph_parameters(graph['loss'])
-    graph['weights'], graph['alphas'] = split_parameters(nn.get_parameters(grad_only=True))
-    graph['reduce'] = {'weights': parallel.grad_reducer(graph['weights'], running_statistics()),
-                       'alphas': parallel.grad_reducer(graph['alphas'])}
-    return graph
-
-
-def graph_parameters(output):
-    """{'weights': [...], 'alphas': [...]}: the Variables through which ``output`` reads the
-    parameters. nnabla builds graphs on unlinked copies of the parameters, so the need_grad of
-    these copies, not of nn.get_parameters()'s Variables, decides which gradients a backward
-    computes."""
-    leaves = {'weights': [], 'alphas': []}
-
-    def visit(f):
-        for v in f.inputs:
-            if v.parent is None and v.need_grad:
-                leaves['alphas' if is_alpha(v.name) else 'weights'].append(v)
-    output.visit(visit)
-    return leaves
-
-
-def forward_backward(graph, batch, solvers):
-    """Loss and error of ``batch``, with fresh gradients of the parameters of ``solvers`` (a dict
-    with 'weights', 'alphas' or both) and no work spent on the gradients of the others; under
-    mpirun the gradients are then averaged over the ranks, so that the second-order step's
-    unrolled weights, direction, its norm and hypergradient agree on all ranks."""
-    graph['x'].d, graph['y'].d = batch
-    for group, leaves in graph['leaves'].items():
-        for v in leaves:
-            v.need_grad = group in solvers
-    try:
-        nn.forward_all([graph['loss'], graph['err']], clear_no_need_grad=True)
-        for solver in solvers.values():
-            solver.zero_grad()
-        graph['loss'].backward(clear_buffer=True)
-        for group in solvers:
-            if graph['reduce'][group]:
-                graph['reduce'][group]()
-    finally:
-        for v in itertools.chain(*graph['leaves'].values()):
-            v.need_grad = True
-    return float(graph['loss'].d), float(graph['err'].d)
 
 
 def bmm_scale(s, h):
@@ -138,9 +81,10 @@ class Unroller:
     kernel: about one function per weight tensor and step, where a graph node per tensor and
     operation took about 28."""
 
-    def __init__(self, weights, solver, weight_decay, momentum):
+    def __init__(self, weights, solver, weight_decay, momentum, nesterov=False):
         self.solver, self.names, self.weights = solver, list(weights), list(weights.values())
-        self.momentum_factor = momentum  # mu of w' = w - xi (mu buf + ...)
+        # mu of w' = w - xi (mu buf + ...); buf = v / lr of S.Momentum, -v / lr of S.Nesterov (numerics.py)
+        self.momentum_factor = -momentum if nesterov else momentum
         data, grads = [p.data for p in self.weights], [p.grad for p in self.weights]
         saved, direction = [zeros_like(p) for p in self.weights], [zeros_like(p) for p in self.weights]
         self.save_copy, self.restore_copy = Copier(data, saved), Copier(saved, data)
@@ -227,9 +171,9 @@ class SecondOrder(FirstOrder):
     """The paper's second-order approximation (eq. 7-8, unrolled_alpha_grads) with xi = ``eta``, or
     the current weight learning rate when ``eta`` is None (as in the paper)."""
 
-    def __init__(self, graph, solvers, weight_decay, momentum, eta=None):
+    def __init__(self, graph, solvers, weight_decay, momentum, eta=None, nesterov=False):
         super().__init__(graph, solvers)
-        self.unroller = Unroller(graph['weights'], solvers['weights'], weight_decay, momentum)
+        self.unroller = Unroller(graph['weights'], solvers['weights'], weight_decay, momentum, nesterov)
         self.eta = eta
 
     def __call__(self, train_batch, valid_batch):

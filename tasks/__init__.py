@@ -1,0 +1,1 @@
+"""The tasks of the search spaces: image classification (classification.py)."""
