@@ -15,6 +15,8 @@ POINT:N:ACTION acts at the N-th call (from 1, counted in this process) of POINT:
   enospc   the call fails with OSError(ENOSPC) (for .h5 files: half-way through the file)
   eacces   the call fails with PermissionError(EACCES)
   partial  (rmtree points only) remove part of the folder, then SIGKILL
+  nan      every weight gradient becomes NaN, then the call proceeds (the 'step' point: a step
+           that diverges, whatever the flags)
 --deny PATH:ERRNO makes every write under PATH fail with ERRNO (EACCES or EROFS) as a
 read-only or foreign folder does, also for root (os.access says so too); --deny-read FILE
 makes reading FILE fail with EACCES.
@@ -35,6 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
 
 import h5py  # noqa: E402
+import nnabla  # noqa: E402
 import nnabla.monitor  # noqa: E402
 
 import checkpoint  # noqa: E402
@@ -47,7 +50,7 @@ import loop  # noqa: E402
 import numerics  # noqa: E402
 from methods import darts as darts_method  # noqa: E402
 
-ACTIONS = ('kill', 'sigint', 'sigterm', 'enospc', 'eacces', 'partial')
+ACTIONS = ('kill', 'sigint', 'sigterm', 'enospc', 'eacces', 'partial', 'nan')
 TMP = '.' + checkpoint.PREFIX + 'tmp'
 _open, _io_open, _os_open = builtins.open, io.open, os.open
 
@@ -99,6 +102,9 @@ class Point:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(path) if path else None)
         elif self.action == 'eacces':
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path) if path else None)
+        elif self.action == 'nan':
+            for p in nnabla.get_parameters(grad_only=True).values():
+                p.g = float('nan')
 
 
 def wrap(owner, attr, point, when=None, after=False, path_arg=0):

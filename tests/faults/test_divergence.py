@@ -1,6 +1,7 @@
 """Divergence: a loss (or the weights, or the test loss) that becomes NaN or infinite, forced
-with an absurd learning rate, stops the job with one line naming the iteration, and no
-checkpoint, series point or result is written from the diverged weights.
+with an absurd learning rate (or, in a resumed run, which must keep the flags of the run it
+continues, with NaN gradients injected into a step), stops the job with one line naming the
+iteration, and no checkpoint, series point or result is written from the diverged weights.
 """
 import glob
 import math
@@ -55,15 +56,17 @@ def test_an_absurd_learning_rate_stops_at_the_iteration_it_diverged(name, extra,
 
 @pytest.mark.parametrize('name, stop', [('train', 'accumulate:11:kill'), ('search1', 'accumulate:7:kill')])
 def test_divergence_after_a_resume_leaves_the_good_checkpoints_as_they_were(name, stop, archive, tmp_path):
-    """A good first epoch, then a resumed run with an absurd learning rate: the checkpoints and
-    series of the first epoch are left byte for byte."""
+    """A good first epoch, then a resumed run whose first step diverges (NaN gradients): the
+    checkpoints and series of the first epoch are left byte for byte."""
     config = CONFIGS[name]
     folder = tmp_path / 'm'
     with tally('divergence (NaN or infinite loss or weights)'):
         res, fired = run_injected(config.script, config.argv(archive, folder), [stop], log_dir=tmp_path)
         assert fired and res.returncode == -9, res.stderr[-2000:]
         before = snapshot(folder)
-        res = run_cli(config.program, config.argv(archive, folder, resume=True, extra=ABSURD))
+        res, fired = run_injected(config.script, config.argv(archive, folder, resume=True), ['step:1:nan'],
+                                  log_dir=tmp_path)
+        assert fired == ['step 1 nan'], res.stderr[-2000:]
         line = one_line(res, 'the last checkpoint in {} is left as it was'.format(folder), code=1)
         assert MESSAGE.match(line) and int(MESSAGE.match(line).group(4)) >= config.ipe, line
         after = snapshot(folder)
