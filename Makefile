@@ -26,7 +26,7 @@ $(VENV)/.installed: requirements.txt requirements-export.txt requirements-tensor
 	@touch $@
 
 test: venv
-	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow" tests
 
 faults: venv
 	$(PY) -m pytest -q tests/faults

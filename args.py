@@ -211,10 +211,10 @@ IMPLIED_BY_ABSENCE = dict(partial_channels=1, edge_normalization=False, dataset=
 
 
 def resume_config(script, args):
-    """What a resumed job must share with the run it resumes (checkpoint.start checks it): the job,
-    and every flag but the RESUMABLE ones, as JSON values."""
+    """What a resumed job must share with the run it resumes (checkpoint.start checks it, in this
+    order): the job, the search space, and every other flag but the RESUMABLE ones, as JSON values."""
     flags = {name: value for name, value in sorted(vars(args).items()) if name not in RESUMABLE + NOT_TRAINING}
-    return json.loads(json.dumps(dict(job=script, **flags)))
+    return json.loads(json.dumps(dict(job=script, search_space=flags.pop('search_space'), **flags)))
 
 
 def loop_plan(args):

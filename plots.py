@@ -3,18 +3,15 @@ monitor series, the alphas' weights.
 
 Cells are laid out by graphviz's ``dot`` when it is installed (the look of the paper's
 figures); otherwise matplotlib draws the same graph, so a diagram is always written.
-matplotlib's object API (``Figure``) is used directly: no pyplot, no global backend state.
+matplotlib's object API (``Figure``) is used directly: no pyplot, no global backend state. It is
+imported by the functions that draw, on their first call: a job that draws nothing (a refusal, a
+summary) does not wait the half second its import takes.
 """
 import os
 import shutil
 import subprocess
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.patches import FancyArrowPatch, Rectangle
-from matplotlib.path import Path
-from matplotlib.textpath import TextPath
-from matplotlib.ticker import MaxNLocator
 
 from errors import warn
 from files import series_path
@@ -73,6 +70,7 @@ def chains(diagram):
 
 def text_width(text, size):
     """Width in inches of ``text`` at ``size`` points, in matplotlib's font."""
+    from matplotlib.textpath import TextPath
     return TextPath((0, 0), text, size=size).get_extents().width / 72
 
 
@@ -118,6 +116,7 @@ def order(columns, segments):
 def curve(points):
     """The Path through ``points`` (pairs: where an edge enters and leaves a column): level across
     each column, a cubic that leaves and arrives level across each gap between columns."""
+    from matplotlib.path import Path
     vertices, codes = [points[0]], [Path.MOVETO]
     for i, (x1, y1) in enumerate(points[1:]):
         x0, y0 = points[i]
@@ -187,6 +186,8 @@ def cell_figure(diagram):
     """The cell drawn with matplotlib (``layout``): boxes, arrows, op names on the edges. Returns the
     Figure and its artists: {'nodes': {name: (box, text)}, 'edges': [(source, target, arrow, label
     text or None) for each edge of the diagram]}."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import FancyArrowPatch, Rectangle
     plan = layout(diagram)
     width, height = plan['size']
     fig = Figure(figsize=(width, height))
@@ -246,8 +247,19 @@ def read_series(folder, name):
     return (data[:, 0], data[:, 1]) if data.size else None
 
 
+def fixed_margins(fig, left=0.7, right=0.2, bottom=0.55, top=0.4, between=0.75):
+    """Margins and gaps between side-by-side axes, in inches: half the cost of tight_layout, which
+    draws the figure once more to measure it (a drawing every epoch of a job)."""
+    width, height = fig.get_size_inches()
+    columns = max(len(fig.axes), 1)
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
+                        wspace=between * columns / (width - left - right - between * (columns - 1)))
+
+
 def learning_curves(folders, path, panels):
     """One PNG comparing runs: a panel per (title, series names), a line per run and series."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
     fig = Figure(figsize=(5.5 * len(panels), 4))
     styles = ('-', '--', ':')
     for p, (title, names) in enumerate(panels):
@@ -265,7 +277,30 @@ def learning_curves(folders, path, panels):
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
-    fig.tight_layout()
+    fixed_margins(fig)
+    fig.savefig(path, dpi=90)
+
+
+def seed_curves(curves, path, ylabel, references=None):
+    """One line per run of ``curves`` ({label: (epochs, values)}) against the epoch, and a dashed
+    horizontal line per {label: value} of ``references``."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot(1, 1, 1)
+    for k, (label, (epochs, values)) in enumerate(curves.items()):
+        ax.plot(epochs, values, marker='.', color='C{}'.format(k % 10), label=label)
+    for k, (label, value) in enumerate((references or {}).items()):
+        ax.axhline(value, ls='--', color='0.5', lw=1)
+        ax.annotate('{} ({:g})'.format(label, value), (0.01, value), xycoords=('axes fraction', 'data'),
+                    textcoords='offset points', xytext=(0, 3), fontsize=8, color='0.35')
+    ax.set_xlabel('epoch')
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8)
+    fixed_margins(fig)
     fig.savefig(path, dpi=90)
 
 
@@ -277,6 +312,7 @@ def edge_labels(edge_list):
 def alpha_weights(weights, edge_list, names, path, title=''):
     """The softmax weights of every edge (rows, labelled i->j) and op (columns, ``names``) of each
     cell of ``weights`` ({cell name: edges x ops array}) as annotated heat maps side by side."""
+    from matplotlib.figure import Figure
     fig = Figure(figsize=(6.5 * len(weights), 0.38 * len(edge_list) + 2.2))
     for c, (cell, w) in enumerate(weights.items()):
         ax = fig.add_subplot(1, len(weights), c + 1)
@@ -300,6 +336,8 @@ def alpha_evolution(epochs, weights, edge_list, names, path):
     (columns): ``weights`` is {cell name: array epochs x edges x ops}. Every panel has the same
     vertical scale, zoomed to the range the weights took: early in a search they all stay near
     1/8, and a scale from 0 would draw flat lines."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
     rows, cols = len(edge_list), len(weights)
     low = min(float(w.min()) for w in weights.values())
     high = max(float(w.max()) for w in weights.values())

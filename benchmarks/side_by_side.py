@@ -3,9 +3,11 @@ one after the other on the configurations of docs/speed.md, and print the table.
 
     python benchmarks/side_by_side.py --torch-ref PATH/TO/torch_ref.py
         [--torch-python /tmp/torchref/bin/python] [--full-size True] [--pc-darts True]
+    python benchmarks/side_by_side.py --nas-bench-201 True --torch-ref benchmarks/torch_nb201.py \
+        --torch-python /tmp/torchnb201/bin/python
 
-torch_ref is called with the arguments of CONFIGS (search or train, C, L, batch size, steps, 1)
-and must print, as its last line, a JSON object with 'sec_per_step' and 'params'. Each
+torch_ref is called with the arguments of CONFIGS (search or train, C, L, batch size, steps, 1),
+or of NB201 with ``--nas-bench-201 True``, and must print, as its last line, a JSON object with 'sec_per_step' and 'params'. Each
 measurement is its own process, run alone; peak memory is that process's maximum resident set
 size (from wait4). torch_ref runs single-threaded. ``--pc-darts True`` instead compares the
 full-size PC-DARTS step (K=4, edge normalisation) at batch 64 and 256 with torch_ref's DARTS
@@ -42,6 +44,15 @@ FULL_SIZE = ('search, full size (C=16, L=8, batch 64), one step',
 PC_DARTS = [(batch, ['search', '--num-cells', '8', '--output-filter', '16', '--batch-size', str(batch), '--steps', '2',
                      '--partial-channels', '4', '--edge-normalization', 'True']) for batch in (64, 256)]
 PC_DARTS_REFERENCE = (64, ['search', '16', '8', '64', '2', '1'])
+NB201_CELL = '|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|'
+NB201 = [  # (label, bench.py arguments, benchmarks/torch_nb201.py arguments): the paper's sizes, C=16, N=5
+    ('NAS-Bench-201 search, first order (C=16, N=5, batch 64)',
+     ['search', '--search-space', 'nas-bench-201', '--num-cells', '5', '--output-filter', '16', '--batch-size', '64',
+      '--steps', '3'], ['search', '16', '5', '64', '3', '1']),
+    ('NAS-Bench-201 retrain of the best CIFAR-10 cell (C=16, N=5, batch 64)',
+     ['train', '--model-arch-name', NB201_CELL, '--batch-size', '64', '--steps', '3'],
+     ['train', NB201_CELL, '16', '5', '64', '3', '1']),
+]
 
 
 def run(command):
@@ -63,13 +74,16 @@ def main():
     p.add_argument('--torch-ref', default='', help='the PyTorch measuring stick (a Python script)')
     p.add_argument('--full-size', default='True', choices=('True', 'False'))
     p.add_argument('--pc-darts', default='False', choices=('True', 'False'))
+    p.add_argument('--nas-bench-201', default='False', choices=('True', 'False'),
+                   help='compare the NAS-Bench-201 steps with --torch-ref benchmarks/torch_nb201.py')
     args = p.parse_args()
     if not (os.path.exists(args.torch_python) and os.path.exists(args.torch_ref)):
         sys.exit('torch_ref not found: give --torch-python and --torch-ref (docs/speed.md)')
     if args.pc_darts == 'True':
         return compare_pc_darts(args)
     rows, ours = [], {}
-    for label, bench_args, torch_args in CONFIGS + ([FULL_SIZE] if args.full_size == 'True' else []):
+    configs = NB201 if args.nas_bench_201 == 'True' else CONFIGS + ([FULL_SIZE] if args.full_size == 'True' else [])
+    for label, bench_args, torch_args in configs:
         mine = run([sys.executable, os.path.join(HERE, 'bench.py')] + bench_args)
         ours[label] = mine
         print(json.dumps({'config': label, 'nnabla': mine}), flush=True)
@@ -86,6 +100,8 @@ def main():
             mine['peak_mb'], ref['peak_mb'] if ref else '-',
             mine['parameters'] if not ref or ref['params'] == mine['parameters'] else '{} vs {}'.format(
                 mine['parameters'], ref['params'])))
+    if args.nas_bench_201 == 'True':
+        return
     first, second = (ours[CONFIGS[i][0]]['sec_per_step'] for i in (0, 1))
     print('\nsecond order / first order: {:.2f}x'.format(second / first))
     profiles = [run([sys.executable, os.path.join(HERE, 'bench.py')] + CONFIGS[i][1] + ['--profile', 'True'])['profile']

@@ -1,7 +1,7 @@
 """What tests/test_parallel.py runs under ``mpirun -n 2`` and alone: tiny networks, synthetic data,
 one .npz or .json of results per rank in the folder named last.
 
-    python tests/parallel_worker.py steps train|search|search2|pc OUT   # 3 steps; every parameter
+    python tests/parallel_worker.py steps train|search|search2|pc|nb201 OUT   # 3 steps; every parameter
     python tests/parallel_worker.py grads OUT                        # one backward, reduced
     python tests/parallel_worker.py evaluate OUT                     # the test loss and error
 
@@ -37,6 +37,8 @@ BATCH = 4
 TRAIN_FLAGS = ['-c', 'cpu', '--num-cells', '3', '--output-filter', '4', '-f', '0', '-b', str(BATCH),
                '--model-arch-name', 'DARTS_V2']
 SEARCH_FLAGS = ['-c', 'cpu', '--num-cells', '2', '--output-filter', '4', '--num-nodes', '4', '-b', str(BATCH)]
+NB201_FLAGS = ['-c', 'cpu', '--search-space', 'nas-bench-201', '--num-cells', '1', '--output-filter', '4', '-b',
+               str(BATCH)]  # second order with Nesterov momentum, PC-DARTS's options
 
 
 def images(n, seed):
@@ -60,14 +62,15 @@ def steps(kind):
         _, solver, _, step = darts_train.setup(space_of(args), genotype.load('DARTS_V2'), args, CIFAR10)
         set_momentum_lr(solver, args.model_lr)
         return [step(parallel.world().shard(images(BATCH, it)), it, 0.2) for it in range(3)]
-    pc = ['--partial-channels', '2', '--edge-normalization', 'True'] if kind == 'pc' else []
-    args = parse(SEARCH, SEARCH_FLAGS + pc + ['--second-order', str(kind == 'search2')])
+    pc = ['--partial-channels', '2', '--edge-normalization', 'True'] if kind in ('pc', 'nb201') else []
+    cells = NB201_FLAGS if kind == 'nb201' else SEARCH_FLAGS
+    args = parse(SEARCH, cells + pc + ['--second-order', str(kind in ('search2', 'nb201'))])
     solvers, step, graph = darts_search.setup(args, space_of(args))
     alphas = graph['alphas']
     set_momentum_lr(solvers['weights'], args.model_lr)
     shard = parallel.world().shard
     values = [step(shard(images(BATCH, it)), shard(images(BATCH, 100 + it))) for it in range(3)]
-    if kind == 'pc':
+    if kind in ('pc', 'nb201'):
         probe = [shard(images(BATCH, 200))]
         values.append(hessian.dominant_eigenvalue(graph, alphas, solvers['alphas'], probe, iterations=5))
     return values

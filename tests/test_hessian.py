@@ -77,6 +77,7 @@ def test_search_stops_early_on_a_scripted_eigenvalue_and_keeps_that_epochs_arch(
     it stops after epoch 7 and keeps epoch 1's arch (files numbered from 1)."""
     import darts_search
     import early_stop
+    import loop
     from helpers import SEARCH_TINY as SEARCH_FLAGS, write_archive
     archive = write_archive(tmp_path / 'c.tar.gz', 4, 10)  # two steps an epoch
     calls = []
@@ -85,6 +86,8 @@ def test_search_stops_early_on_a_scripted_eigenvalue_and_keeps_that_epochs_arch(
         calls.append(len(batches))
         return (2.0 if len(calls) - 1 >= 6 else 1.0), 1
     monkeypatch.setattr(hessian, 'dominant_eigenvalue', scripted)
+    for owner, picture in ((darts_search, 'alpha_weights'), (loop, 'learning_curves'), (darts_search, 'draw_cells')):
+        monkeypatch.setattr(owner, picture, lambda *a, **k: [])  # pictures are another test's: 2 s an epoch
     monkeypatch.setattr(early_stop, 'decide', functools.partial(early_stop.decide, start_epoch=0))
     folder = tmp_path / 'run'
     flags = [*SEARCH_FLAGS, '--dataset-path', str(archive), '-m', str(folder), '-e', '10',

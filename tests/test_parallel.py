@@ -66,7 +66,7 @@ def archive(tmp_path_factory):
     return str(write_archive(tmp_path_factory.mktemp('data') / 'cifar-10-python.tar.gz', 12, 10))
 
 
-@pytest.mark.parametrize('kind', ['train', 'search', 'search2', 'pc'])
+@pytest.mark.parametrize('kind', ['train', 'search', 'search2', 'pc', 'nb201'])
 @needs_mpirun
 def test_both_ranks_hold_bit_identical_parameters_after_steps(tmp_path, kind):
     res = mpirun(WORKER, 'steps', kind, tmp_path)
@@ -78,7 +78,7 @@ def test_both_ranks_hold_bit_identical_parameters_after_steps(tmp_path, kind):
     assert any('bn/mean' in k for k in first.files)  # BN running statistics included
     logged = [json.loads((tmp_path / 'rank{}of2.json'.format(r)).read_text()) for r in (0, 1)]
     assert logged[0] == logged[1] and logged[0]['mpi4py_imported']  # logged: means over both ranks
-    if kind == 'pc':  # betas reduced too; the eigenvalue of the two shards' mean gradient, the same on both
+    if kind in ('pc', 'nb201'):  # betas reduced too; the eigenvalue of the two shards' mean gradient, the same on both
         assert any('beta' in k for k in first.files)
         eigenvalue, iterations = logged[0]['values'][-1]
         assert np.isfinite(eigenvalue) and eigenvalue != 0 and iterations >= 1

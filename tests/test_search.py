@@ -191,56 +191,86 @@ def read(path):
         return json.load(f)
 
 
-def test_search_cli_end_to_end_and_the_json_retrains(tmp_path, archive):
-    proc, folder = search(tmp_path, 'run', archive, '-e', '2', '--num-nodes', '7')
-    assert proc.returncode == 0, proc.stderr
+@pytest.fixture(scope='module')
+def straight(tmp_path_factory, archive):
+    """search(order) -> (process, folder) of a 2-epoch search with a checkpoint every 3 iterations,
+    first order with the eigenvalue, or second order without (it would only repeat that check at
+    four times the cost); each run once per session."""
+    done = {}
+
+    def get(order):
+        if order not in done:
+            hessian = () if order == 'False' else NO_EIGENVALUE
+            done[order] = search(tmp_path_factory.mktemp('straight'), 'run', archive, '-e', '2', '-s', '3',
+                                 '--second-order', order, *hessian)
+            assert done[order][0].returncode == 0, done[order][0].stderr
+        return done[order]
+    return get
+
+
+def test_search_cli_end_to_end_and_the_json_retrains(straight):
+    proc, folder = straight('False')
     arch = read(folder / 'arch.json')
-    assert set(arch) == {'arch_normal', 'arch_reduction'} and sorted(arch['arch_normal']) == ['2', '3', '4', '5']
+    assert set(arch) == {'arch_normal', 'arch_reduction'} and sorted(arch['arch_normal']) == ['2', '3']
     assert read(folder / 'arch_epoch_2.json') == arch
     alphas = read(folder / 'alphas.json')
-    assert np.array(alphas['alpha_normal']).shape == (14, 8) and np.array(alphas['alpha_reduction']).shape == (14, 8)
-    assert darts_arch.derive(np.array(alphas['alpha_normal']), np.array(alphas['alpha_reduction']), 7) == arch
+    assert np.array(alphas['alpha_normal']).shape == (5, 8) and np.array(alphas['alpha_reduction']).shape == (5, 8)
+    assert darts_arch.derive(np.array(alphas['alpha_normal']), np.array(alphas['alpha_reduction']), 5) == arch
     for name in ('Training-loss', 'Training-error', 'Validation-loss', 'Validation-error', 'Learning-rate'):
         assert [i for i, _ in read_series(folder, name)] == ['1', '2'], name
     assert 'ops at node 2:' in proc.stdout and 'darts_train.py' in proc.stdout
     for picture in ('normal_cell.png', 'reduction_cell.png', 'learning_curves.png'):
         assert (folder / picture).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n', picture
-    check = train('--model-arch-name', folder / 'arch.json', '--summary-only', '--num-cells', '3')
+    check = train('--model-arch-name', folder / 'arch.json', '--num-nodes', '5', '--summary-only', '--num-cells', '3')
     assert check.returncode == 0 and 'trainable parameters:' in check.stdout, check.stderr
 
 
-def test_search_is_seeded_and_the_orders_differ(tmp_path, archive):
+@pytest.fixture(scope='module')
+def one_epoch(tmp_path_factory, archive):
+    """{name: (process, folder)} of 1-epoch searches: the defaults with and without the eigenvalue,
+    PC-DARTS's flags at their defaults, second order, another seed."""
+    tmp = tmp_path_factory.mktemp('one_epoch')
     off = NO_EIGENVALUE  # once with the eigenvalue is enough
-    runs = {name: search(tmp_path, name, archive, '-e', '1', *extra)
-            for name, extra in (('a', ()), ('b', off), ('second', ('--second-order', 'True', *off)),
-                                ('seed', ('--seed', '1', *off)), ('off', off))}
+    runs = {name: search(tmp, name, archive, '-e', '1', *extra)
+            for name, extra in (('eigenvalue', ()), ('off', off), ('second', ('--second-order', 'True', *off)),
+                                ('seed', ('--seed', '1', *off)),
+                                ('named', (*off, '--partial-channels', '1', '--edge-normalization', 'False',
+                                           '--arch-warmup-epochs', '0')))}
     for proc, _ in runs.values():
         assert proc.returncode == 0, proc.stderr
-    alphas = {name: np.array(read(folder / 'alphas.json')['alpha_normal']) for name, (_, folder) in runs.items()}
-    assert np.array_equal(alphas['b'], alphas['off'])
+    return runs
+
+
+def test_search_is_seeded_and_the_orders_differ(one_epoch):
+    alphas = {name: np.array(read(folder / 'alphas.json')['alpha_normal']) for name, (_, folder) in one_epoch.items()}
     # the Hessian eigenvalue (on by default) leaves the search bit for bit as without it: the
     # alphas, every parameter (BN running statistics too) and the solver states of the checkpoint
-    assert np.array_equal(alphas['a'], alphas['off'])
-    with_hessian, without = (sorted(runs[name][1].glob('checkpoint_*'))[-1] for name in ('a', 'off'))
+    assert np.array_equal(alphas['eigenvalue'], alphas['off'])
+    with_hessian, without = (sorted(one_epoch[name][1].glob('checkpoint_*'))[-1] for name in ('eigenvalue', 'off'))
     for name in ('params.h5', 'solver_weights.h5', 'solver_alphas.h5'):
         assert (with_hessian / name).read_bytes() == (without / name).read_bytes(), name
-    assert (runs['a'][1] / 'Hessian-eigenvalue.series.txt').exists()
-    assert not (runs['off'][1] / 'Hessian-eigenvalue.series.txt').exists()
-    assert not np.allclose(alphas['a'], alphas['second'], rtol=0, atol=1e-7)
-    assert not np.allclose(alphas['a'], alphas['seed'], rtol=0, atol=1e-7)
+    assert (one_epoch['eigenvalue'][1] / 'Hessian-eigenvalue.series.txt').exists()
+    assert not (one_epoch['off'][1] / 'Hessian-eigenvalue.series.txt').exists()
+    assert not np.allclose(alphas['off'], alphas['second'], rtol=0, atol=1e-7)
+    assert not np.allclose(alphas['off'], alphas['seed'], rtol=0, atol=1e-7)
+
+
+def test_k_1_without_edge_normalisation_is_darts_bit_for_bit(one_epoch):
+    """PC-DARTS's flags at their defaults: the same run as without them (two runs of one seed,
+    so the search is repeatable too)."""
+    a, b = one_epoch['off'][1], one_epoch['named'][1]
+    assert (a / 'alphas.json').read_bytes() == (b / 'alphas.json').read_bytes()
+    assert (a / 'arch.json').read_bytes() == (b / 'arch.json').read_bytes()
 
 
 EIGENVALUE_SERIES = ('Hessian-eigenvalue', 'Hessian-vector-products')
 
 
 @pytest.mark.parametrize('order', ['False', 'True'])
-def test_search_stopped_and_resumed_ends_with_the_same_alphas(tmp_path, archive, order):
-    """The eigenvalue's series are checked with the first order; the second order leaves it off
-    (it would only repeat that check at four times the cost)."""
+def test_search_stopped_and_resumed_ends_with_the_same_alphas(tmp_path, archive, order, straight):
     hessian = () if order == 'False' else NO_EIGENVALUE
     flags = ('-e', '2', '-s', '3', '--second-order', order, *hessian)
-    straight, a = search(tmp_path, 'straight', archive, *flags)
-    assert straight.returncode == 0, straight.stderr
+    _, a = straight(order)
     b = tmp_path / 'resumed'
     shutil.copytree(str(a), str(b))  # the same seeded run, in a folder of its own (a checkpoint holds no path)
     newest = sorted(b.glob('checkpoint_*'))[-1]

@@ -33,7 +33,7 @@ class NasBench201(Space):
                 'train': dict(BOTH, cutout=False, auxiliary=False, dropout_rate=0.0, **SHAPE)}
     unused_flags = ('num_nodes',)
     options = ('benchmark_table',)
-    curves = (('NAS-Bench-201 test accuracy of the derived cell (%)', TABLE_SERIES),
+    curves = (('NAS-Bench-201 test accuracy of the derived cell', TABLE_SERIES),
               ('parameter-free ops in the derived cell', (PARAMETER_FREE_SERIES,)))
 
     def __init__(self, benchmark_table=None):
