@@ -292,7 +292,7 @@ def seed_curves(curves, path, ylabel, references=None):
         ax.plot(epochs, values, marker='.', color='C{}'.format(k % 10), label=label)
     for k, (label, value) in enumerate((references or {}).items()):
         ax.axhline(value, ls='--', color='0.5', lw=1)
-        ax.annotate('{} ({:g})'.format(label, value), (0.01, value), xycoords=('axes fraction', 'data'),
+        ax.annotate('{} ({:.2f})'.format(label, value), (0.01, value), xycoords=('axes fraction', 'data'),
                     textcoords='offset points', xytext=(0, 3), fontsize=8, color='0.35')
     ax.set_xlabel('epoch')
     ax.set_ylabel(ylabel)
