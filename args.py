@@ -12,6 +12,7 @@ import math
 
 import board
 import datasets
+import methods
 import parallel
 import spaces
 import workers
@@ -139,6 +140,14 @@ def parse(script, argv=None):
     add('--tensorboard-every', type=int, default=50,
         help='iterations between the running training values in TensorBoard')
     if script == SEARCH:
+        add('--method', default=methods.DEFAULT, choices=methods.NAMES,
+            help='the search method (docs/reference.md): how the alphas mix the ops and move')
+        add('--beta-decay-weight', type=float, default=None,
+            help='beta-darts: the Beta-Decay weight lambda_t = this * epoch / epochs (default 25, the paper\'s)')
+        add('--skip-beta', type=float, default=None,
+            help='darts-minus: the auxiliary skip\'s weight at the start, decaying linearly to 0 (default 1)')
+        add('--sdarts-epsilon', type=float, default=None,
+            help='sdarts-rs: the noise bound reached at the end, rising linearly from 0.03 (default 0.3)')
         add('--arch-lr', type=float, default=3e-4, help='Adam learning rate of the alphas')
         add('--weight-decay-archs', type=float, default=1e-3, help='weight decay of the alphas')
         add('--second-order', type=boolean, default=False, help='second-order (unrolled) alpha gradient')
@@ -183,6 +192,8 @@ def parse(script, argv=None):
     for name in spaces.SPACES[args.search_space].unused_flags:
         if getattr(args, name, None) is not None:
             raise UserError('--{} means nothing on --search-space {}'.format(name.replace('_', '-'), args.search_space))
+    if script == SEARCH:
+        method_options(args)
     for name in RECIPE_FLAGS:
         if hasattr(args, name) and getattr(args, name) is None:
             setattr(args, name, recipe_default(script, args.dataset, args.search_space, name))
@@ -194,9 +205,24 @@ def parse(script, argv=None):
     return args
 
 
+def method_options(args):
+    """Refuse a method's option given to another method, and the search flags the method refuses;
+    set the method's options left out to its defaults."""
+    method = methods.METHODS[args.method]
+    for name in methods.OPTIONS:
+        if name not in method.options and getattr(args, name) is not None:
+            raise UserError('--{} means nothing with --method {}'.format(name.replace('_', '-'), args.method))
+    for name in method.refuses:
+        if getattr(args, name):
+            raise UserError('--{} means nothing with --method {}'.format(name.replace('_', '-'), args.method))
+    for name, default in method.options.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+
+
 # float flags that must be finite (argparse's float() takes 'nan' and 'inf'); an infinite
 # --grad-clip-value-model is allowed: it means no clipping
-FINITE = ('model_lr', 'min_model_lr', 'weight_decay_model', 'arch_lr', 'weight_decay_archs', 'eta', 'dropout_rate',
+FINITE = ('beta_decay_weight', 'skip_beta', 'sdarts_epsilon', 'model_lr', 'min_model_lr', 'weight_decay_model', 'arch_lr', 'weight_decay_archs', 'eta', 'dropout_rate',
           'auxiliary_weight', 'lr_gamma', 'momentum', 'label_smoothing')
 
 
@@ -207,14 +233,17 @@ RESUMABLE = ('epoch', 'context', 'device_id', 'deterministic', 'dataset_path', '
 NOT_TRAINING = ('summary_only', 'eval_only', 'model_load_path', 'plot', 'export_nnp', 'export_onnx')  # end before
 # the flags that the checkpoints of earlier versions recorded only when not at these values
 IMPLIED_BY_ABSENCE = dict(partial_channels=1, edge_normalization=False, dataset='cifar10', image_size=32,
-                          search_space=spaces.DEFAULT, nesterov=False)
+                          search_space=spaces.DEFAULT, nesterov=False, method=methods.DEFAULT,
+                          **dict.fromkeys(methods.OPTIONS))
 
 
 def resume_config(script, args):
     """What a resumed job must share with the run it resumes (checkpoint.start checks it, in this
-    order): the job, the search space, and every other flag but the RESUMABLE ones, as JSON values."""
+    order): the job, the search space, the method (the search), and every other flag but the
+    RESUMABLE ones, as JSON values."""
     flags = {name: value for name, value in sorted(vars(args).items()) if name not in RESUMABLE + NOT_TRAINING}
-    return json.loads(json.dumps(dict(job=script, search_space=flags.pop('search_space'), **flags)))
+    first = {name: flags.pop(name) for name in ('search_space', 'method') if name in flags}
+    return json.loads(json.dumps(dict(job=script, **first, **flags)))
 
 
 def loop_plan(args):
@@ -294,6 +323,10 @@ def check(args, script):
                   (args.arch_lr > 0, '--arch-lr must be positive'),
                   (args.weight_decay_archs >= 0, '--weight-decay-archs must be non-negative'),
                   (args.eta is None or args.eta >= 0, '--eta must be non-negative'),
+                  (args.beta_decay_weight is None or args.beta_decay_weight >= 0,
+                   '--beta-decay-weight must be non-negative'),
+                  (args.skip_beta is None or args.skip_beta >= 0, '--skip-beta must be non-negative'),
+                  (args.sdarts_epsilon is None or args.sdarts_epsilon >= 0, '--sdarts-epsilon must be non-negative'),
                   (args.partial_channels >= 1 and args.output_filter % args.partial_channels == 0
                    and args.output_filter // args.partial_channels >= 2,
                    '--partial-channels must be at least 1 and divide --output-filter into parts of 2 or more channels'),

@@ -21,6 +21,7 @@ import datasets
 import early_stop
 import genotype
 import hessian
+import methods
 import parallel
 import spaces
 from args import IMPLIED_BY_ABSENCE, SEARCH, loop_plan, parse, resume_config, space_of
@@ -29,7 +30,6 @@ from device import device_context
 from errors import UserError, run
 from files import check_output, write_atomic, write_json
 from loop import TrainingLoop
-from methods.darts import FirstOrder, SecondOrder
 from model_eval import count_parameters
 from model_search import forward_backward, search_graph
 from numerics import WeightUpdate, momentum_sgd
@@ -44,14 +44,18 @@ CURVES = (('error', ('Training error', 'Validation error')), ('loss', ('Training
 
 def setup(args, space, data=CIFAR10):
     """Build the supernet of ``space`` once, fed ``data`` (a tasks.classification.Data); returns its
-    solvers, ``step(train_batch, valid_batch, update_arch=True)`` and the graph
-    (model_search.search_graph: the weights, the alphas with the betas, for the Hessian eigenvalue).
-    The step is the alpha step on the validation batch (skipped in a warm-up), then the weight step
-    on the training batch. benchmarks/bench.py times this same step. Under mpirun the batches are
+    solvers, ``step(train_batch, valid_batch, update_arch=True, epoch=0, iteration=0)``, the graph
+    (model_search.search_graph: the weights, the alphas with the betas, for the Hessian eigenvalue)
+    and the method of --method (methods/), whose mixing weights the supernet is built on. The step
+    sets the method's schedules for ``epoch``, then is the alpha step on the validation batch
+    (skipped in a warm-up), then the weight step on the training batch (in the method's weight pass
+    of ``iteration``). benchmarks/bench.py times this same step. Under mpirun the batches are
     this rank's rows of the global batches, and every gradient a pass computes is averaged over the
     ranks as soon as it is computed (parallel.py)."""
     world = parallel.world()
-    net = Net(args.output_filter, args.num_cells, data, args.partial_channels, args.edge_normalization)
+    method = method_of(args)
+    net = Net(args.output_filter, args.num_cells, data, args.partial_channels, args.edge_normalization,
+              mixing=method.mixing)
     graph = search_graph(space, net, args.batch_size // world.size)
     solvers = {'weights': momentum_sgd(args.model_lr, args.momentum, args.nesterov),
                'alphas': S.Adam(args.arch_lr, beta1=0.5, beta2=0.999)}
@@ -59,21 +63,29 @@ def setup(args, space, data=CIFAR10):
         solver.set_parameters(graph[group])
     update_weights = WeightUpdate(solvers['weights'], graph['weights'], args.grad_clip_value_model,
                                   args.weight_decay_model)
-    alpha_grads = (SecondOrder(graph, solvers, args.weight_decay_model, args.momentum, args.eta, args.nesterov)
-                   if args.second_order else FirstOrder(graph, solvers))
+    method.attach(graph, solvers)
 
-    def step(train_batch, valid_batch, update_arch=True):
+    def step(train_batch, valid_batch, update_arch=True, epoch=0, iteration=0):
         values = {}
+        method.schedule(epoch, args.epoch)
         if update_arch:
-            valid = alpha_grads(train_batch, valid_batch)
+            valid = method.alpha_gradient(train_batch, valid_batch)
             solvers['alphas'].weight_decay(args.weight_decay_archs)
             solvers['alphas'].update()
             values = {'Validation loss': valid[0], 'Validation error': valid[1]}
-        trained = forward_backward(graph, train_batch, {'weights': solvers['weights']})
+        with method.weight_pass(iteration):
+            trained = forward_backward(graph, train_batch, {'weights': solvers['weights']})
         update_weights()
         return world.mean_values(dict({'Training loss': trained[0], 'Training error': trained[1]}, **values))
 
-    return solvers, step, graph
+    return solvers, step, graph, method
+
+
+def method_of(args):
+    """The search method of --method with the flags it reads."""
+    own = {name: getattr(args, name) for name in methods.METHODS[args.method].options}
+    return methods.get(args.method, seed=args.seed, second_order=args.second_order, eta=args.eta, weight_decay=args.weight_decay_model,
+                       momentum=args.momentum, nesterov=args.nesterov, **own)
 
 
 def named_arrays(alphas):
@@ -119,8 +131,9 @@ class EpochEnd:
     ``probe`` batches; DARTS-ES's decision, which ends the ``loop``. Its record, the eigenvalues and
     the decision, is ``extra``, the loop's checkpointed extra state (TrainingLoop.restore)."""
 
-    def __init__(self, args, space, graph, solvers, probe, loop, extra):
+    def __init__(self, args, space, graph, solvers, probe, loop, extra, method):
         self.args, self.space, self.graph, self.solvers, self.probe = args, space, graph, solvers, probe
+        self.method = method
         self.loop, self.extra = loop, extra
         self.extra.setdefault('eigenvalues', [])  # [epoch from 0, eigenvalue] of every evaluation
         if self.extra.get('early_stop'):  # a search that had stopped: resuming only writes its results again
@@ -128,10 +141,10 @@ class EpochEnd:
 
     def __call__(self, epoch, interrupts):
         args, alphas = self.args, self.graph['alphas']
-        arch = self.space.derive(named_arrays(alphas), args.max_skip_connect)
+        arch = self.method.derive(self.space, named_arrays(alphas), args.max_skip_connect)
         if parallel.world().is_main:
             write_epoch(arch, alphas, self.space, args.monitor_path, epoch, self.loop.board)
-        values = self.space.epoch_values(arch)
+        values = dict(self.space.epoch_values(arch), **self.method.epoch_values())
         if eigenvalue_due(epoch, args.hessian_every, args.epoch):
             value, iterations = hessian.dominant_eigenvalue(self.graph, alphas, self.solvers['alphas'], self.probe)
             self.extra['eigenvalues'].append([epoch, value])
@@ -160,12 +173,12 @@ def stop_reason(decision, epoch, every):
                 earlier + 1))
 
 
-def finish(args, space, alphas, extra):
+def finish(args, space, method, alphas, extra):
     """The arch and alphas the search returns: the last epoch's, or with DARTS-ES the kept epoch's
     (whose files the search wrote at that epoch's end), and the stop reason in the monitor folder."""
     stopped = extra.get('early_stop')
     if not stopped:
-        return space.derive(named_arrays(alphas), args.max_skip_connect), alpha_dict(alphas)
+        return method.derive(space, named_arrays(alphas), args.max_skip_connect), alpha_dict(alphas)
     kept = stopped['epoch'] + 1
     arch = genotype.load(genotype.epoch_file(args.monitor_path, 'arch', kept), space)
     with open(genotype.epoch_file(args.monitor_path, 'alphas', kept)) as f:
@@ -244,10 +257,10 @@ def search(args, space, ctx, data, halves, pool, state, resumed_from):
     world = parallel.world()
     nn.set_default_context(ctx)
     nn.seed(args.seed)
-    solvers, step, graph = setup(args, space, network_input(args.dataset, args.dataset_path, args.image_size))
-    world.say('supernet: {} weights, {} alphas; {} order{}'.format(
+    solvers, step, graph, method = setup(args, space, network_input(args.dataset, args.dataset_path, args.image_size))
+    world.say('supernet: {} weights, {} alphas; {}{} order{}'.format(
         count_parameters(graph['weights']), count_parameters(graph['alphas']),
-        'second' if args.second_order else 'first',
+        '' if args.method == methods.DEFAULT else method.title + ', ', 'second' if args.second_order else 'first',
         '; partial channels 1/{}'.format(args.partial_channels) if args.partial_channels > 1 else ''))
     iters_per_epoch = len(halves[0]) // args.batch_size
     loop = TrainingLoop(loop_plan(args), state, resumed_from, iters_per_epoch, solvers, CURVES + space.curves)
@@ -255,12 +268,13 @@ def search(args, space, ctx, data, halves, pool, state, resumed_from):
     augment = recipe(data, jitter=args.color_jitter)
     probe = (fixed_batches(halves[1], augment, args.batch_size, args.hessian_batches, world.rank, world.size, pool)
              if args.hessian_every else None)
-    end_epoch = EpochEnd(args, space, graph, solvers, probe, loop, extra)
+    end_epoch = EpochEnd(args, space, graph, solvers, probe, loop, extra, method)
     batches = [training_batches(half, augment, args.batch_size, args.seed, s, state.iteration * args.batch_size,
                                 world.rank, world.size, pool) for s, half in enumerate(halves)]
 
     def search_step(it):
-        return step(batches[0].next(), batches[1].next(), it // iters_per_epoch >= args.arch_warmup_epochs)
+        epoch = it // iters_per_epoch
+        return step(batches[0].next(), batches[1].next(), epoch >= args.arch_warmup_epochs, epoch, it)
 
     try:
         last = loop.run(search_step, end_epoch)
@@ -273,7 +287,7 @@ def search(args, space, ctx, data, halves, pool, state, resumed_from):
                    epochs=state.epochs_done, seconds=loop.elapsed())
         if end_epoch.extra.get('early_stop'):
             run['early_stop_epoch'] = end_epoch.extra['early_stop']['epoch'] + 1
-        report(args, space, *finish(args, space, graph['alphas'], end_epoch.extra), run)
+        report(args, space, *finish(args, space, method, graph['alphas'], end_epoch.extra), run)
     return 0
 
 

@@ -62,7 +62,12 @@ def split_parameters(params):
 def op_weights(alpha, table):
     """softmax(alpha) as one (1, 1) Variable per edge and op (None for the zero op, which is never
     computed): built once, used by every cell."""
-    w = F.softmax(alpha, axis=1)
+    return edge_slices(F.softmax(alpha, axis=1), table)
+
+
+def edge_slices(w, table):
+    """The (edges x ops) mixing weights ``w`` as one (1, 1) Variable per edge and op (None for the
+    zero op of ``table``)."""
     return [[None if k == table.zero else F.slice(w, (e, k), (e + 1, k + 1)) for k in range(len(table.names))]
             for e in range(w.shape[0])]
 

@@ -1,1 +1,18 @@
-"""The search methods: how the alphas move (DARTS, first and second order: darts.py)."""
+"""The search methods of --method, each a methods.method.Method: DARTS (darts.py: first order and the
+paper's second order), β-DARTS (beta_darts.py), DARTS- (darts_minus.py) and SDARTS-RS
+(sdarts.py)."""
+from methods.beta_darts import BetaDarts
+from methods.darts import Darts
+from methods.darts_minus import DartsMinus
+from methods.sdarts import SdartsRs
+
+METHODS = {method.name: method for method in (Darts, BetaDarts, DartsMinus, SdartsRs)}
+NAMES = tuple(METHODS)
+DEFAULT = Darts.name
+OPTIONS = {flag: default for method in METHODS.values() for flag, default in method.options.items()}
+
+
+def get(name, **values):
+    """The method ``name`` with the search's ``values`` (seed, second_order, eta, weight_decay,
+    momentum, nesterov) and its own options among them."""
+    return METHODS[name](**values)

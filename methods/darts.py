@@ -1,6 +1,6 @@
 """DARTS's alpha step (Liu et al., ICLR 2019): the alpha gradient of the validation loss, first
 order or the paper's second-order approximation (eq. 7-8), on one search graph built once
-(model_search.search_graph).
+(model_search.search_graph); ``Darts`` is the method of the --method seam (methods/method.py).
 
 First order: grad_a L_val(w, a). Second order, with xi the current weight learning rate and
 buf the PyTorch-style momentum buffer (numerics.py):
@@ -19,6 +19,7 @@ import nnabla as nn
 import nnabla.functions as F
 import nnabla.solvers as S
 
+from methods.method import Method
 from model_search import forward_backward
 from numerics import concatenated, flat_view
 
@@ -180,3 +181,23 @@ class SecondOrder(FirstOrder):
         xi = self.solvers['weights'].learning_rate() if self.eta is None else self.eta
         return unrolled_alpha_grads(self.graph, self.unroller, self.graph['alphas'], self.solvers, xi, train_batch,
                                     valid_batch)
+
+
+class Darts(Method):
+    """DARTS: softmax mixing; the alpha gradient of the validation loss, first order or the paper's
+    second-order approximation (``second_order``, with ``eta`` and the weights' SGD: ``weight_decay``,
+    ``momentum``, ``nesterov``)."""
+
+    name, title = 'darts', 'DARTS (Liu et al., ICLR 2019)'
+
+    def __init__(self, second_order=False, eta=None, weight_decay=0.0, momentum=0.9, nesterov=False, **options):
+        super().__init__(**options)
+        self.second_order, self.eta = second_order, eta
+        self.weight_decay, self.momentum, self.nesterov = weight_decay, momentum, nesterov
+
+    def attach(self, graph, solvers):
+        self.alpha_grads = (SecondOrder(graph, solvers, self.weight_decay, self.momentum, self.eta, self.nesterov)
+                            if self.second_order else FirstOrder(graph, solvers))
+
+    def alpha_gradient(self, train_batch, valid_batch):
+        return self.alpha_grads(train_batch, valid_batch)

@@ -14,11 +14,12 @@ import numpy as np
 from model_eval import smallest_aux_input
 from model_search import incoming
 
-Net = collections.namedtuple('Net', 'channels cells data partial_channels edge_normalization auxiliary')
+Net = collections.namedtuple('Net', 'channels cells data partial_channels edge_normalization auxiliary mixing')
 Net.__doc__ = """The network a job builds: ``channels`` (C of the first cells), ``cells`` (--num-cells),
 ``data`` (a tasks.classification.Data), PC-DARTS's ``partial_channels`` and ``edge_normalization``
-(the supernet), ``auxiliary`` (the retraining's aux head)."""
-Net.__new__.__defaults__ = (1, False, False)
+(the supernet), ``auxiliary`` (the retraining's aux head), ``mixing`` (the supernet: the search
+method's mixing weights of an alpha matrix, methods.method.Method.mixing; None: DARTS's softmax)."""
+Net.__new__.__defaults__ = (1, False, False, None)
 Diagram = collections.namedtuple('Diagram', 'inputs output edges')
 Diagram.__doc__ = """A cell as plots.py draws it: the names of its ``inputs`` and of its ``output`` node,
 and its ``edges``, (source, target, label) each, an empty label for an edge without an op."""

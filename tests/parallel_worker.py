@@ -55,21 +55,24 @@ def start():
 
 
 def steps(kind):
-    """Three steps of the retraining or of the search (first order, second order, or PC-DARTS's
-    first order followed by the Hessian eigenvalue on a probe batch sharded as darts_search.py does)."""
+    """Three steps of the retraining or of the search (first order, second order, PC-DARTS's first
+    order followed by the Hessian eigenvalue on a probe batch sharded as darts_search.py does, or
+    β-DARTS or SDARTS-RS on NAS-Bench-201 at epoch 5 of 50: a regulariser of weight 2.5, noise of
+    the weight steps within 0.057)."""
     if kind == 'train':
         args = parse(TRAIN, TRAIN_FLAGS)
         _, solver, _, step = darts_train.setup(space_of(args), genotype.load('DARTS_V2'), args, CIFAR10)
         set_momentum_lr(solver, args.model_lr)
         return [step(parallel.world().shard(images(BATCH, it)), it, 0.2) for it in range(3)]
     pc = ['--partial-channels', '2', '--edge-normalization', 'True'] if kind in ('pc', 'nb201') else []
-    cells = NB201_FLAGS if kind == 'nb201' else SEARCH_FLAGS
-    args = parse(SEARCH, cells + pc + ['--second-order', str(kind in ('search2', 'nb201'))])
-    solvers, step, graph = darts_search.setup(args, space_of(args))
+    cells = NB201_FLAGS if kind in ('nb201', 'beta', 'sdarts') else SEARCH_FLAGS
+    method = ['--method', {'beta': 'beta-darts', 'sdarts': 'sdarts-rs'}[kind]] if kind in ('beta', 'sdarts') else []
+    args = parse(SEARCH, cells + pc + method + ['--second-order', str(kind in ('search2', 'nb201'))])
+    solvers, step, graph, _ = darts_search.setup(args, space_of(args))
     alphas = graph['alphas']
     set_momentum_lr(solvers['weights'], args.model_lr)
     shard = parallel.world().shard
-    values = [step(shard(images(BATCH, it)), shard(images(BATCH, 100 + it))) for it in range(3)]
+    values = [step(shard(images(BATCH, it)), shard(images(BATCH, 100 + it)), True, 5, it) for it in range(3)]
     if kind in ('pc', 'nb201'):
         probe = [shard(images(BATCH, 200))]
         values.append(hessian.dominant_eigenvalue(graph, alphas, solvers['alphas'], probe, iterations=5))

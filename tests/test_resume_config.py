@@ -16,7 +16,7 @@ SEARCH_CHANGES = [['--arch-lr', '0.01'], ['--weight-decay-archs', '0'], ['--eta'
                   ['--max-skip-connect', '2'], ['--model-lr', '0.1'], ['--min-model-lr', '0'], ['--momentum', '0.5'],
                   ['--weight-decay-model', '0'], ['--grad-clip-value-model', '1'], ['--lr-schedule', 'exponential'],
                   ['--color-jitter', '0.1', '0', '0', '0'], ['--partial-channels', '2'],
-                  ['--edge-normalization', 'True']]
+                  ['--edge-normalization', 'True'], ['--method', 'beta-darts']]
 TRAIN_CHANGES = [['--dropout-rate', '0.1'], ['--label-smoothing', '0.1'], ['--auxiliary-weight', '1'],
                  ['--cutout', 'False'], ['--cutout-length', '8'], ['--test-images', '4'], ['--model-lr', '0.1'],
                  ['--lr-gamma', '0.5'], ['--weight-decay-model', '0']]
@@ -62,6 +62,9 @@ def test_a_checkpoint_of_an_earlier_version_resumes_and_its_absent_keys_mean_the
         checkpoint.newest(str(tmp_path), dict(config, partial_channels=2), IMPLIED_BY_ABSENCE)
     with pytest.raises(UserError, match='made with num_cells = 3, this run has 4'):
         checkpoint.newest(str(tmp_path), dict(config, num_cells=4), IMPLIED_BY_ABSENCE)
+    beta = resume_config(SEARCH, parse(SEARCH, SEARCH_TINY + ['-b', '64', '--method', 'beta-darts']))
+    with pytest.raises(UserError, match='made with method = "darts", this run has "beta-darts"'):
+        checkpoint.newest(str(tmp_path), beta, IMPLIED_BY_ABSENCE)
 
 
 def test_the_search_refuses_another_arch_lr_in_one_line_before_any_data(tmp_path):

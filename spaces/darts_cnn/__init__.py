@@ -30,7 +30,7 @@ class DartsCnn(Space):
 
     def supernet(self, x, net):
         return network.supernet(x, net.channels, net.cells, self.num_nodes, net.data.classes, net.partial_channels,
-                                net.edge_normalization, net.data.imagenet)
+                                net.edge_normalization, net.data.imagenet, net.mixing)
 
     def derive(self, arrays, max_skip_connect=None):
         return darts_arch.derive_named(arrays, self.num_nodes, max_skip_connect)

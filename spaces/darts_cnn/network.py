@@ -105,13 +105,14 @@ def search_cell(s0, s1, mixed, num_nodes, C, reduction, reduction_prev, bn):
 
 
 def supernet(x, C, num_cells, num_nodes, num_classes=10, partial_channels=1, edge_normalization=False,
-             imagenet=False):
+             imagenet=False, mixing=None):
     """Logits of the search network on ``x``, with the alphas ALPHA_NAMES (and the betas
-    BETA_NAMES with edge normalisation); with ``imagenet``, the ImageNet stem at 3C channels
-    (PC-DARTS's search on ImageNet)."""
+    BETA_NAMES with edge normalisation) mixing the ops by ``mixing`` (default: softmax,
+    model_search.op_weights); with ``imagenet``, the ImageNet stem at 3C channels (PC-DARTS's search
+    on ImageNet)."""
     bn = functools.partial(batch_norm, affine=False, test=False)
     edge_list = edges(num_nodes)
-    weights = [op_weights(a, DARTS) for a in alphas(ALPHA_NAMES, len(edge_list), len(OPS))]
+    weights = [(mixing or op_weights)(a, DARTS) for a in alphas(ALPHA_NAMES, len(edge_list), len(OPS))]
     betas = ([edge_weights(b, edge_list) for b in alphas(BETA_NAMES, len(edge_list), 1)] if edge_normalization
              else [None, None])
 

@@ -42,7 +42,7 @@ class NasBench201(Space):
 
     def supernet(self, x, net):
         return network.supernet(x, net.channels, net.cells, net.data.classes, net.partial_channels,
-                                net.edge_normalization)
+                                net.edge_normalization, net.mixing)
 
     def entry(self, text):
         """The table's Entry of a valid cell string."""

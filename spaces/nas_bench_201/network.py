@@ -56,10 +56,11 @@ def search_cell(h, mixed, C, bn):
     return states[-1].h
 
 
-def supernet(x, C, num_cells, num_classes=10, partial_channels=1, edge_normalization=False):
+def supernet(x, C, num_cells, num_classes=10, partial_channels=1, edge_normalization=False, mixing=None):
     """Logits of the supernet on ``x``, with the alphas ALPHA_NAMES (edges x ops), shared by every
-    cell, and the betas BETA_NAMES with edge normalisation."""
-    weights = op_weights(alphas(ALPHA_NAMES, len(EDGES), len(OPS))[0], NAS_BENCH_201)
+    cell, mixing the ops by ``mixing`` (default: softmax, model_search.op_weights), and the betas
+    BETA_NAMES with edge normalisation."""
+    weights = (mixing or op_weights)(alphas(ALPHA_NAMES, len(EDGES), len(OPS))[0], NAS_BENCH_201)
     betas = edge_weights(alphas(BETA_NAMES, len(EDGES), 1)[0], EDGES) if edge_normalization else None
     cell_bn = functools.partial(batch_norm, affine=False, test=False)
 

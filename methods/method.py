@@ -1,0 +1,58 @@
+"""What a search method is to the search: the interface every method implements.
+
+A method decides four things: how an edge's alphas become the mixing weights of its ops in the
+supernet's forward pass (``mixing``), the alpha objective and its gradient (``alpha_gradient``),
+its schedules (``schedule``: a temperature, a regulariser's weight), what the weight step sees
+(``weight_pass``: a perturbation of the mixing weights) and, where it differs, the derivation
+(``derive``). The search builds the supernet once with the method's mixing, attaches
+the method to the built graph and its solvers, and at every step asks for the schedule of the
+epoch and, unless the alphas are warming up, for the alpha gradient. A method's schedule and its
+random draws follow from the epoch, the iteration and the seed, so that a resumed search ends
+exactly as an uninterrupted one without state of the method's own. docs/architecture.md,
+"Adding a search method", says what a new one provides.
+"""
+import contextlib
+
+from model_search import op_weights
+
+
+class Method:
+    """A search method. The attributes are facts; the methods are what the search asks of it."""
+
+    name = None     # its --method value
+    title = None    # its name and paper, in prose
+    options = {}    # {flag: default} of the flags of its own (None in the parsed flags of another method)
+    refuses = ()    # flags of the search that mean nothing for it: refused when set
+
+    def __init__(self, seed=0, **options):
+        self.seed, self.options = seed, options
+
+    def mixing(self, alpha, table):
+        """The mixing weights of the (edges x ops) Variable ``alpha``: one (1, 1) Variable per edge and
+        op, None for the op ``table`` says is never computed (model_search.op_weights: softmax)."""
+        return op_weights(alpha, table)
+
+    def attach(self, graph, solvers):
+        """Build what the alpha gradient needs on the search graph (model_search.search_graph) and its
+        solvers ({'weights', 'alphas'})."""
+        raise NotImplementedError
+
+    def schedule(self, epoch, epochs):
+        """Set the method's schedules for ``epoch`` (from 0) of ``epochs``."""
+
+    def weight_pass(self, iteration):
+        """The context of the weight step of ``iteration`` (a perturbation of the mixing weights)."""
+        return contextlib.nullcontext()
+
+    def alpha_gradient(self, train_batch, valid_batch):
+        """Leave the gradient of the alpha objective in the alphas' .grad; returns the validation loss
+        and error."""
+        raise NotImplementedError
+
+    def epoch_values(self):
+        """{series name: value} of the method's schedules, logged every epoch."""
+        return {}
+
+    def derive(self, space, arrays, max_skip_connect=None):
+        """The arch of ``arrays`` ({short name: array} of the alphas and betas) in ``space``."""
+        return space.derive(arrays, max_skip_connect)

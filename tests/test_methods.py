@@ -1,0 +1,241 @@
+"""The method seam (--method): DARTS through it is the search it was; β-DARTS's alpha gradient is the
+loss's plus its regulariser's (against numpy's own formula); DARTS-'s mixing weights and its
+auxiliary skip; the schedules, series and resume of both, and the refusals of options that mean
+nothing for the chosen method."""
+import json
+import shutil
+
+import numpy as np
+import nnabla as nn
+import nnabla.solvers as S
+import pytest
+
+import methods
+import operations
+import spaces
+from args import SEARCH, parse
+from helpers import NO_EIGENVALUE, one_line, read_series, run_cli
+from model_search import forward_backward, search_graph
+from spaces.space import Net
+from tasks.classification import CIFAR10
+
+SEARCH_NB201 = ['-c', 'cpu', '--search-space', 'nas-bench-201', '--num-cells', '1', '--output-filter', '4', '-b', '4']
+
+
+def attached(method, space, seed=0, **options):
+    """``method`` on a tiny supernet of ``space`` with random alphas, and a batch."""
+    nn.clear_parameters()
+    nn.seed(seed)
+    rng = np.random.RandomState(seed)
+    graph = search_graph(space, Net(2, 1, CIFAR10, mixing=method.mixing, **options), 2)
+    for a in graph['alphas'].values():
+        a.d = rng.randn(*a.shape)
+    solvers = {'weights': S.Momentum(0.05, 0.9), 'alphas': S.Adam(3e-4, 0.5, 0.999)}
+    for group, solver in solvers.items():
+        solver.set_parameters(graph[group])
+    method.attach(graph, solvers)
+    batch = (rng.randn(2, 3, 32, 32).astype(np.float32), rng.randint(0, 10, (2, 1)))
+    return graph, solvers, batch
+
+
+def numpy_beta_decay_gradient(alpha):
+    """d/d alpha of the mean over rows of log sum_k exp(alpha_rk): each row's softmax / rows."""
+    e = np.exp(alpha - alpha.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True) / alpha.shape[0]
+
+
+@pytest.mark.parametrize('space, options', [(spaces.get('nas-bench-201'), {}),
+                                            (spaces.get('darts', num_nodes=4), {'edge_normalization': True})])
+def test_beta_darts_gradient_is_the_loss_s_plus_lambda_times_the_softmax_over_rows(space, options):
+    method = methods.get('beta-darts', beta_decay_weight=25.0)
+    graph, solvers, batch = attached(method, space, **options)
+    method.schedule(3, 10)  # lambda = 25 * 3 / 10
+    loss = forward_backward(graph, batch, {'alphas': solvers['alphas']})
+    of_the_loss = {k: a.g.copy() for k, a in graph['alphas'].items()}
+    assert method.alpha_gradient(batch, batch) == loss
+    for name, a in graph['alphas'].items():
+        expected = of_the_loss[name]
+        if name.split('/')[-1].startswith('alpha_'):  # the betas of edge normalisation are not regularised
+            expected = expected + 7.5 * numpy_beta_decay_gradient(a.d)
+        assert np.allclose(a.g, expected, rtol=1e-5, atol=1e-6), name
+    alphas = [a.d for k, a in sorted(graph['alphas'].items()) if k.split('/')[-1].startswith('alpha_')]
+    lse = sum(np.mean(np.log(np.exp(d).sum(axis=1))) for d in alphas)
+    assert method.epoch_values() == pytest.approx({'Beta-decay weight': 7.5, 'Beta-decay term': 7.5 * lse}, rel=1e-5)
+
+
+def test_beta_darts_weight_rises_linearly_from_zero():
+    method = methods.get('beta-darts', beta_decay_weight=25.0)
+    attached(method, spaces.get('nas-bench-201'))
+    weights = []
+    for epoch in range(50):
+        method.schedule(epoch, 50)
+        weights.append(float(method.weight.d))
+    assert weights == pytest.approx([0.5 * e for e in range(50)])  # the paper's code: 0 + 50 * epoch / 100
+
+
+def test_darts_through_the_seam_is_the_first_order_gradient_of_the_loss():
+    method = methods.get('darts')
+    graph, solvers, batch = attached(method, spaces.get('nas-bench-201'))
+    valid = method.alpha_gradient(batch, batch)
+    got = {k: a.g.copy() for k, a in graph['alphas'].items()}
+    assert forward_backward(graph, batch, {'alphas': solvers['alphas']}) == valid
+    for k, a in graph['alphas'].items():
+        assert np.array_equal(got[k], a.g)
+
+
+def softmax(alpha):
+    e = np.exp(alpha - alpha.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize('name', ['nas-bench-201', 'darts'])
+def test_darts_minus_mixes_softmax_plus_beta_on_the_skip_connection(name):
+    space = spaces.get(name)
+    method = methods.get('darts-minus', skip_beta=1.0)
+    graph, _, _ = attached(method, space)
+    method.schedule(2, 8)  # beta = 1 - 2 / 8
+    for full, a in graph['alphas'].items():
+        table = operations.NAS_BENCH_201 if name == 'nas-bench-201' else operations.DARTS
+        weights = method.mixing(a, table)
+        expected = softmax(a.d)
+        expected[:, table.identity] += 0.75
+        for e, row in enumerate(weights):
+            for k, w in enumerate(row):
+                if k == table.zero:
+                    assert w is None
+                    continue
+                w.forward()
+                assert w.d.item() == pytest.approx(expected[e, k], rel=1e-6), (full, e, k)
+    assert method.epoch_values() == {'Auxiliary skip weight': 0.75}
+
+
+def test_darts_minus_adds_beta_times_the_input_to_every_edge_and_is_darts_at_zero():
+    """On NAS-Bench-201 (skip_connect the identity on every edge): the loss at beta 0 is DARTS's on
+    the same parameters, and at beta > 0 it is another."""
+    space = spaces.get('nas-bench-201')
+    darts = methods.get('darts')
+    graph, solvers, batch = attached(darts, space)
+    plain = forward_backward(graph, batch, {'alphas': solvers['alphas']})[0]
+    saved = {k: v.d.copy() for k, v in nn.get_parameters(grad_only=False).items()}
+    minus = methods.get('darts-minus', skip_beta=1.0)
+    graph, solvers, _ = attached(minus, space)
+    for k, v in nn.get_parameters(grad_only=False).items():
+        v.d = saved[k]
+    minus.schedule(4, 4)  # beta = 0
+    assert forward_backward(graph, batch, {'alphas': solvers['alphas']})[0] == pytest.approx(plain, rel=1e-6)
+    minus.schedule(0, 4)
+    assert forward_backward(graph, batch, {'alphas': solvers['alphas']})[0] != pytest.approx(plain, rel=1e-3)
+
+
+def values_of(rows, shape):
+    """The mixing weights ``rows`` (a method's mixing of an alpha) as an array (0 for the zero op)."""
+    out = np.zeros(shape)
+    for e, row in enumerate(rows):
+        for k, w in enumerate(row):
+            if w is not None:
+                w.forward()
+                out[e, k] = w.d.item()
+    return out
+
+
+def test_sdarts_rs_perturbs_the_weight_pass_alone_within_epsilon():
+    space, table = spaces.get('nas-bench-201'), operations.NAS_BENCH_201
+    method = methods.get('sdarts-rs', seed=4, sdarts_epsilon=0.3)
+    graph, _, _ = attached(method, space)
+    alpha = graph['alphas']['alpha/alpha_cell']
+    method.noises.clear()
+    rows = method.mixing(alpha, table)
+    clean = softmax(alpha.d)
+    clean[:, table.zero] = 0
+    assert np.allclose(values_of(rows, alpha.shape), clean, rtol=1e-6)
+    method.schedule(25, 50)  # eps = 0.03 + 0.27 / 2
+    assert method.epsilon == pytest.approx(0.165)
+    with method.weight_pass(7):
+        perturbed = values_of(rows, alpha.shape)
+    delta = np.random.RandomState([4, 7, 5]).uniform(-0.165, 0.165, alpha.shape)
+    delta[:, table.zero] = 0
+    assert np.allclose(perturbed - clean, delta, atol=1e-6) and np.abs(perturbed - clean).max() <= 0.165 + 1e-6
+    assert np.abs(perturbed - clean).max() > 0.05
+    assert np.allclose(values_of(rows, alpha.shape), clean, rtol=1e-6)  # zero again after the pass
+    with method.weight_pass(8):
+        assert not np.allclose(values_of(rows, alpha.shape), perturbed)
+
+
+def test_sdarts_rs_alpha_gradient_is_darts_s():
+    method = methods.get('sdarts-rs', sdarts_epsilon=0.3)
+    graph, solvers, batch = attached(method, spaces.get('darts'))
+    method.schedule(3, 4)
+    with method.weight_pass(1):
+        pass
+    valid = method.alpha_gradient(batch, batch)
+    got = {k: a.g.copy() for k, a in graph['alphas'].items()}
+    darts = methods.get('darts')
+    graph, solvers, batch = attached(darts, spaces.get('darts'))
+    assert darts.alpha_gradient(batch, batch) == pytest.approx(valid, rel=1e-6)
+    for k, a in graph['alphas'].items():
+        assert np.allclose(got[k], a.g, rtol=1e-5, atol=1e-8), k
+
+
+def test_every_method_is_named_with_its_options():
+    assert methods.NAMES == ('darts', 'beta-darts', 'darts-minus', 'sdarts-rs') and methods.DEFAULT == 'darts'
+    assert parse(SEARCH, ['--method', 'sdarts-rs']).sdarts_epsilon == 0.3
+    assert parse(SEARCH, ['--method', 'darts-minus']).skip_beta == 1.0
+    args = parse(SEARCH, ['--method', 'beta-darts'])
+    assert args.beta_decay_weight == 25.0
+    assert parse(SEARCH, ['--method', 'beta-darts', '--beta-decay-weight', '5']).beta_decay_weight == 5.0
+    assert parse(SEARCH, []).beta_decay_weight is None
+
+
+@pytest.mark.parametrize('flags, fragment', [
+    (['--beta-decay-weight', '3'], '--beta-decay-weight means nothing with --method darts'),
+    (['--method', 'beta-darts', '--skip-beta', '0.5'], '--skip-beta means nothing with --method beta-darts'),
+    (['--method', 'darts-minus', '--skip-beta', '-0.5'], '--skip-beta must be non-negative'),
+    (['--method', 'beta-darts', '--beta-decay-weight', '-1'], '--beta-decay-weight must be non-negative'),
+    (['--method', 'beta-darts', '--beta-decay-weight', 'nan'], '--beta-decay-weight must be a finite number'),
+    (['--method', 'gradient-descent'], "invalid choice: 'gradient-descent'"),
+])
+def test_a_method_option_that_means_nothing_is_one_line(tmp_path, flags, fragment):
+    res = run_cli('darts_search.py', SEARCH_NB201 + ['-m', tmp_path / 'm', '--model-arch-name', tmp_path / 'a.json']
+                  + flags)
+    one_line(res, fragment)
+    assert not (tmp_path / 'm').exists()
+
+
+def read_json(path):
+    with open(str(path)) as f:
+        return json.load(f)
+
+
+SCHEDULES = {'beta-darts': ('Beta-decay-weight', ['0', '12.5'], '--beta-decay-weight'),
+             'darts-minus': ('Auxiliary-skip-weight', ['1', '0.5'], '--skip-beta'),
+             'sdarts-rs': ('SDARTS-epsilon', ['0.03', '0.165'], '--sdarts-epsilon')}
+
+
+@pytest.mark.parametrize('method', sorted(SCHEDULES))
+def test_a_search_logs_its_method_s_schedule_and_resumes_to_the_same_end(archive, tmp_path, method):
+    series, values, option = SCHEDULES[method]
+
+    def search(name, *extra):
+        folder = tmp_path / name
+        return run_cli('darts_search.py', SEARCH_NB201 + ['--method', method, '--dataset-path', archive, '-e',
+                                                          '2', '-s', '3', '-m', folder, '--model-arch-name',
+                                                          folder / 'arch.json', *NO_EIGENVALUE, *extra]), folder
+
+    res, a = search('run')
+    assert res.returncode == 0, res.stderr
+    assert methods.METHODS[method].title + ', first order' in res.stdout
+    assert [v for _, v in read_series(a, series)] == values
+    b = tmp_path / 'resumed'
+    shutil.copytree(str(a), str(b))
+    shutil.rmtree(str(sorted(b.glob('checkpoint_*'))[-1]))  # back to the mid-epoch checkpoint
+    (b / 'arch.json').unlink()
+    again, _ = search('resumed', '--resume', 'True')
+    assert again.returncode == 0, again.stderr
+    assert read_json(a / 'alphas.json') == read_json(b / 'alphas.json')
+    for name in ('Training-loss', 'Validation-error', series):
+        assert (a / (name + '.series.txt')).read_text() == (b / (name + '.series.txt')).read_text(), name
+    other, _ = search('resumed', '--resume', 'True', option, '0.1')
+    one_line(other, option[2:].replace('-', '_'))
+    darts = run_cli('darts_search.py', SEARCH_NB201 + ['--dataset-path', archive, '-e', '2', '-m', b,
+                                                       '--model-arch-name', b / 'arch.json', '--resume', 'True'])
+    one_line(darts, 'method')
