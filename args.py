@@ -148,6 +148,9 @@ def parse(script, argv=None):
             help='darts-minus: the auxiliary skip\'s weight at the start, decaying linearly to 0 (default 1)')
         add('--sdarts-epsilon', type=float, default=None,
             help='sdarts-rs: the noise bound reached at the end, rising linearly from 0.03 (default 0.3)')
+        add('--cost-weight', type=float, default=0.0,
+            help='lambda of the expected multiply-adds (normalised by the largest cell\'s) in the alpha objective '
+                 '(0: none; docs/reference.md)')
         add('--arch-lr', type=float, default=3e-4, help='Adam learning rate of the alphas')
         add('--weight-decay-archs', type=float, default=1e-3, help='weight decay of the alphas')
         add('--second-order', type=boolean, default=False, help='second-order (unrolled) alpha gradient')
@@ -222,7 +225,7 @@ def method_options(args):
 
 # float flags that must be finite (argparse's float() takes 'nan' and 'inf'); an infinite
 # --grad-clip-value-model is allowed: it means no clipping
-FINITE = ('beta_decay_weight', 'skip_beta', 'sdarts_epsilon', 'model_lr', 'min_model_lr', 'weight_decay_model', 'arch_lr', 'weight_decay_archs', 'eta', 'dropout_rate',
+FINITE = ('cost_weight', 'beta_decay_weight', 'skip_beta', 'sdarts_epsilon', 'model_lr', 'min_model_lr', 'weight_decay_model', 'arch_lr', 'weight_decay_archs', 'eta', 'dropout_rate',
           'auxiliary_weight', 'lr_gamma', 'momentum', 'label_smoothing')
 
 
@@ -233,7 +236,7 @@ RESUMABLE = ('epoch', 'context', 'device_id', 'deterministic', 'dataset_path', '
 NOT_TRAINING = ('summary_only', 'eval_only', 'model_load_path', 'plot', 'export_nnp', 'export_onnx')  # end before
 # the flags that the checkpoints of earlier versions recorded only when not at these values
 IMPLIED_BY_ABSENCE = dict(partial_channels=1, edge_normalization=False, dataset='cifar10', image_size=32,
-                          search_space=spaces.DEFAULT, nesterov=False, method=methods.DEFAULT,
+                          search_space=spaces.DEFAULT, nesterov=False, method=methods.DEFAULT, cost_weight=0.0,
                           **dict.fromkeys(methods.OPTIONS))
 
 
@@ -326,6 +329,7 @@ def check(args, script):
                   (args.beta_decay_weight is None or args.beta_decay_weight >= 0,
                    '--beta-decay-weight must be non-negative'),
                   (args.skip_beta is None or args.skip_beta >= 0, '--skip-beta must be non-negative'),
+                  (args.cost_weight >= 0, '--cost-weight must be non-negative'),
                   (args.sdarts_epsilon is None or args.sdarts_epsilon >= 0, '--sdarts-epsilon must be non-negative'),
                   (args.partial_channels >= 1 and args.output_filter % args.partial_channels == 0
                    and args.output_filter // args.partial_channels >= 2,

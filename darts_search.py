@@ -30,6 +30,7 @@ from device import device_context
 from errors import UserError, run
 from files import check_output, write_atomic, write_json
 from loop import TrainingLoop
+from methods.cost import CostPenalty
 from model_eval import count_parameters
 from model_search import forward_backward, search_graph
 from numerics import WeightUpdate, momentum_sgd
@@ -46,9 +47,10 @@ def setup(args, space, data=CIFAR10):
     """Build the supernet of ``space`` once, fed ``data`` (a tasks.classification.Data); returns its
     solvers, ``step(train_batch, valid_batch, update_arch=True, epoch=0, iteration=0)``, the graph
     (model_search.search_graph: the weights, the alphas with the betas, for the Hessian eigenvalue)
-    and the method of --method (methods/), whose mixing weights the supernet is built on. The step
-    sets the method's schedules for ``epoch``, then is the alpha step on the validation batch
-    (skipped in a warm-up), then the weight step on the training batch (in the method's weight pass
+    the method of --method (methods/), whose mixing weights the supernet is built on, and the cost
+    penalty of --cost-weight (methods.cost.CostPenalty, or None). The step sets the method's
+    schedules for ``epoch``, then is the alpha step on the validation batch (the method's
+    gradient and the penalty's; skipped in a warm-up), then the weight step on the training batch (in the method's weight pass
     of ``iteration``). benchmarks/bench.py times this same step. Under mpirun the batches are
     this rank's rows of the global batches, and every gradient a pass computes is averaged over the
     ranks as soon as it is computed (parallel.py)."""
@@ -64,12 +66,15 @@ def setup(args, space, data=CIFAR10):
     update_weights = WeightUpdate(solvers['weights'], graph['weights'], args.grad_clip_value_model,
                                   args.weight_decay_model)
     method.attach(graph, solvers)
+    cost = CostPenalty(graph, space, args.num_cells, args.cost_weight) if args.cost_weight else None
 
     def step(train_batch, valid_batch, update_arch=True, epoch=0, iteration=0):
         values = {}
         method.schedule(epoch, args.epoch)
         if update_arch:
             valid = method.alpha_gradient(train_batch, valid_batch)
+            if cost:
+                cost.add_gradient()
             solvers['alphas'].weight_decay(args.weight_decay_archs)
             solvers['alphas'].update()
             values = {'Validation loss': valid[0], 'Validation error': valid[1]}
@@ -78,7 +83,7 @@ def setup(args, space, data=CIFAR10):
         update_weights()
         return world.mean_values(dict({'Training loss': trained[0], 'Training error': trained[1]}, **values))
 
-    return solvers, step, graph, method
+    return solvers, step, graph, method, cost
 
 
 def method_of(args):
@@ -131,9 +136,9 @@ class EpochEnd:
     ``probe`` batches; DARTS-ES's decision, which ends the ``loop``. Its record, the eigenvalues and
     the decision, is ``extra``, the loop's checkpointed extra state (TrainingLoop.restore)."""
 
-    def __init__(self, args, space, graph, solvers, probe, loop, extra, method):
+    def __init__(self, args, space, graph, solvers, probe, loop, extra, method, cost=None):
         self.args, self.space, self.graph, self.solvers, self.probe = args, space, graph, solvers, probe
-        self.method = method
+        self.method, self.cost = method, cost
         self.loop, self.extra = loop, extra
         self.extra.setdefault('eigenvalues', [])  # [epoch from 0, eigenvalue] of every evaluation
         if self.extra.get('early_stop'):  # a search that had stopped: resuming only writes its results again
@@ -145,6 +150,8 @@ class EpochEnd:
         if parallel.world().is_main:
             write_epoch(arch, alphas, self.space, args.monitor_path, epoch, self.loop.board)
         values = dict(self.space.epoch_values(arch), **self.method.epoch_values())
+        if self.cost:
+            values.update(self.cost.epoch_values(arch, self.space))
         if eigenvalue_due(epoch, args.hessian_every, args.epoch):
             value, iterations = hessian.dominant_eigenvalue(self.graph, alphas, self.solvers['alphas'], self.probe)
             self.extra['eigenvalues'].append([epoch, value])
@@ -257,7 +264,7 @@ def search(args, space, ctx, data, halves, pool, state, resumed_from):
     world = parallel.world()
     nn.set_default_context(ctx)
     nn.seed(args.seed)
-    solvers, step, graph, method = setup(args, space, network_input(args.dataset, args.dataset_path, args.image_size))
+    solvers, step, graph, method, cost = setup(args, space, network_input(args.dataset, args.dataset_path, args.image_size))
     world.say('supernet: {} weights, {} alphas; {}{} order{}'.format(
         count_parameters(graph['weights']), count_parameters(graph['alphas']),
         '' if args.method == methods.DEFAULT else method.title + ', ', 'second' if args.second_order else 'first',
@@ -268,7 +275,7 @@ def search(args, space, ctx, data, halves, pool, state, resumed_from):
     augment = recipe(data, jitter=args.color_jitter)
     probe = (fixed_batches(halves[1], augment, args.batch_size, args.hessian_batches, world.rank, world.size, pool)
              if args.hessian_every else None)
-    end_epoch = EpochEnd(args, space, graph, solvers, probe, loop, extra, method)
+    end_epoch = EpochEnd(args, space, graph, solvers, probe, loop, extra, method, cost)
     batches = [training_batches(half, augment, args.batch_size, args.seed, s, state.iteration * args.batch_size,
                                 world.rank, world.size, pool) for s, half in enumerate(halves)]
 

@@ -133,17 +133,23 @@ def single_value_batch_norms(output):
     return found
 
 
+def function_multiply_adds(f):
+    """Multiply-adds of one nnabla function over its whole batch: a convolution's or an affine
+    layer's (the usual count of a network's cost; BN, ReLU, pooling and additions count 0)."""
+    if f.info.type_name not in ('Convolution', 'DepthwiseConvolution', 'Affine'):
+        return 0
+    weights = f.inputs[1].shape  # (out, in, k, k), (C, k, k) or (in, out)
+    per_output = weights[0] if f.info.type_name == 'Affine' else int(np.prod(weights[1:]))
+    return f.outputs[0].size * per_output
+
+
 def multiply_adds(output):
-    """Multiply-adds of the convolutions and affine layers computing ``output``, per image (the
-    usual count of a network's cost; BN, ReLU, pooling and additions are not counted)."""
+    """Multiply-adds of the convolutions and affine layers computing ``output``, per image."""
     total = 0
 
     def visit(f):
         nonlocal total
-        if f.info.type_name in ('Convolution', 'DepthwiseConvolution', 'Affine'):
-            weights = f.inputs[1].shape  # (out, in, k, k), (C, k, k) or (in, out)
-            per_output = weights[0] if f.info.type_name == 'Affine' else int(np.prod(weights[1:]))
-            total += f.outputs[0].size * per_output
+        total += function_multiply_adds(f)
     output.visit(visit)
     return total // output.shape[0]
 

@@ -61,7 +61,7 @@ def synthetic_batches(args, data, stream, cutout=0):
 def search_step(args):
     """The search step of darts_search.py and the supernet's weight count."""
     data = network_input(args.dataset, args.dataset_path, args.image_size)
-    solvers, step, graph, _ = darts_search.setup(args, space_of(args), data)
+    solvers, step, graph = darts_search.setup(args, space_of(args), data)[:3]
     set_momentum_lr(solvers['weights'], args.model_lr)
     batches = [synthetic_batches(args, data, s) for s in (0, 1)]
     return (lambda it: step(batches[0].next(), batches[1].next())), count_parameters(graph['weights']), batches

@@ -47,7 +47,7 @@ def main(argv=None):
     nn.set_default_context(device_context(args.context, args.device_id, args.type_config))
     nn.seed(args.seed)
     data = network_input(args.dataset, args.dataset_path, args.image_size)
-    solvers, step, graph, _ = darts_search.setup(args, space_of(args), data)
+    solvers, step, graph = darts_search.setup(args, space_of(args), data)[:3]
     alphas = graph['alphas']
     set_momentum_lr(solvers['weights'], args.model_lr)
     batches = [synthetic_batches(args, data, s) for s in (0, 1)]

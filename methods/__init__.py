@@ -1,6 +1,6 @@
 """The search methods of --method, each a methods.method.Method: DARTS (darts.py: first order and the
 paper's second order), β-DARTS (beta_darts.py), DARTS- (darts_minus.py) and SDARTS-RS
-(sdarts.py)."""
+(sdarts.py); cost.py is --cost-weight's penalty, which any of them takes."""
 from methods.beta_darts import BetaDarts
 from methods.darts import Darts
 from methods.darts_minus import DartsMinus

@@ -111,6 +111,15 @@ class Space:
 
     curves = ()          # the learning-curves panels of epoch_values' series
 
+    def cell_alpha(self, cell, cells):
+        """The short name of the alpha matrix that weighs the edges of supernet cell ``cell`` (from 0)
+        of ``cells`` (--num-cells)."""
+        return self.alpha_names[0]
+
+    def arch_ops(self, arch):
+        """{alpha short name: [(edge row, op id)]}: the op the arch keeps on each edge it keeps."""
+        raise NotImplementedError
+
     def arch_results(self, arch):
         """(line, {key: value}) that the search prints and writes into its results for its final arch."""
         return None, {}

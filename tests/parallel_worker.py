@@ -68,7 +68,7 @@ def steps(kind):
     cells = NB201_FLAGS if kind in ('nb201', 'beta', 'sdarts') else SEARCH_FLAGS
     method = ['--method', {'beta': 'beta-darts', 'sdarts': 'sdarts-rs'}[kind]] if kind in ('beta', 'sdarts') else []
     args = parse(SEARCH, cells + pc + method + ['--second-order', str(kind in ('search2', 'nb201'))])
-    solvers, step, graph, _ = darts_search.setup(args, space_of(args))
+    solvers, step, graph = darts_search.setup(args, space_of(args))[:3]
     alphas = graph['alphas']
     set_momentum_lr(solvers['weights'], args.model_lr)
     shard = parallel.world().shard

@@ -108,7 +108,7 @@ def search_calls(second_order, options=DARTS_CELL, data=CIFAR10):
     args = parse(SEARCH, ['--output-filter', '2', '--batch-size', str(BATCH), '--second-order', str(second_order),
                           *options])
     with nn.context_scope(cudnn_context('float')):
-        _, step, _, _ = darts_search.setup(args, space_of(args), data)
+        step = darts_search.setup(args, space_of(args), data)[1]
         with Calls() as calls:
             for _ in range(2):
                 step(images(data), images(data))

@@ -38,6 +38,14 @@ class DartsCnn(Space):
     def check_alphas(self, arrays, source):
         darts_arch.check_alphas(arrays, self.num_nodes, source)
 
+    def cell_alpha(self, cell, cells):
+        return darts_arch.ALPHA_NAMES[cell in network.reduction_cells(cells)]
+
+    def arch_ops(self, arch):
+        rows = {edge: e for e, edge in enumerate(self.edges)}
+        return {alpha: [(rows[(i, node)], op) for node, pairs in darts_arch.nodes(arch[cell]) for op, i in pairs]
+                for cell, alpha in zip(darts_arch.CELLS, darts_arch.ALPHA_NAMES)}
+
     def cell_weights(self, arrays):
         """{cell: edges x ops} weights of the supernet's ops (alphas.png, genotype.py evolution)."""
         return darts_arch.cell_weights(arrays)

@@ -62,6 +62,9 @@ class NasBench201(Space):
                 raise UserError('{}: {} must be {} finite numbers (edges x {}), got shape {}'.format(
                     source, name, 'x'.join(map(str, shape)), 'ops' if name in self.alpha_names else '1', a.shape))
 
+    def arch_ops(self, arch):
+        return {self.alpha_names[0]: [(e, cell_string.OPS.index(op)) for e, op in enumerate(cell_string.parse(arch['arch']))]}
+
     def cell_weights(self, arrays):
         """{'cell': edges x ops} weights of the supernet's ops (times the normalised betas where given)."""
         w = softmax_weights(np.asarray(arrays[self.alpha_names[0]]))
