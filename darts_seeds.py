@@ -12,6 +12,7 @@ report of any finished search folders:
 - OUT/report.md and OUT/report.json: a row per search (its seed, the cell it found and, on
   NAS-Bench-201, the cell's index and its table accuracies; on the DARTS space, which has no
   table, its last validation error), then the mean and standard deviation over the searches;
+  searches of several methods (--method) get a row and a mean ± std per method;
 - OUT/seeds.png: per epoch, the table accuracy on CIFAR-10 of the cell derived at that epoch
   (NAS-Bench-201; a collapse shows as a fall towards 54.30 %, the cell of skip connections), or
   the validation error (DARTS), one line per search.
@@ -26,6 +27,7 @@ import sys
 import numpy as np
 
 import checkpoint
+import methods
 import spaces
 from args import SEARCH, parse, space_of
 from errors import Parser, UserError, run
@@ -109,7 +111,8 @@ def command_run(args):
 
 
 def search_of(folder):
-    """What a finished search folder says: its results, arch, seed and space (the arch's)."""
+    """What a finished search folder says: its results, arch, seed and method (its checkpoint's) and
+    space (the arch's)."""
     if not finished(folder):
         raise UserError('{} holds no finished search (no results.json)'.format(folder))
     with open(os.path.join(folder, 'results.json')) as f:
@@ -120,8 +123,9 @@ def search_of(folder):
     with open(arch_path) as f:
         arch = json.load(f)
     found = checkpoint.checkpoints(folder)
-    seed = checkpoint.read_state(os.path.join(found[-1], 'state.json')).config.get('seed') if found else None
-    return dict(folder=folder, seed=seed, results=results, arch=arch,
+    config = checkpoint.read_state(os.path.join(found[-1], 'state.json')).config if found else {}
+    return dict(folder=folder, seed=config.get('seed'), method=config.get('method', methods.DEFAULT),
+                results=results, arch=arch,
                 space=results.get('search_space', spaces.named_by(arch) or spaces.DEFAULT))
 
 
@@ -160,20 +164,31 @@ def write_report(folders, out):
     if len(names) > 1:
         raise UserError('the searches are of different spaces ({}): report each space apart'.format(
             ', '.join(sorted(names))))
-    header, rows, summary, stats = report_rows(searches)
-    table = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)] + [
-        '| ' + ' | '.join(r) + ' |' for r in rows + [summary]]
+    by_method = {}
+    for s in searches:
+        by_method.setdefault(s['method'], []).append(s)
+    several = len(by_method) > 1
+    table, stats = [], {}
+    for method, group in by_method.items():
+        header, rows, summary, stats[method] = report_rows(group)
+        if several:
+            header, rows, summary = ['method'] + header, [[method] + r for r in rows], [method] + summary
+        table += ['| ' + ' | '.join(r) + ' |' for r in rows + [summary]]
+    table = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)] + table
+    stats = stats if several else stats[searches[0]['method']]
     title = spaces.SPACES[searches[0]['space']].title
     text = '# {} searches over {} seeds\n\n{}\n\nStandard deviations are sample ones (n - 1). Folders: {}.\n'.format(
         title, len(searches), '\n'.join(table), ', '.join(s['folder'] for s in searches))
     os.makedirs(out, exist_ok=True)
     write_atomic(os.path.join(out, 'report.md'), lambda f: f.write(text))
-    write_json(dict(space=searches[0]['space'], searches=[{k: s[k] for k in ('folder', 'seed', 'results', 'arch')}
+    write_json(dict(space=searches[0]['space'], searches=[{k: s[k] for k in ('folder', 'seed', 'method', 'results',
+                                                                             'arch')}
                                                           for s in searches], mean_std=stats),
                os.path.join(out, 'report.json'), indent=1)
     nb201 = searches[0]['space'] == spaces.SPACES['nas-bench-201'].name
     series = TABLE_SERIES[0] if nb201 else 'Validation error'
-    curves = {'seed {}'.format(s['seed']): read_series(s['folder'], series) for s in searches}
+    curves = {'{}seed {}'.format(s['method'] + ', ' if several else '', s['seed']): read_series(s['folder'], series)
+              for s in searches}
     path = os.path.join(out, 'seeds.png')
     references = nb201_references(spaces.get(searches[0]['space'])) if nb201 else {}
     drawn(lambda: seed_curves({k: v for k, v in curves.items() if v is not None}, path,

@@ -84,3 +84,19 @@ def test_bad_input_is_one_line_before_any_search(tmp_path, archive):
              'cannot read benchmark table')
     one_line(seeds('report', tmp_path, '--out', out), 'holds no finished search')
     assert not out.exists()
+
+
+def test_the_report_of_several_methods_gives_a_mean_and_std_per_method(report, archive, tmp_path):
+    _, out = report
+    beta = tmp_path / 'beta'
+    res = seeds('run', '--seeds', '0', '--out', beta, '--', *RUN, '--dataset-path', archive, '--method', 'beta-darts')
+    assert res.returncode == 0, res.stderr
+    both = tmp_path / 'both'
+    res = seeds('report', out / 'seed_0', out / 'seed_1', beta / 'seed_0', '--out', both)
+    assert res.returncode == 0, res.stderr
+    text = (both / 'report.md').read_text()
+    assert text.count('| darts | 0 |') == 1 and text.count('| darts | 1 |') == 1 and '| beta-darts | 0 |' in text
+    assert '| darts | mean ± std | 2 searches |' in text and '| beta-darts | mean ± std | 1 searches |' in text
+    report_json = json.loads((both / 'report.json').read_text())
+    assert set(report_json['mean_std']) == {'darts', 'beta-darts'}
+    assert [s['method'] for s in report_json['searches']] == ['darts', 'darts', 'beta-darts']
