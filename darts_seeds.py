@@ -177,8 +177,10 @@ def write_report(folders, out):
     table = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)] + table
     stats = stats if several else stats[searches[0]['method']]
     title = spaces.SPACES[searches[0]['space']].title
-    text = '# {} searches over {} seeds\n\n{}\n\nStandard deviations are sample ones (n - 1). Folders: {}.\n'.format(
-        title, len(searches), '\n'.join(table), ', '.join(s['folder'] for s in searches))
+    seeds = len({s['seed'] for s in searches})
+    what = 'of {} methods over {} seeds'.format(len(by_method), seeds) if several else 'over {} seeds'.format(seeds)
+    text = '# {} searches {}\n\n{}\n\nStandard deviations are sample ones (n - 1). Folders: {}.\n'.format(
+        title, what, '\n'.join(table), ', '.join(s['folder'] for s in searches))
     os.makedirs(out, exist_ok=True)
     write_atomic(os.path.join(out, 'report.md'), lambda f: f.write(text))
     write_json(dict(space=searches[0]['space'], searches=[{k: s[k] for k in ('folder', 'seed', 'method', 'results',
