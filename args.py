@@ -209,14 +209,11 @@ def parse(script, argv=None):
 
 
 def method_options(args):
-    """Refuse a method's option given to another method, and the search flags the method refuses;
-    set the method's options left out to its defaults."""
+    """Refuse a method's option given to another method; set the method's options left out to its
+    defaults."""
     method = methods.METHODS[args.method]
     for name in methods.OPTIONS:
         if name not in method.options and getattr(args, name) is not None:
-            raise UserError('--{} means nothing with --method {}'.format(name.replace('_', '-'), args.method))
-    for name in method.refuses:
-        if getattr(args, name):
             raise UserError('--{} means nothing with --method {}'.format(name.replace('_', '-'), args.method))
     for name, default in method.options.items():
         if getattr(args, name) is None:
@@ -225,8 +222,8 @@ def method_options(args):
 
 # float flags that must be finite (argparse's float() takes 'nan' and 'inf'); an infinite
 # --grad-clip-value-model is allowed: it means no clipping
-FINITE = ('cost_weight', 'beta_decay_weight', 'skip_beta', 'sdarts_epsilon', 'model_lr', 'min_model_lr', 'weight_decay_model', 'arch_lr', 'weight_decay_archs', 'eta', 'dropout_rate',
-          'auxiliary_weight', 'lr_gamma', 'momentum', 'label_smoothing')
+FINITE = ('model_lr', 'min_model_lr', 'weight_decay_model', 'arch_lr', 'weight_decay_archs', 'eta', 'dropout_rate',
+          'auxiliary_weight', 'lr_gamma', 'momentum', 'label_smoothing', 'cost_weight') + tuple(methods.OPTIONS)
 
 
 # the flags that a resumed job may set otherwise than the run it continues (docs/reliability.md): how
@@ -326,11 +323,7 @@ def check(args, script):
                   (args.arch_lr > 0, '--arch-lr must be positive'),
                   (args.weight_decay_archs >= 0, '--weight-decay-archs must be non-negative'),
                   (args.eta is None or args.eta >= 0, '--eta must be non-negative'),
-                  (args.beta_decay_weight is None or args.beta_decay_weight >= 0,
-                   '--beta-decay-weight must be non-negative'),
-                  (args.skip_beta is None or args.skip_beta >= 0, '--skip-beta must be non-negative'),
                   (args.cost_weight >= 0, '--cost-weight must be non-negative'),
-                  (args.sdarts_epsilon is None or args.sdarts_epsilon >= 0, '--sdarts-epsilon must be non-negative'),
                   (args.partial_channels >= 1 and args.output_filter % args.partial_channels == 0
                    and args.output_filter // args.partial_channels >= 2,
                    '--partial-channels must be at least 1 and divide --output-filter into parts of 2 or more channels'),
@@ -339,7 +332,9 @@ def check(args, script):
                   (args.hessian_batches > 0, '--hessian-batches must be positive'),
                   (args.hessian_every > 0 or not args.early_stop, '--early-stop needs the Hessian eigenvalue: '
                    'set --hessian-every to a positive number'),
-                  skip_cap_rule(args.max_skip_connect)]
+                  skip_cap_rule(args.max_skip_connect)] + [
+                      (getattr(args, name) is None or getattr(args, name) >= 0,
+                       '--{} must be non-negative'.format(name.replace('_', '-'))) for name in methods.OPTIONS]
     else:
         rules += [(0 <= args.dropout_rate < 1, '--dropout-rate must be in [0, 1)'),
                   (args.auxiliary_weight >= 0, '--auxiliary-weight must be non-negative'),

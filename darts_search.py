@@ -46,14 +46,14 @@ CURVES = (('error', ('Training error', 'Validation error')), ('loss', ('Training
 def setup(args, space, data=CIFAR10):
     """Build the supernet of ``space`` once, fed ``data`` (a tasks.classification.Data); returns its
     solvers, ``step(train_batch, valid_batch, update_arch=True, epoch=0, iteration=0)``, the graph
-    (model_search.search_graph: the weights, the alphas with the betas, for the Hessian eigenvalue)
+    (model_search.search_graph: the weights, the alphas with the betas, for the Hessian eigenvalue),
     the method of --method (methods/), whose mixing weights the supernet is built on, and the cost
     penalty of --cost-weight (methods.cost.CostPenalty, or None). The step sets the method's
     schedules for ``epoch``, then is the alpha step on the validation batch (the method's
-    gradient and the penalty's; skipped in a warm-up), then the weight step on the training batch (in the method's weight pass
-    of ``iteration``). benchmarks/bench.py times this same step. Under mpirun the batches are
-    this rank's rows of the global batches, and every gradient a pass computes is averaged over the
-    ranks as soon as it is computed (parallel.py)."""
+    gradient and the penalty's; skipped in a warm-up), then the weight step on the training batch
+    (in the method's weight pass of ``iteration``). benchmarks/bench.py times this same step. Under
+    mpirun the batches are this rank's rows of the global batches, and every gradient a pass
+    computes is averaged over the ranks as soon as it is computed (parallel.py)."""
     world = parallel.world()
     method = method_of(args)
     net = Net(args.output_filter, args.num_cells, data, args.partial_channels, args.edge_normalization,
@@ -89,8 +89,8 @@ def setup(args, space, data=CIFAR10):
 def method_of(args):
     """The search method of --method with the flags it reads."""
     own = {name: getattr(args, name) for name in methods.METHODS[args.method].options}
-    return methods.get(args.method, seed=args.seed, second_order=args.second_order, eta=args.eta, weight_decay=args.weight_decay_model,
-                       momentum=args.momentum, nesterov=args.nesterov, **own)
+    return methods.get(args.method, seed=args.seed, second_order=args.second_order, eta=args.eta,
+                       weight_decay=args.weight_decay_model, momentum=args.momentum, nesterov=args.nesterov, **own)
 
 
 def named_arrays(alphas):
@@ -264,7 +264,8 @@ def search(args, space, ctx, data, halves, pool, state, resumed_from):
     world = parallel.world()
     nn.set_default_context(ctx)
     nn.seed(args.seed)
-    solvers, step, graph, method, cost = setup(args, space, network_input(args.dataset, args.dataset_path, args.image_size))
+    solvers, step, graph, method, cost = setup(args, space,
+                                               network_input(args.dataset, args.dataset_path, args.image_size))
     world.say('supernet: {} weights, {} alphas; {}{} order{}'.format(
         count_parameters(graph['weights']), count_parameters(graph['alphas']),
         '' if args.method == methods.DEFAULT else method.title + ', ', 'second' if args.second_order else 'first',

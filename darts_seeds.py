@@ -73,7 +73,8 @@ def default_jobs(flags, seeds):
 
 def command_run(args):
     if not args.flags:
-        raise UserError('give the flags of darts_search.py after --, e.g. -- --context cpu --search-space nas-bench-201')
+        raise UserError('give the flags of darts_search.py after --, e.g. '
+                        '-- --context cpu --search-space nas-bench-201')
     given = [flag for flag in args.flags if flag.split('=')[0] in OWN_FLAGS]
     if given:
         raise UserError('{} is set by darts_seeds.py for each seed: leave it out of the search flags'.format(given[0]))

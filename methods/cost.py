@@ -75,6 +75,7 @@ class CostPenalty:
                                    for e, k in ops)
 
     def epoch_values(self, arch, space):
+        self.expected.forward(clear_no_need_grad=True)  # of the current alphas, also in a warm-up
         return {'Multiply-adds of the derived cell': int(self.of(arch, space)),
                 'Expected multiply-adds': int(self.skeleton + float(self.expected.d))}
 

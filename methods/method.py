@@ -21,8 +21,7 @@ class Method:
 
     name = None     # its --method value
     title = None    # its name and paper, in prose
-    options = {}    # {flag: default} of the flags of its own (None in the parsed flags of another method)
-    refuses = ()    # flags of the search that mean nothing for it: refused when set
+    options = {}    # {flag: non-negative default} of the flags of its own (None in the flags of another method)
 
     def __init__(self, seed=0, **options):
         self.seed, self.options = seed, options

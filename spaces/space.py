@@ -2,9 +2,10 @@
 description of the network a job builds (``Net``), and what the spaces' cells share as data (the
 edges of a DAG cell, softmax rows, PC-DARTS's normalised betas).
 
-The edges of a cell's DAG are model_search's (dag_edges, incoming). A space owns its supernet and its alphas, the derivation of an arch from them, the arch's format
-(read, validate, write, describe, draw), the network that retrains an arch and that network's
-recipe (its flags' defaults). The jobs call a space only through ``Space``; docs/architecture.md,
+The edges of a cell's DAG are model_search's (dag_edges, incoming). A space owns its supernet and
+its alphas, the derivation of an arch from them, the arch's format (read, validate, write,
+describe, draw), the network that retrains an arch and that network's recipe (its flags'
+defaults). The jobs call a space only through ``Space``; docs/architecture.md,
 "Adding a search space", says what a new one provides.
 """
 import collections

@@ -63,7 +63,8 @@ class NasBench201(Space):
                     source, name, 'x'.join(map(str, shape)), 'ops' if name in self.alpha_names else '1', a.shape))
 
     def arch_ops(self, arch):
-        return {self.alpha_names[0]: [(e, cell_string.OPS.index(op)) for e, op in enumerate(cell_string.parse(arch['arch']))]}
+        ops = cell_string.parse(arch['arch'])
+        return {self.alpha_names[0]: [(e, cell_string.OPS.index(op)) for e, op in enumerate(ops)]}
 
     def cell_weights(self, arrays):
         """{'cell': edges x ops} weights of the supernet's ops (times the normalised betas where given)."""
