@@ -147,7 +147,7 @@ def parse(script, argv=None):
         add('--skip-beta', type=float, default=None,
             help='darts-minus: the auxiliary skip\'s weight at the start, decaying linearly to 0 (default 1)')
         add('--sdarts-epsilon', type=float, default=None,
-            help='sdarts-rs: the noise bound reached at the end, rising linearly from 0.03 (default 0.3)')
+            help='sdarts-rs, sdarts-adv: the perturbation bound reached at the end, rising linearly from 0.03 (default 0.3)')
         add('--cost-weight', type=float, default=0.0,
             help='lambda of the expected multiply-adds (normalised by the largest cell\'s) in the alpha objective '
                  '(0: none; docs/reference.md)')

@@ -32,7 +32,7 @@ from files import check_output, write_atomic, write_json
 from loop import TrainingLoop
 from methods.cost import CostPenalty
 from model_eval import count_parameters
-from model_search import forward_backward, search_graph
+from model_search import search_graph
 from numerics import WeightUpdate, momentum_sgd
 from plots import alpha_weights, draw_cells, drawn
 from spaces.space import Net
@@ -51,7 +51,7 @@ def setup(args, space, data=CIFAR10):
     penalty of --cost-weight (methods.cost.CostPenalty, or None). The step sets the method's
     schedules for ``epoch``, then is the alpha step on the validation batch (the method's
     gradient and the penalty's; skipped in a warm-up), then the weight step on the training batch
-    (in the method's weight pass of ``iteration``). benchmarks/bench.py times this same step. Under
+    (the method's weight gradient of ``iteration``). benchmarks/bench.py times this same step. Under
     mpirun the batches are this rank's rows of the global batches, and every gradient a pass
     computes is averaged over the ranks as soon as it is computed (parallel.py)."""
     world = parallel.world()
@@ -78,8 +78,7 @@ def setup(args, space, data=CIFAR10):
             solvers['alphas'].weight_decay(args.weight_decay_archs)
             solvers['alphas'].update()
             values = {'Validation loss': valid[0], 'Validation error': valid[1]}
-        with method.weight_pass(iteration):
-            trained = forward_backward(graph, train_batch, {'weights': solvers['weights']})
+        trained = method.weight_gradient(train_batch, iteration)
         update_weights()
         return world.mean_values(dict({'Training loss': trained[0], 'Training error': trained[1]}, **values))
 

@@ -196,6 +196,7 @@ class Darts(Method):
         self.weight_decay, self.momentum, self.nesterov = weight_decay, momentum, nesterov
 
     def attach(self, graph, solvers):
+        super().attach(graph, solvers)
         self.alpha_grads = (SecondOrder(graph, solvers, self.weight_decay, self.momentum, self.eta, self.nesterov)
                             if self.second_order else FirstOrder(graph, solvers))
 

@@ -2,18 +2,16 @@
 
 A method decides four things: how an edge's alphas become the mixing weights of its ops in the
 supernet's forward pass (``mixing``), the alpha objective and its gradient (``alpha_gradient``),
-its schedules (``schedule``: a temperature, a regulariser's weight), what the weight step sees
-(``weight_pass``: a perturbation of the mixing weights) and, where it differs, the derivation
-(``derive``). The search builds the supernet once with the method's mixing, attaches
+its schedules (``schedule``: a temperature, a regulariser's weight), the weight step's gradient
+(``weight_gradient``: on perturbed mixing weights, on a sampled architecture) and, where it
+differs, the derivation (``derive``). The search builds the supernet once with the method's mixing, attaches
 the method to the built graph and its solvers, and at every step asks for the schedule of the
 epoch and, unless the alphas are warming up, for the alpha gradient. A method's schedule and its
 random draws follow from the epoch, the iteration and the seed, so that a resumed search ends
 exactly as an uninterrupted one without state of the method's own. docs/architecture.md,
 "Adding a search method", says what a new one provides.
 """
-import contextlib
-
-from model_search import op_weights
+from model_search import forward_backward, op_weights
 
 
 class Method:
@@ -34,14 +32,15 @@ class Method:
     def attach(self, graph, solvers):
         """Build what the alpha gradient needs on the search graph (model_search.search_graph) and its
         solvers ({'weights', 'alphas'})."""
-        raise NotImplementedError
+        self.graph, self.solvers = graph, solvers
 
     def schedule(self, epoch, epochs):
         """Set the method's schedules for ``epoch`` (from 0) of ``epochs``."""
 
-    def weight_pass(self, iteration):
-        """The context of the weight step of ``iteration`` (a perturbation of the mixing weights)."""
-        return contextlib.nullcontext()
+    def weight_gradient(self, train_batch, iteration):
+        """Leave the gradient of the training loss in the weights' .grad for the weight step of
+        ``iteration``; returns the training loss and error."""
+        return forward_backward(self.graph, train_batch, {'weights': self.solvers['weights']})
 
     def alpha_gradient(self, train_batch, valid_batch):
         """Leave the gradient of the alpha objective in the alphas' .grad; returns the validation loss

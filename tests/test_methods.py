@@ -7,15 +7,17 @@ import shutil
 
 import numpy as np
 import nnabla as nn
+import nnabla.functions as F
 import nnabla.solvers as S
 import pytest
 
 import methods
 import operations
 import spaces
+from methods import sdarts
 from args import SEARCH, parse
 from helpers import NO_EIGENVALUE, one_line, read_series, run_cli
-from model_search import forward_backward, search_graph
+from model_search import edge_slices, forward_backward, search_graph
 from spaces.space import Net
 from tasks.classification import CIFAR10
 
@@ -138,35 +140,129 @@ def values_of(rows, shape):
     return out
 
 
-def test_sdarts_rs_perturbs_the_weight_pass_alone_within_epsilon():
+def numpy_clip(w):
+    """The paper code's clip of perturbed weights, row by row: clamp to [0, 1], the largest to 1 if
+    all clamp to 0, divide by the sum."""
+    out = []
+    for row in w:
+        top, row = row.argmax(), np.clip(row, 0, 1)
+        if row.sum() == 0:
+            row[top] = 1
+        out.append(row / row.sum())
+    return np.array(out)
+
+
+def test_sdarts_clip_is_the_paper_code_s():
+    w = np.array([[0.5, -0.2, 0.9], [-0.1, -0.3, -0.05], [1.4, 0.2, 0.0]])
+    assert np.allclose(sdarts.clip_rows(w.copy()), numpy_clip(w))
+    assert np.allclose(sdarts.clip_rows(w.copy())[1], [0, 0, 1])
+
+
+class Catcher:
+    """Stands for the weights' solver: the mixing weights of ``rows`` at the moment the weight step
+    zeroes its gradients (after its forward)."""
+
+    def __init__(self, solver, rows, shape):
+        self.solver, self.rows, self.shape, self.seen = solver, rows, shape, []
+
+    def zero_grad(self):
+        self.seen.append(values_of(self.rows, self.shape))
+        self.solver.zero_grad()
+
+
+def weights_in_the_weight_step(method, graph, batch, iteration):
+    """The mixing weights the weight step of ``iteration`` computed with, caught in its pass."""
+    solvers = method.solvers
+    catcher = Catcher(solvers['weights'], method.rows, graph['alphas']['alpha/alpha_cell'].shape)
+    method.solvers = dict(solvers, weights=catcher)
+    try:
+        method.weight_gradient(batch, iteration)
+    finally:
+        method.solvers = solvers
+    return catcher.seen[-1]
+
+
+def test_sdarts_rs_perturbs_the_weight_step_alone_within_epsilon_and_clipped():
     space, table = spaces.get('nas-bench-201'), operations.NAS_BENCH_201
     method = methods.get('sdarts-rs', seed=4, sdarts_epsilon=0.3)
-    graph, _, _ = attached(method, space)
+    graph, _, batch = attached(method, space)
     alpha = graph['alphas']['alpha/alpha_cell']
-    method.noises.clear()
-    rows = method.mixing(alpha, table)
+    delta = method.perturbed[0][1]
+    rows = edge_slices(F.add2(F.softmax(alpha, axis=1), delta), table)
+    method.rows = rows
     clean = softmax(alpha.d)
-    clean[:, table.zero] = 0
-    assert np.allclose(values_of(rows, alpha.shape), clean, rtol=1e-6)
     method.schedule(25, 50)  # eps = 0.03 + 0.27 / 2
     assert method.epsilon == pytest.approx(0.165)
-    with method.weight_pass(7):
-        perturbed = values_of(rows, alpha.shape)
-    delta = np.random.RandomState([4, 7, 5]).uniform(-0.165, 0.165, alpha.shape)
-    delta[:, table.zero] = 0
-    assert np.allclose(perturbed - clean, delta, atol=1e-6) and np.abs(perturbed - clean).max() <= 0.165 + 1e-6
-    assert np.abs(perturbed - clean).max() > 0.05
-    assert np.allclose(values_of(rows, alpha.shape), clean, rtol=1e-6)  # zero again after the pass
-    with method.weight_pass(8):
-        assert not np.allclose(values_of(rows, alpha.shape), perturbed)
+    perturbed = weights_in_the_weight_step(method, graph, batch, 7)
+    noise = np.random.RandomState([4, 7, 5]).uniform(-0.165, 0.165, alpha.shape)
+    expected = numpy_clip(clean + noise)
+    expected[:, table.zero] = 0
+    assert np.allclose(perturbed, expected, atol=1e-6)
+    assert np.abs(perturbed - clean)[:, 1:].max() > 0.05
+    after = values_of(rows, alpha.shape)
+    clean[:, table.zero] = 0
+    assert np.allclose(after, clean, rtol=1e-6)  # the clean softmax again after the step
+    assert not np.allclose(weights_in_the_weight_step(method, graph, batch, 8), perturbed)
 
 
-def test_sdarts_rs_alpha_gradient_is_darts_s():
-    method = methods.get('sdarts-rs', sdarts_epsilon=0.3)
+def numpy_pgd(method, graph, batch, iteration, loss_at, sign_at):
+    """SDARTS-ADV's attack written out: random start, 7 sign steps of 2 eps / 7, each projected into
+    the eps box around the clean softmax and clipped; kept only if it raised the loss."""
+    eps, clean = method.epsilon, softmax(graph['alphas']['alpha/alpha_cell'].d)
+    rng = np.random.RandomState([method.seed, iteration, 5])
+    w = numpy_clip(clean + rng.uniform(-eps, eps, clean.shape))
+    for _ in range(7):
+        w = numpy_clip(clean + np.clip(w + 2 * eps / 7 * sign_at(w) - clean, -eps, eps))
+    return w if loss_at(w) >= loss_at(clean) else clean
+
+
+def test_sdarts_adv_weight_step_is_at_the_pgd_perturbation_that_raises_the_loss():
+    space, table = spaces.get('nas-bench-201'), operations.NAS_BENCH_201
+    method = methods.get('sdarts-adv', seed=3, sdarts_epsilon=0.3)
+    graph, _, batch = attached(method, space)
+    alpha = graph['alphas']['alpha/alpha_cell']
+    delta = method.perturbed[0][1]
+    method.rows = edge_slices(F.add2(F.softmax(alpha, axis=1), delta), table)
+    method.schedule(9, 10)
+    clean = softmax(alpha.d)
+
+    def loss_at(w):
+        delta.d = w - clean
+        graph['x'].d, graph['y'].d = batch
+        graph['loss'].forward()
+        return float(graph['loss'].d)
+
+    def gradient_at(w):  # nnabla's backward of the loss into the mixing weights
+        delta.need_grad = True
+        delta.grad.zero()
+        loss_at(w)
+        graph['loss'].backward()
+        delta.need_grad = False
+        return delta.g.copy()
+
+    def finite_difference(w, h=1e-3):
+        g = np.zeros_like(w)
+        for idx in np.ndindex(*w.shape):
+            e = np.zeros_like(w)
+            e[idx] = h
+            g[idx] = (loss_at(w + e) - loss_at(w - e)) / (2 * h)
+        return g
+    assert np.corrcoef(gradient_at(clean).ravel(), finite_difference(clean).ravel())[0, 1] > 0.99
+    sign_at = lambda w: np.sign(gradient_at(w))  # noqa: E731
+    expected = numpy_pgd(method, graph, batch, 2, loss_at, sign_at)
+    delta.data.zero()
+    got = weights_in_the_weight_step(method, graph, batch, 2)
+    expected[:, table.zero] = 0
+    assert np.allclose(got, expected, atol=1e-5)
+    assert np.abs(got - clean * (np.arange(5) != table.zero)).max() > 0.05
+
+
+@pytest.mark.parametrize('name', ['sdarts-rs', 'sdarts-adv'])
+def test_sdarts_alpha_gradient_is_darts_s(name):
+    method = methods.get(name, sdarts_epsilon=0.3)
     graph, solvers, batch = attached(method, spaces.get('darts'))
     method.schedule(3, 4)
-    with method.weight_pass(1):
-        pass
+    method.weight_gradient(batch, 1)
     valid = method.alpha_gradient(batch, batch)
     got = {k: a.g.copy() for k, a in graph['alphas'].items()}
     darts = methods.get('darts')
@@ -177,8 +273,9 @@ def test_sdarts_rs_alpha_gradient_is_darts_s():
 
 
 def test_every_method_is_named_with_its_options():
-    assert methods.NAMES == ('darts', 'beta-darts', 'darts-minus', 'sdarts-rs') and methods.DEFAULT == 'darts'
+    assert methods.NAMES == ('darts', 'beta-darts', 'darts-minus', 'sdarts-rs', 'sdarts-adv') and methods.DEFAULT == 'darts'
     assert parse(SEARCH, ['--method', 'sdarts-rs']).sdarts_epsilon == 0.3
+    assert parse(SEARCH, ['--method', 'sdarts-adv']).sdarts_epsilon == 0.3
     assert parse(SEARCH, ['--method', 'darts-minus']).skip_beta == 1.0
     args = parse(SEARCH, ['--method', 'beta-darts'])
     assert args.beta_decay_weight == 25.0
@@ -208,7 +305,8 @@ def read_json(path):
 
 SCHEDULES = {'beta-darts': ('Beta-decay-weight', ['0', '12.5'], '--beta-decay-weight'),
              'darts-minus': ('Auxiliary-skip-weight', ['1', '0.5'], '--skip-beta'),
-             'sdarts-rs': ('SDARTS-epsilon', ['0.03', '0.165'], '--sdarts-epsilon')}
+             'sdarts-rs': ('SDARTS-epsilon', ['0.03', '0.165'], '--sdarts-epsilon'),
+             'sdarts-adv': ('SDARTS-epsilon', ['0.03', '0.165'], '--sdarts-epsilon')}
 
 
 @pytest.mark.parametrize('method', sorted(SCHEDULES))
