@@ -148,6 +148,13 @@ def parse(script, argv=None):
             help='darts-minus: the auxiliary skip\'s weight at the start, decaying linearly to 0 (default 1)')
         add('--sdarts-epsilon', type=float, default=None,
             help='sdarts-rs, sdarts-adv: the perturbation bound reached at the end, rising linearly from 0.03 (default 0.3)')
+        add('--tau-max', type=float, default=None,
+            help='gdas: the Gumbel-softmax temperature at the start, falling linearly (default 10, the paper\'s)')
+        add('--tau-min', type=float, default=None, help='gdas: the temperature at the last epoch (default 0.1)')
+        add('--rsws-candidates', type=int, default=None,
+            help='rsws: the random architectures ranked with the shared weights at every epoch\'s end (default 100)')
+        add('--rsws-batches', type=int, default=None,
+            help='rsws: the fixed validation batches that rank them (default 1)')
         add('--cost-weight', type=float, default=0.0,
             help='lambda of the expected multiply-adds (normalised by the largest cell\'s) in the alpha objective '
                  '(0: none; docs/reference.md)')
@@ -209,15 +216,20 @@ def parse(script, argv=None):
 
 
 def method_options(args):
-    """Refuse a method's option given to another method; set the method's options left out to its
-    defaults."""
+    """Refuse a flag that means nothing for the method (its ``refuses``) and a method's option given to
+    another method; set the method's options left out to its defaults."""
     method = methods.METHODS[args.method]
+    for name, default in method.refuses.items():
+        if getattr(args, name) != default:
+            raise UserError('--{} means nothing with --method {}'.format(name.replace('_', '-'), args.method))
     for name in methods.OPTIONS:
         if name not in method.options and getattr(args, name) is not None:
             raise UserError('--{} means nothing with --method {}'.format(name.replace('_', '-'), args.method))
     for name, default in method.options.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
+    if not method.updates_alphas:
+        args.hessian_every = 0  # no alpha step: no eigenvalue of the alphas' Hessian
 
 
 # float flags that must be finite (argparse's float() takes 'nan' and 'inf'); an infinite
@@ -334,7 +346,12 @@ def check(args, script):
                    'set --hessian-every to a positive number'),
                   skip_cap_rule(args.max_skip_connect)] + [
                       (getattr(args, name) is None or getattr(args, name) >= 0,
-                       '--{} must be non-negative'.format(name.replace('_', '-'))) for name in methods.OPTIONS]
+                       '--{} must be non-negative'.format(name.replace('_', '-'))) for name in methods.OPTIONS] + [
+                      (getattr(args, name) is None or getattr(args, name) >= 1,
+                       '--{} must be at least 1'.format(name.replace('_', '-'))) for name in ('rsws_candidates',
+                                                                                              'rsws_batches')] + [
+                      (args.tau_max is None or args.tau_min <= args.tau_max, '--tau-min must not exceed --tau-max'),
+                      (args.tau_min is None or args.tau_min > 0, '--tau-min must be positive')]
     else:
         rules += [(0 <= args.dropout_rate < 1, '--dropout-rate must be in [0, 1)'),
                   (args.auxiliary_weight >= 0, '--auxiliary-weight must be non-negative'),

@@ -71,8 +71,8 @@ def setup(args, space, data=CIFAR10):
     def step(train_batch, valid_batch, update_arch=True, epoch=0, iteration=0):
         values = {}
         method.schedule(epoch, args.epoch)
-        if update_arch:
-            valid = method.alpha_gradient(train_batch, valid_batch)
+        if update_arch and method.updates_alphas:
+            valid = method.alpha_gradient(train_batch, valid_batch, iteration)
             if cost:
                 cost.add_gradient()
             solvers['alphas'].weight_decay(args.weight_decay_archs)
@@ -238,6 +238,9 @@ def load_halves(args):
     if args.hessian_every and args.hessian_batches * args.batch_size > len(halves[1]):
         raise UserError('--hessian-batches {} of --batch-size {} need more than the {} validation images'.format(
             args.hessian_batches, args.batch_size, len(halves[1])))
+    if args.method == 'rsws' and args.rsws_batches * args.batch_size > len(halves[1]):
+        raise UserError('--rsws-batches {} of --batch-size {} need more than the {} validation images'.format(
+            args.rsws_batches, args.batch_size, len(halves[1])))
     return data, halves, worker_pool(data, args.data_workers, args.batch_size // parallel.world().size)
 
 
@@ -275,6 +278,9 @@ def search(args, space, ctx, data, halves, pool, state, resumed_from):
     augment = recipe(data, jitter=args.color_jitter)
     probe = (fixed_batches(halves[1], augment, args.batch_size, args.hessian_batches, world.rank, world.size, pool)
              if args.hessian_every else None)
+    if method.ranking_batches:
+        method.rank_on(fixed_batches(halves[1], augment, args.batch_size, method.ranking_batches, world.rank,
+                                     world.size, pool))
     end_epoch = EpochEnd(args, space, graph, solvers, probe, loop, extra, method, cost)
     batches = [training_batches(half, augment, args.batch_size, args.seed, s, state.iteration * args.batch_size,
                                 world.rank, world.size, pool) for s, half in enumerate(halves)]

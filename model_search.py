@@ -72,25 +72,53 @@ def edge_slices(w, table):
             for e in range(w.shape[0])]
 
 
+ALONE = 'alone'  # the weight of an op computed unweighted (a sampled architecture's op)
+
+
+class Drawn(list):
+    """An edge's mixing weights, one per op (None: the op is not computed), with ``added``, the (1, 1)
+    weights that are added to the edge's output as scalars: GDAS's ops not drawn, of value 0, whose
+    gradient is then the sum of the output's (methods/gdas.py)."""
+
+    def __init__(self, weights, added=()):
+        super().__init__(weights)
+        self.added = list(added)
+
+
 def mixed_op(x, weights, C, stride, bn, table):
-    """sum_k w_k op_k(x) over the non-zero ops of ``table`` (w_zero * 0 adds nothing). Each w_k is
-    the gamma of the BN that ends op k (a pool gets its BN here where the table says so, else is
-    scaled, as the plain identity is)."""
+    """sum_k w_k op_k(x) over the ops of ``table`` whose weight is not None (softmax mixing: all but
+    the zero op, whose w_zero * 0 adds nothing), plus the scalars of a Drawn's ``added``; None if
+    nothing is computed. Each w_k is the gamma of the BN that ends op k (a pool gets its BN here
+    where the table says so, else is scaled, as the plain identity is); an op of weight ALONE is
+    computed unweighted, and a zero op with a weight gives weighted zeros."""
     # w_k * BN(h) = BN(h) with gamma w_k: the same sum without a multiply per op; the plain sum,
     # sum_k w_k op_k(x), is tests/test_search.py's plain_mixed_op (test_fast_paths.py checks both agree)
     terms = []
     for k, (op, w) in enumerate(zip(table.functions, weights)):
-        if k == table.zero:
+        if w is None:
             continue
+        weighted = (lambda h: h) if w is ALONE else functools.partial(scale, s=w)
+        out_bn = bn if w is ALONE else functools.partial(bn, gamma=w)
         with nn.parameter_scope('op{}'.format(k)):
-            if k == table.identity and stride == 1:
-                terms.append(scale(x.h, w))
+            if (k == table.identity and stride == 1) or k == table.zero:
+                terms.append(weighted(op(x, C, stride, bn)))
             elif k in table.pools:
                 h = op(x, C, stride, bn)
-                terms.append(bn(h, gamma=w) if table.pool_bn else scale(h, w))
+                terms.append(out_bn(h) if table.pool_bn else weighted(h))
             else:
-                terms.append(op(x, C, stride, bn, out_bn=functools.partial(bn, gamma=w)))
-    return functools.reduce(F.add2, terms)
+                terms.append(op(x, C, stride, bn, out_bn=out_bn))
+    added = getattr(weights, 'added', ())
+    if added:
+        terms.append(F.add2(terms.pop(), F.reshape(functools.reduce(F.add2, added), (1, 1, 1, 1))))
+    return functools.reduce(F.add2, terms) if terms else None
+
+
+def node_sum(hs, like):
+    """The sum of the edge outputs ``hs`` that were computed (not None): a node's output; zeros of
+    ``like``'s shape where none was (a sampled architecture whose edges into a node are all zero; None
+    where every node keeps an edge)."""
+    hs = [h for h in hs if h is not None]
+    return functools.reduce(F.add2, hs) if hs else F.mul_scalar(like, 0.0)  # a chain of add2 beats add_n on the CPU
 
 
 def channel_shuffle(h, groups):
@@ -146,22 +174,24 @@ class Edges:
                 if i not in self.parts:
                     self.parts[i] = partial_input(states[i], self.k)
                 h = partial_mixed_op(states[i], self.parts[i], self.weights[e], C, stride, bn, self.k, self.table)
-        return h if self.betas is None else scale(h, self.betas[e])
+        return h if self.betas is None or h is None else scale(h, self.betas[e])
 
 
 def search_graph(space, net, batch_size):
     """The supernet of ``space`` for ``net`` (a spaces.space.Net), built once: its loss and error on
     one input pair, fed alternately with both data halves; the parameter dicts 'weights' and
     'alphas' (betas included) for the two solvers; the graph's own Variables of both ('leaves');
-    and under mpirun their gradient reducers ('reduce'; the weights' with BN's running statistics)."""
+    under mpirun their gradient reducers ('reduce'; the weights' with BN's running statistics); 'space';
+    and 'with_mixing', which builds the same graph on other mixing weights (a sampled architecture's)."""
     x, y = inputs(batch_size, net.data)
-    graph = dict(x=x, y=y)
+    graph = dict(x=x, y=y, space=space)
     graph['loss'], graph['err'] = mean_loss_and_error(space.supernet(x, net), y)
     graph['loss'].persistent = graph['err'].persistent = True
     graph['leaves'] = graph_parameters(graph['loss'])
     graph['weights'], graph['alphas'] = split_parameters(nn.get_parameters(grad_only=True))
     graph['reduce'] = {'weights': parallel.grad_reducer(graph['weights'], running_statistics()),
                        'alphas': parallel.grad_reducer(graph['alphas'])}
+    graph['with_mixing'] = lambda mixing: search_graph(space, net._replace(mixing=mixing), batch_size)
     return graph
 
 

@@ -1,12 +1,14 @@
 """The search methods of --method, each a methods.method.Method: DARTS (darts.py: first order and the
 paper's second order), β-DARTS (beta_darts.py), DARTS- (darts_minus.py) and SDARTS-RS and
-SDARTS-ADV (sdarts.py); cost.py is --cost-weight's penalty, which any of them takes."""
+SDARTS-ADV (sdarts.py), GDAS (gdas.py), random search with weight sharing (rsws.py); cost.py is --cost-weight's penalty, which any of them takes."""
 from methods.beta_darts import BetaDarts
 from methods.darts import Darts
 from methods.darts_minus import DartsMinus
+from methods.gdas import Gdas
+from methods.rsws import Rsws
 from methods.sdarts import SdartsAdv, SdartsRs
 
-METHODS = {method.name: method for method in (Darts, BetaDarts, DartsMinus, SdartsRs, SdartsAdv)}
+METHODS = {method.name: method for method in (Darts, BetaDarts, DartsMinus, SdartsRs, SdartsAdv, Gdas, Rsws)}
 NAMES = tuple(METHODS)
 DEFAULT = Darts.name
 OPTIONS = {flag: default for method in METHODS.values() for flag, default in method.options.items()}

@@ -190,8 +190,8 @@ class Darts(Method):
 
     name, title = 'darts', 'DARTS (Liu et al., ICLR 2019)'
 
-    def __init__(self, second_order=False, eta=None, weight_decay=0.0, momentum=0.9, nesterov=False, **options):
-        super().__init__(**options)
+    def __init__(self, second_order=False, eta=None, weight_decay=0.0, momentum=0.9, nesterov=False, **values):
+        super().__init__(**values)
         self.second_order, self.eta = second_order, eta
         self.weight_decay, self.momentum, self.nesterov = weight_decay, momentum, nesterov
 
@@ -200,5 +200,5 @@ class Darts(Method):
         self.alpha_grads = (SecondOrder(graph, solvers, self.weight_decay, self.momentum, self.eta, self.nesterov)
                             if self.second_order else FirstOrder(graph, solvers))
 
-    def alpha_gradient(self, train_batch, valid_batch):
+    def alpha_gradient(self, train_batch, valid_batch, iteration=0):
         return self.alpha_grads(train_batch, valid_batch)

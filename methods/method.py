@@ -20,9 +20,15 @@ class Method:
     name = None     # its --method value
     title = None    # its name and paper, in prose
     options = {}    # {flag: non-negative default} of the flags of its own (None in the flags of another method)
+    refuses = {}    # {flag: its default}: the search's flags that mean nothing for it, refused when set otherwise
+    updates_alphas = True  # whether it has an alpha step (and so a Hessian eigenvalue of the alphas)
+    ranking_batches = 0    # the fixed validation batches its derivation reads (rank_on)
 
-    def __init__(self, seed=0, **options):
-        self.seed, self.options = seed, options
+    def __init__(self, seed=0, **values):
+        """``values``: its options and the search's facts (second_order, eta, the weights' SGD), of which
+        it keeps what it reads."""
+        self.seed = seed
+        self.options = {name: values.get(name, default) for name, default in type(self).options.items()}
 
     def mixing(self, alpha, table):
         """The mixing weights of the (edges x ops) Variable ``alpha``: one (1, 1) Variable per edge and
@@ -42,10 +48,13 @@ class Method:
         ``iteration``; returns the training loss and error."""
         return forward_backward(self.graph, train_batch, {'weights': self.solvers['weights']})
 
-    def alpha_gradient(self, train_batch, valid_batch):
-        """Leave the gradient of the alpha objective in the alphas' .grad; returns the validation loss
-        and error."""
+    def alpha_gradient(self, train_batch, valid_batch, iteration=0):
+        """Leave the gradient of the alpha objective in the alphas' .grad at ``iteration``; returns the
+        validation loss and error."""
         raise NotImplementedError
+
+    def rank_on(self, batches):
+        """Keep ``batches``, ranking_batches fixed validation batches, for the derivation."""
 
     def epoch_values(self):
         """{series name: value} of the method's schedules, logged every epoch."""

@@ -273,7 +273,7 @@ def test_sdarts_alpha_gradient_is_darts_s(name):
 
 
 def test_every_method_is_named_with_its_options():
-    assert methods.NAMES == ('darts', 'beta-darts', 'darts-minus', 'sdarts-rs', 'sdarts-adv') and methods.DEFAULT == 'darts'
+    assert methods.NAMES == ('darts', 'beta-darts', 'darts-minus', 'sdarts-rs', 'sdarts-adv', 'gdas', 'rsws') and methods.DEFAULT == 'darts'
     assert parse(SEARCH, ['--method', 'sdarts-rs']).sdarts_epsilon == 0.3
     assert parse(SEARCH, ['--method', 'sdarts-adv']).sdarts_epsilon == 0.3
     assert parse(SEARCH, ['--method', 'darts-minus']).skip_beta == 1.0

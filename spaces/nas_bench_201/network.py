@@ -19,7 +19,7 @@ import nnabla as nn
 import nnabla.functions as F
 
 from model_eval import auxiliary_head
-from model_search import Edges, alphas, edge_weights, op_weights
+from model_search import Edges, alphas, edge_weights, node_sum, op_weights
 from operations import NAS_BENCH_201, NodeOutput, batch_norm, classifier, conv, residual_block
 from spaces.nas_bench_201.arch import EDGES, NODES, OPS, parse
 
@@ -52,7 +52,7 @@ def search_cell(h, mixed, C, bn):
     states = [h]
     for j in range(1, NODES):
         hs = [mixed(states, e, i, j, 1, C, bn) for e, (i, node) in enumerate(EDGES) if node == j]
-        states.append(NodeOutput(functools.reduce(F.add2, hs)))
+        states.append(NodeOutput(node_sum(hs, h.h)))
     return states[-1].h
 
 
