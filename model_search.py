@@ -93,24 +93,29 @@ def mixed_op(x, weights, C, stride, bn, table):
     computed unweighted, and a zero op with a weight gives weighted zeros."""
     # w_k * BN(h) = BN(h) with gamma w_k: the same sum without a multiply per op; the plain sum,
     # sum_k w_k op_k(x), is tests/test_search.py's plain_mixed_op (test_fast_paths.py checks both agree)
+    added = getattr(weights, 'added', ())
+    shift = functools.reduce(F.add2, added) if added else None  # the first computed op's output gets it
     terms = []
     for k, (op, w) in enumerate(zip(table.functions, weights)):
         if w is None:
             continue
         weighted = (lambda h: h) if w is ALONE else functools.partial(scale, s=w)
-        out_bn = bn if w is ALONE else functools.partial(bn, gamma=w)
+        out_bn = bn if w is ALONE else functools.partial(bn, gamma=w, beta=shift)
         with nn.parameter_scope('op{}'.format(k)):
-            if (k == table.identity and stride == 1) or k == table.zero:
-                terms.append(weighted(op(x, C, stride, bn)))
+            if (k == table.identity and stride == 1) or k == table.zero or (k in table.pools and not table.pool_bn):
+                terms.append(shifted(weighted(op(x, C, stride, bn)), shift))
             elif k in table.pools:
-                h = op(x, C, stride, bn)
-                terms.append(out_bn(h) if table.pool_bn else weighted(h))
+                terms.append(out_bn(op(x, C, stride, bn)))
             else:
                 terms.append(op(x, C, stride, bn, out_bn=out_bn))
-    added = getattr(weights, 'added', ())
-    if added:
-        terms.append(F.add2(terms.pop(), F.reshape(functools.reduce(F.add2, added), (1, 1, 1, 1))))
+        shift = None
     return functools.reduce(F.add2, terms) if terms else None
+
+
+def shifted(h, shift):
+    """h + shift for a (1, 1) Variable ``shift`` (None: h), broadcast first: nnabla's broadcasting
+    add is twice as slow."""
+    return h if shift is None else F.add2(h, F.broadcast(F.reshape(shift, (1, 1, 1, 1)), h.shape))
 
 
 def node_sum(hs, like):

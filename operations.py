@@ -55,10 +55,10 @@ class NodeOutput:
         return F.relu(self.h)
 
 
-def batch_norm(x, affine, test, name='bn', gamma=None):
+def batch_norm(x, affine, test, name='bn', gamma=None, beta=None):
     """BN over channels; without learnable scale and shift when not ``affine`` (search). A (1, 1)
     Variable ``gamma`` (without affine) is the BN's scale: how a mixed op weighs an op that ends
-    with BN, at no extra cost."""
+    with BN, at no extra cost; a (1, 1) ``beta`` with it, the BN's shift (GDAS's added weights)."""
     if gamma is None:
         return PF.batch_normalization(x, batch_stat=not test, no_scale=not affine, no_bias=not affine,
                                       name=name)
@@ -66,7 +66,8 @@ def batch_norm(x, affine, test, name='bn', gamma=None):
     with nn.parameter_scope(name), nn.parameter_scope('bn'):  # PF.batch_normalization's names
         mean = nn.parameter.get_parameter_or_create('mean', shape, I.ConstantInitializer(0), False)
         var = nn.parameter.get_parameter_or_create('var', shape, I.ConstantInitializer(1), False)
-    return F.batch_normalization(x, None, F.broadcast(F.reshape(gamma, (1, 1, 1, 1)), shape), mean, var,
+    shift = None if beta is None else F.broadcast(F.reshape(beta, (1, 1, 1, 1)), shape)
+    return F.batch_normalization(x, shift, F.broadcast(F.reshape(gamma, (1, 1, 1, 1)), shape), mean, var,
                                  batch_stat=not test)
 
 
