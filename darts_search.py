@@ -50,8 +50,8 @@ def setup(args, space, data=CIFAR10):
     the method of --method (methods/), whose mixing weights the supernet is built on, and the cost
     penalty of --cost-weight (methods.cost.CostPenalty, or None). The step sets the method's
     schedules for ``epoch``, then is the alpha step on the validation batch (the method's
-    gradient and the penalty's; skipped in a warm-up), then the weight step on the training batch
-    (the method's weight gradient of ``iteration``). benchmarks/bench.py times this same step. Under
+    gradient of ``iteration`` and the penalty's; skipped in a warm-up), then the weight step on the
+    training batch (the method's weight gradient of ``iteration``). benchmarks/bench.py times this same step. Under
     mpirun the batches are this rank's rows of the global batches, and every gradient a pass
     computes is averaged over the ranks as soon as it is computed (parallel.py)."""
     world = parallel.world()
@@ -72,7 +72,7 @@ def setup(args, space, data=CIFAR10):
         values = {}
         method.schedule(epoch, args.epoch)
         if update_arch:
-            valid = method.alpha_gradient(train_batch, valid_batch)
+            valid = method.alpha_gradient(train_batch, valid_batch, iteration)
             if cost:
                 cost.add_gradient()
             solvers['alphas'].weight_decay(args.weight_decay_archs)

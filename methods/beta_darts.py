@@ -46,10 +46,10 @@ class BetaDarts(Darts):
     def schedule(self, epoch, epochs):
         self.weight.d = self.options['beta_decay_weight'] * epoch / epochs
 
-    def alpha_gradient(self, train_batch, valid_batch):
+    def alpha_gradient(self, train_batch, valid_batch, iteration):
         """The loss's alpha gradient (DARTS's), plus lambda_t times the regulariser's, accumulated into
         the alphas' .grad by a backward of the regulariser."""
-        valid = super().alpha_gradient(train_batch, valid_batch)
+        valid = super().alpha_gradient(train_batch, valid_batch, iteration)
         self.regulariser.forward(clear_no_need_grad=True)
         self.regulariser.backward(clear_buffer=True)
         return valid

@@ -200,5 +200,5 @@ class Darts(Method):
         self.alpha_grads = (SecondOrder(graph, solvers, self.weight_decay, self.momentum, self.eta, self.nesterov)
                             if self.second_order else FirstOrder(graph, solvers))
 
-    def alpha_gradient(self, train_batch, valid_batch):
+    def alpha_gradient(self, train_batch, valid_batch, iteration):
         return self.alpha_grads(train_batch, valid_batch)

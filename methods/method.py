@@ -42,9 +42,9 @@ class Method:
         ``iteration``; returns the training loss and error."""
         return forward_backward(self.graph, train_batch, {'weights': self.solvers['weights']})
 
-    def alpha_gradient(self, train_batch, valid_batch):
-        """Leave the gradient of the alpha objective in the alphas' .grad; returns the validation loss
-        and error."""
+    def alpha_gradient(self, train_batch, valid_batch, iteration):
+        """Leave the gradient of the alpha objective in the alphas' .grad for the alpha step of
+        ``iteration``; returns the validation loss and error."""
         raise NotImplementedError
 
     def epoch_values(self):

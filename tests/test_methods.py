@@ -54,7 +54,7 @@ def test_beta_darts_gradient_is_the_loss_s_plus_lambda_times_the_softmax_over_ro
     method.schedule(3, 10)  # lambda = 25 * 3 / 10
     loss = forward_backward(graph, batch, {'alphas': solvers['alphas']})
     of_the_loss = {k: a.g.copy() for k, a in graph['alphas'].items()}
-    assert method.alpha_gradient(batch, batch) == loss
+    assert method.alpha_gradient(batch, batch, 0) == loss
     for name, a in graph['alphas'].items():
         expected = of_the_loss[name]
         if name.split('/')[-1].startswith('alpha_'):  # the betas of edge normalisation are not regularised
@@ -78,7 +78,7 @@ def test_beta_darts_weight_rises_linearly_from_zero():
 def test_darts_through_the_seam_is_the_first_order_gradient_of_the_loss():
     method = methods.get('darts')
     graph, solvers, batch = attached(method, spaces.get('nas-bench-201'))
-    valid = method.alpha_gradient(batch, batch)
+    valid = method.alpha_gradient(batch, batch, 0)
     got = {k: a.g.copy() for k, a in graph['alphas'].items()}
     assert forward_backward(graph, batch, {'alphas': solvers['alphas']}) == valid
     for k, a in graph['alphas'].items():
@@ -263,11 +263,11 @@ def test_sdarts_alpha_gradient_is_darts_s(name):
     graph, solvers, batch = attached(method, spaces.get('darts'))
     method.schedule(3, 4)
     method.weight_gradient(batch, 1)
-    valid = method.alpha_gradient(batch, batch)
+    valid = method.alpha_gradient(batch, batch, 0)
     got = {k: a.g.copy() for k, a in graph['alphas'].items()}
     darts = methods.get('darts')
     graph, solvers, batch = attached(darts, spaces.get('darts'))
-    assert darts.alpha_gradient(batch, batch) == pytest.approx(valid, rel=1e-6)
+    assert darts.alpha_gradient(batch, batch, 0) == pytest.approx(valid, rel=1e-6)
     for k, a in graph['alphas'].items():
         assert np.allclose(got[k], a.g, rtol=1e-5, atol=1e-8), k
 
