@@ -209,12 +209,13 @@ def parse(script, argv=None):
 
 
 def method_options(args):
-    """Refuse a method's option given to another method; set the method's options left out to its
-    defaults."""
+    """Refuse a method's option given to another method and the flags the method refuses; set the
+    method's options left out to its defaults."""
     method = methods.METHODS[args.method]
-    for name in methods.OPTIONS:
-        if name not in method.options and getattr(args, name) is not None:
-            raise UserError('--{} means nothing with --method {}'.format(name.replace('_', '-'), args.method))
+    given = [name for name in methods.OPTIONS if name not in method.options and getattr(args, name) is not None]
+    given += [name for name in method.refuses if getattr(args, name)]
+    if given:
+        raise UserError('--{} means nothing with --method {}'.format(given[0].replace('_', '-'), args.method))
     for name, default in method.options.items():
         if getattr(args, name) is None:
             setattr(args, name, default)

@@ -20,6 +20,7 @@ class Method:
     name = None     # its --method value
     title = None    # its name and paper, in prose
     options = {}    # {flag: non-negative default} of the flags of its own (None in the flags of another method)
+    refuses = ()    # the search's flags that mean nothing for it: refused when set (true)
 
     def __init__(self, seed=0, **options):
         self.seed, self.options = seed, options
