@@ -1,12 +1,14 @@
 """The search methods of --method, each a methods.method.Method: DARTS (darts.py: first order and the
-paper's second order), β-DARTS (beta_darts.py), DARTS- (darts_minus.py) and SDARTS-RS and
-SDARTS-ADV (sdarts.py); cost.py is --cost-weight's penalty, which any of them takes."""
+paper's second order), β-DARTS (beta_darts.py), DARTS- (darts_minus.py), SDARTS-RS and SDARTS-ADV
+(sdarts.py) and DrNAS (drnas.py, its Gamma numerics in gamma.py); cost.py is --cost-weight's
+penalty, which any of them takes."""
 from methods.beta_darts import BetaDarts
 from methods.darts import Darts
 from methods.darts_minus import DartsMinus
+from methods.drnas import Drnas
 from methods.sdarts import SdartsAdv, SdartsRs
 
-METHODS = {method.name: method for method in (Darts, BetaDarts, DartsMinus, SdartsRs, SdartsAdv)}
+METHODS = {method.name: method for method in (Darts, BetaDarts, DartsMinus, SdartsRs, SdartsAdv, Drnas)}
 NAMES = tuple(METHODS)
 DEFAULT = Darts.name
 OPTIONS = {flag: default for method in METHODS.values() for flag, default in method.options.items()}
