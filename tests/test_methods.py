@@ -54,7 +54,7 @@ def test_beta_darts_gradient_is_the_loss_s_plus_lambda_times_the_softmax_over_ro
     method.schedule(3, 10)  # lambda = 25 * 3 / 10
     loss = forward_backward(graph, batch, {'alphas': solvers['alphas']})
     of_the_loss = {k: a.g.copy() for k, a in graph['alphas'].items()}
-    assert method.alpha_gradient(batch, batch) == loss
+    assert method.alpha_gradient(batch, batch, 0) == loss
     for name, a in graph['alphas'].items():
         expected = of_the_loss[name]
         if name.split('/')[-1].startswith('alpha_'):  # the betas of edge normalisation are not regularised
@@ -78,7 +78,7 @@ def test_beta_darts_weight_rises_linearly_from_zero():
 def test_darts_through_the_seam_is_the_first_order_gradient_of_the_loss():
     method = methods.get('darts')
     graph, solvers, batch = attached(method, spaces.get('nas-bench-201'))
-    valid = method.alpha_gradient(batch, batch)
+    valid = method.alpha_gradient(batch, batch, 0)
     got = {k: a.g.copy() for k, a in graph['alphas'].items()}
     assert forward_backward(graph, batch, {'alphas': solvers['alphas']}) == valid
     for k, a in graph['alphas'].items():
@@ -263,17 +263,19 @@ def test_sdarts_alpha_gradient_is_darts_s(name):
     graph, solvers, batch = attached(method, spaces.get('darts'))
     method.schedule(3, 4)
     method.weight_gradient(batch, 1)
-    valid = method.alpha_gradient(batch, batch)
+    valid = method.alpha_gradient(batch, batch, 0)
     got = {k: a.g.copy() for k, a in graph['alphas'].items()}
     darts = methods.get('darts')
     graph, solvers, batch = attached(darts, spaces.get('darts'))
-    assert darts.alpha_gradient(batch, batch) == pytest.approx(valid, rel=1e-6)
+    assert darts.alpha_gradient(batch, batch, 0) == pytest.approx(valid, rel=1e-6)
     for k, a in graph['alphas'].items():
         assert np.allclose(got[k], a.g, rtol=1e-5, atol=1e-8), k
 
 
 def test_every_method_is_named_with_its_options():
-    assert methods.NAMES == ('darts', 'beta-darts', 'darts-minus', 'sdarts-rs', 'sdarts-adv', 'gdas', 'rsws') and methods.DEFAULT == 'darts'
+    assert methods.NAMES == ('darts', 'beta-darts', 'darts-minus', 'sdarts-rs', 'sdarts-adv', 'drnas', 'gdas',
+                             'rsws')
+    assert methods.DEFAULT == 'darts'
     assert parse(SEARCH, ['--method', 'sdarts-rs']).sdarts_epsilon == 0.3
     assert parse(SEARCH, ['--method', 'sdarts-adv']).sdarts_epsilon == 0.3
     assert parse(SEARCH, ['--method', 'darts-minus']).skip_beta == 1.0
@@ -306,7 +308,8 @@ def read_json(path):
 SCHEDULES = {'beta-darts': ('Beta-decay-weight', ['0', '12.5'], '--beta-decay-weight'),
              'darts-minus': ('Auxiliary-skip-weight', ['1', '0.5'], '--skip-beta'),
              'sdarts-rs': ('SDARTS-epsilon', ['0.03', '0.165'], '--sdarts-epsilon'),
-             'sdarts-adv': ('SDARTS-epsilon', ['0.03', '0.165'], '--sdarts-epsilon')}
+             'sdarts-adv': ('SDARTS-epsilon', ['0.03', '0.165'], '--sdarts-epsilon'),
+             'drnas': ('DrNAS-concentration', None, None)}  # follows the alphas (test_drnas.py); no option
 
 
 @pytest.mark.parametrize('method', sorted(SCHEDULES))
@@ -322,7 +325,8 @@ def test_a_search_logs_its_method_s_schedule_and_resumes_to_the_same_end(archive
     res, a = search('run')
     assert res.returncode == 0, res.stderr
     assert methods.METHODS[method].title + ', first order' in res.stdout
-    assert [v for _, v in read_series(a, series)] == values
+    logged = [v for _, v in read_series(a, series)]
+    assert len(logged) == 2 and (values is None or logged == values)
     b = tmp_path / 'resumed'
     shutil.copytree(str(a), str(b))
     shutil.rmtree(str(sorted(b.glob('checkpoint_*'))[-1]))  # back to the mid-epoch checkpoint
@@ -332,8 +336,9 @@ def test_a_search_logs_its_method_s_schedule_and_resumes_to_the_same_end(archive
     assert read_json(a / 'alphas.json') == read_json(b / 'alphas.json')
     for name in ('Training-loss', 'Validation-error', series):
         assert (a / (name + '.series.txt')).read_text() == (b / (name + '.series.txt')).read_text(), name
-    other, _ = search('resumed', '--resume', 'True', option, '0.1')
-    one_line(other, option[2:].replace('-', '_'))
+    if option:
+        other, _ = search('resumed', '--resume', 'True', option, '0.1')
+        one_line(other, option[2:].replace('-', '_'))
     darts = run_cli('darts_search.py', SEARCH_NB201 + ['--dataset-path', archive, '-e', '2', '-m', b,
                                                        '--model-arch-name', b / 'arch.json', '--resume', 'True'])
     one_line(darts, 'method')
