@@ -2,6 +2,7 @@
 
     python darts_seeds.py run --seeds 0 1 2 --out seeds.report [--jobs J] -- DARTS_SEARCH_FLAGS...
     python darts_seeds.py report SEARCH_FOLDER... --out seeds.report
+    python darts_seeds.py pareto SEARCH_FOLDER... --out pareto.png
 
 ``run`` starts darts_search.py once per seed, each into OUT/seed_<s>/ (its monitor folder, its
 arch.json, its output in search.log), J at a time (default: one per core on the CPU, one after
@@ -16,6 +17,11 @@ report of any finished search folders:
 - OUT/seeds.png: per epoch, the table accuracy on CIFAR-10 of the cell derived at that epoch
   (NAS-Bench-201; a collapse shows as a fall towards 54.30 %, the cell of skip connections), or
   the validation error (DARTS), one line per search.
+
+``pareto`` draws the cost sweep of NAS-Bench-201 searches (--cost-weight): every cell of the
+table as a grey point, its multiply-adds (the search's own count, methods.cost, on the table's
+network: C=16, N=5, CIFAR-10) against its CIFAR-10 accuracy, the Pareto front of the table, and
+the cells the searches found, one colour per cost weight.
 """
 import argparse
 import concurrent.futures
@@ -25,6 +31,7 @@ import subprocess
 import sys
 
 import numpy as np
+import nnabla as nn
 
 import checkpoint
 import methods
@@ -32,10 +39,14 @@ import spaces
 from args import SEARCH, parse, space_of
 from errors import Parser, UserError, run
 from files import check_output, write_atomic, write_json
-from plots import drawn, read_series, seed_curves
-from spaces.nas_bench_201 import TABLE_SERIES
-from spaces.nas_bench_201.arch import EDGES, to_string
+from methods.cost import op_costs
+from model_search import search_graph
+from plots import drawn, pareto_picture, read_series, seed_curves
+from spaces.nas_bench_201 import BOTH, TABLE_SERIES
+from spaces.nas_bench_201.arch import EDGES, OPS, parse as parse_cell, to_string
 from spaces.nas_bench_201.table import DATASETS
+from spaces.space import Net
+from tasks.classification import CIFAR10
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OWN_FLAGS = ('--seed', '-m', '--monitor-path', '--model-arch-name', '-o', '--model-save-path', '--resume')
@@ -126,7 +137,7 @@ def search_of(folder):
     found = checkpoint.checkpoints(folder)
     config = checkpoint.read_state(os.path.join(found[-1], 'state.json')).config if found else {}
     return dict(folder=folder, seed=config.get('seed'), method=config.get('method', methods.DEFAULT),
-                results=results, arch=arch,
+                cost_weight=config.get('cost_weight', 0.0), results=results, arch=arch,
                 space=results.get('search_space', spaces.named_by(arch) or spaces.DEFAULT))
 
 
@@ -208,6 +219,49 @@ def nb201_references(space):
     return {'cell of skip connections': space.entry(all_skip).accuracies[0], 'best cell of the space': space.best[0]}
 
 
+def cell_multiply_adds(space):
+    """{cell string: multiply-adds per image} of every cell of the table at the table's size: the
+    skeleton's plus each kept op's, read off the supernet of that size as --cost-weight reads them
+    (methods.cost.op_costs; the derived network's count, tests/test_cost.py)."""
+    with nn.parameter_scope('cell_multiply_adds'):
+        graph = search_graph(space, Net(BOTH['output_filter'], BOTH['num_cells'], CIFAR10), 1)
+        costs, skeleton = op_costs(graph, space, BOTH['num_cells'])
+    cost = costs[space.alpha_names[0]]
+    return {text: skeleton + sum(int(cost[e, OPS.index(op)]) for e, op in enumerate(parse_cell(text)))
+            for text in space.table}
+
+
+def pareto_front(points):
+    """The points (x, y) that no other point beats with a smaller or equal x and a larger y, by x."""
+    front, best = [], -np.inf
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def command_pareto(args):
+    check_output(args.out, '--out')
+    searches = [search_of(folder) for folder in args.folders]
+    if any(s['space'] != 'nas-bench-201' for s in searches):
+        raise UserError('pareto draws NAS-Bench-201 searches only: {} is not one'.format(
+            next(s['folder'] for s in searches if s['space'] != 'nas-bench-201')))
+    space = spaces.get('nas-bench-201')
+    madds = cell_multiply_adds(space)
+    cells = [(madds[text] / 1e6, entry.accuracies[0]) for text, entry in space.table.items()]
+    found = {}
+    for s in sorted(searches, key=lambda s: s['cost_weight']):
+        text = s['arch']['arch']
+        found.setdefault('λ = {:g}'.format(s['cost_weight']), []).append((madds[text] / 1e6,
+                                                                          space.entry(text).accuracies[0]))
+    drawn(lambda: pareto_picture(cells, pareto_front(cells), found, args.out), args.out)
+    for label, points in found.items():
+        print('{}: {}'.format(label, ', '.join('{:.1f} M, {:.2f} %'.format(*p) for p in points)))
+    print('picture written to {}'.format(args.out))
+    return 0
+
+
 def command_report(args):
     check_output(args.out, '--out', folder=True)
     write_report(args.folders, args.out)
@@ -225,10 +279,13 @@ def main(argv=None):
     report = commands.add_parser('report', help='report finished search folders')
     report.add_argument('folders', nargs='+', help='monitor folders of finished searches')
     report.add_argument('--out', required=True, help='folder of report.md, report.json and seeds.png')
+    pareto = commands.add_parser('pareto', help='draw the cells of a --cost-weight sweep over the table\'s')
+    pareto.add_argument('folders', nargs='+', help='monitor folders of finished NAS-Bench-201 searches')
+    pareto.add_argument('--out', required=True, help='the picture (PNG)')
     args = parser.parse_args(argv)
     if args.command == 'run' and args.jobs is not None and args.jobs < 1:
         raise UserError('--jobs must be positive')
-    return command_run(args) if args.command == 'run' else command_report(args)
+    return {'run': command_run, 'report': command_report, 'pareto': command_pareto}[args.command](args)
 
 
 if __name__ == '__main__':

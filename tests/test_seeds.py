@@ -5,8 +5,10 @@ import json
 import numpy as np
 import pytest
 
+import darts_seeds
 import spaces
 from helpers import NO_EIGENVALUE, SEARCH_TINY, one_line, run_cli
+from spaces.nas_bench_201.arch import to_string
 from test_nas_bench_201 import SEARCH_NB201
 
 RUN = SEARCH_NB201 + ['-e', '2', *NO_EIGENVALUE]
@@ -100,3 +102,29 @@ def test_the_report_of_several_methods_gives_a_mean_and_std_per_method(report, a
     report_json = json.loads((both / 'report.json').read_text())
     assert set(report_json['mean_std']) == {'darts', 'beta-darts'}
     assert [s['method'] for s in report_json['searches']] == ['darts', 'darts', 'beta-darts']
+
+
+def test_the_cells_multiply_adds_are_the_hand_counts_and_the_front_is_undominated():
+    counts = darts_seeds.cell_multiply_adds(spaces.get('nas-bench-201'))
+    assert len(counts) == 15625
+    assert counts[to_string(['none'] * 6)] == 7783040 and counts[to_string(['nor_conv_3x3'] * 6)] == 220119680
+    points = [(1, 50), (2, 40), (2, 60), (3, 60), (4, 70), (0.5, 10)]
+    assert darts_seeds.pareto_front(points) == [(0.5, 10), (1, 50), (2, 60), (4, 70)]
+
+
+def test_pareto_draws_a_cost_sweep_and_refuses_darts_searches(report, archive, tmp_path):
+    _, out = report
+    cost = tmp_path / 'cost'
+    res = seeds('run', '--seeds', '0', '--out', cost, '--', *RUN, '--dataset-path', archive, '--cost-weight', '2')
+    assert res.returncode == 0, res.stderr
+    picture = tmp_path / 'pareto.png'
+    res = seeds('pareto', out / 'seed_0', cost / 'seed_0', '--out', picture)
+    assert res.returncode == 0, res.stderr
+    assert picture.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    lines = [line for line in res.stdout.splitlines() if line.startswith('λ = ')]
+    assert [line.split(':')[0] for line in lines] == ['λ = 0', 'λ = 2']
+    darts = tmp_path / 'darts'
+    res = seeds('run', '--seeds', '0', '--out', darts, '--', *SEARCH_TINY, '-e', '1', *NO_EIGENVALUE,
+                '--dataset-path', archive)
+    assert res.returncode == 0, res.stderr
+    one_line(seeds('pareto', darts / 'seed_0', '--out', tmp_path / 'p.png'), 'pareto draws NAS-Bench-201 searches only')
