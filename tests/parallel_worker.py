@@ -57,15 +57,17 @@ def start():
 def steps(kind):
     """Three steps of the retraining or of the search (first order, second order, PC-DARTS's first
     order followed by the Hessian eigenvalue on a probe batch sharded as darts_search.py does, or
-    β-DARTS, SDARTS-RS or DrNAS on NAS-Bench-201 at epoch 5 of 50: a regulariser of weight 2.5, noise
-    of the weight steps within 0.057, Dirichlet draws in both steps)."""
+    β-DARTS, SDARTS-RS or -ADV, DrNAS, GDAS or RSWS on NAS-Bench-201 at epoch 5 of 50: a regulariser
+    of weight 2.5, perturbations of the weight steps within 0.057, Dirichlet draws in both steps, drawn
+    networks)."""
     if kind == 'train':
         args = parse(TRAIN, TRAIN_FLAGS)
         _, solver, _, step = darts_train.setup(space_of(args), genotype.load('DARTS_V2'), args, CIFAR10)
         set_momentum_lr(solver, args.model_lr)
         return [step(parallel.world().shard(images(BATCH, it)), it, 0.2) for it in range(3)]
     pc = ['--partial-channels', '2', '--edge-normalization', 'True'] if kind in ('pc', 'nb201') else []
-    named = {'beta': 'beta-darts', 'sdarts': 'sdarts-rs', 'drnas': 'drnas'}
+    named = {'beta': 'beta-darts', 'sdarts': 'sdarts-rs', 'adv': 'sdarts-adv', 'drnas': 'drnas', 'gdas': 'gdas',
+             'rsws': 'rsws'}
     cells = NB201_FLAGS if kind in ('nb201', *named) else SEARCH_FLAGS
     method = ['--method', named[kind]] if kind in named else []
     args = parse(SEARCH, cells + pc + method + ['--second-order', str(kind in ('search2', 'nb201'))])

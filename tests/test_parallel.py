@@ -66,7 +66,8 @@ def archive(tmp_path_factory):
     return str(write_archive(tmp_path_factory.mktemp('data') / 'cifar-10-python.tar.gz', 12, 10))
 
 
-@pytest.mark.parametrize('kind', ['train', 'search', 'search2', 'pc', 'nb201', 'beta', 'sdarts', 'drnas'])
+@pytest.mark.parametrize('kind', ['train', 'search', 'search2', 'pc', 'nb201', 'beta', 'sdarts', 'adv', 'drnas',
+                                  'gdas', 'rsws'])
 @needs_mpirun
 def test_both_ranks_hold_bit_identical_parameters_after_steps(tmp_path, kind):
     res = mpirun(WORKER, 'steps', kind, tmp_path)
