@@ -45,11 +45,13 @@ class DrawnGraph:
         self.tau = nn.Variable((1, 1))
         self.graph = graph['with_mixing'](self.mixing)
 
+    def noise(self, alpha):
+        """The Variables of the Gumbel noise and the one-hot draw of ``alpha`` (set by ``feed``)."""
+        return nn.Variable(alpha.shape), nn.Variable(alpha.shape)
+
     def mixing(self, alpha, table):
         """The weights h of the module's text for the drawn ops of ``alpha``."""
-        gumbel = nn.Variable(alpha.shape)
-        one_hot = nn.Variable(alpha.shape)
-        self.inputs[alpha.name] = gumbel, one_hot
+        gumbel, one_hot = self.inputs[alpha.name] = self.noise(alpha)
         p = F.softmax(F.div2(F.add2(F.log_softmax(alpha, axis=1), gumbel), self.tau), axis=1)
         h = F.add2(F.sub2(p, p.get_unlinked_variable(need_grad=False)), one_hot)  # exactly one_hot in value
         rows = []
