@@ -179,12 +179,13 @@ def stop_reason(decision, epoch, every):
                 earlier + 1))
 
 
-def finish(args, space, method, alphas, extra):
-    """The arch and alphas the search returns: the last epoch's, or with DARTS-ES the kept epoch's
-    (whose files the search wrote at that epoch's end), and the stop reason in the monitor folder."""
+def finish(args, space, last_arch, alphas, extra):
+    """The arch and alphas the search returns: the last epoch's (``last_arch``), or with DARTS-ES the
+    kept epoch's (whose files the search wrote at that epoch's end), and the stop reason in the
+    monitor folder."""
     stopped = extra.get('early_stop')
     if not stopped:
-        return method.derive(space, named_arrays(alphas), args.max_skip_connect), alpha_dict(alphas)
+        return last_arch, alpha_dict(alphas)
     kept = stopped['epoch'] + 1
     arch = genotype.load(genotype.epoch_file(args.monitor_path, 'arch', kept), space)
     with open(genotype.epoch_file(args.monitor_path, 'alphas', kept)) as f:
@@ -268,9 +269,10 @@ def search(args, space, ctx, data, halves, pool, state, resumed_from):
     nn.seed(args.seed)
     solvers, step, graph, method, cost = setup(args, space,
                                                network_input(args.dataset, args.dataset_path, args.image_size))
-    world.say('supernet: {} weights, {} alphas; {}{} order{}'.format(
+    order = ('second' if args.second_order else 'first') + ' order' if method.updates_alphas else 'no alpha step'
+    world.say('supernet: {} weights, {} alphas; {}{}{}'.format(
         count_parameters(graph['weights']), count_parameters(graph['alphas']),
-        '' if args.method == methods.DEFAULT else method.title + ', ', 'second' if args.second_order else 'first',
+        '' if args.method == methods.DEFAULT else method.title + ', ', order,
         '; partial channels 1/{}'.format(args.partial_channels) if args.partial_channels > 1 else ''))
     iters_per_epoch = len(halves[0]) // args.batch_size
     loop = TrainingLoop(loop_plan(args), state, resumed_from, iters_per_epoch, solvers, CURVES + space.curves)
@@ -295,12 +297,14 @@ def search(args, space, ctx, data, halves, pool, state, resumed_from):
         for b in batches:
             b.close()
         loop.board.close()
+    # on every rank: a derivation may read every rank's batches (rsws ranks its candidates on them)
+    last_arch = method.derive(space, named_arrays(graph['alphas']), args.max_skip_connect)
     if world.is_main:
         run = dict({name.lower().replace(' ', '_'): last[name] for name in RESULTS if name in last},
                    epochs=state.epochs_done, seconds=loop.elapsed())
         if end_epoch.extra.get('early_stop'):
             run['early_stop_epoch'] = end_epoch.extra['early_stop']['epoch'] + 1
-        report(args, space, *finish(args, space, method, graph['alphas'], end_epoch.extra), run)
+        report(args, space, *finish(args, space, last_arch, graph['alphas'], end_epoch.extra), run)
     return 0
 
 

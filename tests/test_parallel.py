@@ -138,6 +138,20 @@ def test_rank_0_alone_writes_files_and_prints(archive, tmp_path):
 
 
 @needs_mpirun
+def test_a_two_rank_rsws_search_ranks_its_candidates_on_both_ranks(archive, tmp_path):
+    a, b = tmp_path / 'rank0', tmp_path / 'rank1'
+    a.mkdir()
+    b.mkdir()
+    flags = ['-c', 'cpu', '--search-space', 'nas-bench-201', '--num-cells', '1', '--output-filter', '4', '-b', 4,
+             '--dataset-path', archive, '-e', 2, '-m', 'out', '--model-arch-name', 'out/arch.json', '--method', 'rsws',
+             '--rsws-candidates', 4]
+    res = mpirun(os.path.join(ROOT, 'darts_search.py'), *flags, folders=(a, b), timeout=240)
+    assert res.returncode == 0, res.stderr
+    assert os.listdir(str(b)) == [] and (a / 'out' / 'arch.json').is_file()
+    assert res.stdout.count('architecture written to') == 1
+
+
+@needs_mpirun
 def test_a_batch_size_not_divisible_by_the_ranks_is_one_line(archive, tmp_path):
     res = mpirun(os.path.join(ROOT, 'darts_train.py'), *TINY, '--dataset-path', archive, '-b', 5, '-m', tmp_path)
     assert res.returncode != 0
