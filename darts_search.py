@@ -66,7 +66,8 @@ def setup(args, space, data=CIFAR10):
     update_weights = WeightUpdate(solvers['weights'], graph['weights'], args.grad_clip_value_model,
                                   args.weight_decay_model)
     method.attach(graph, solvers)
-    cost = CostPenalty(graph, space, args.num_cells, args.cost_weight) if args.cost_weight else None
+    cost = (CostPenalty(graph, space, args.num_cells, args.cost_weight, method.mean_weights) if args.cost_weight
+            else None)
 
     def step(train_batch, valid_batch, update_arch=True, epoch=0, iteration=0):
         values = {}

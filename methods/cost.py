@@ -1,7 +1,7 @@
 """--cost-weight: the expected multiply-adds of the supernet under its mixing weights, a
-differentiable cost added to the alpha objective of any method.
+differentiable cost added to the alpha objective of any method with an alpha step (rsws refuses it).
 
-    cost(a) = sum over alpha matrices m, edges e, ops k of softmax(a_m)_ek * C_m[e, k]
+    cost(a) = sum over alpha matrices m, edges e, ops k of p(a_m)_ek * C_m[e, k]
     alpha objective += lambda * cost(a) / M
 
 C_m[e, k] is op k's multiply-adds per image at edge e, summed over the supernet cells that matrix
@@ -9,6 +9,8 @@ m weighs (the stage's channels and resolution, the reduction edges' stride, PC-D
 channels, all read off the built supernet: every convolution and affine layer of the supernet is
 charged to the edge and op of its parameter scope 'cell<c>/edge<i>_<j>/op<k>', the others to the
 skeleton). M, the normaliser, is the cells' multiply-adds with the costliest op on every edge.
+p(a) is the method's expected mixing weights (Method.mean_weights): softmax(a), the op
+probabilities of DARTS and of GDAS's draws; DrNAS's Dirichlet mean.
 This is the expected cost under the op probabilities softmax(a) of ProxylessNAS (Cai, Zhu & Han,
 ICLR 2019: E[latency] = sum_k p_k F(o_k), here with multiply-adds as F), as FBNet (Wu et al., CVPR
 2019) sums its per-op latency table under the mixing weights. Its gradient is lambda / M times
@@ -55,11 +57,12 @@ def op_costs(graph, space, cells):
 class CostPenalty:
     """lambda * cost(a) / M on the alphas of a built search graph (the module's text)."""
 
-    def __init__(self, graph, space, cells, weight):
+    def __init__(self, graph, space, cells, weight, mean_weights=None):
         self.costs, self.skeleton = op_costs(graph, space, cells)
         self.largest = sum(c.max(axis=1).sum() for c in self.costs.values())
         alphas = {name.split('/')[-1]: a for name, a in graph['alphas'].items()}
-        terms = [F.sum(F.mul2(F.softmax(alphas[name], axis=1), constant(cost))) for name, cost in self.costs.items()]
+        mean_weights = mean_weights or (lambda a: F.softmax(a, axis=1))
+        terms = [F.sum(F.mul2(mean_weights(alphas[name]), constant(cost))) for name, cost in self.costs.items()]
         self.expected = terms[0] if len(terms) == 1 else F.add_n(*terms)
         self.penalty = F.mul_scalar(self.expected, weight / self.largest)
         self.expected.persistent = True

@@ -70,6 +70,11 @@ class Drnas(Darts):
         sample = F.add2(z, F.mul2(rate, F.sub2(beta, beta.get_unlinked_variable(need_grad=False))))
         return edge_slices(F.div2(sample, F.sum(sample, axis=1, keepdims=True)), table)
 
+    def mean_weights(self, alpha):
+        """The Dirichlet mean beta / sum(beta) of every edge."""
+        beta = F.add_scalar(F.elu(alpha), 1.0)
+        return F.div2(beta, F.sum(beta, axis=1, keepdims=True))
+
     def draw(self, iteration, draw):
         """The Dirichlet draws of pass ``draw`` (ALPHA_DRAW, WEIGHT_DRAW) of ``iteration``, at the
         current alphas."""

@@ -11,6 +11,8 @@ random draws follow from the epoch, the iteration and the seed, so that a resume
 exactly as an uninterrupted one without state of the method's own. docs/architecture.md,
 "Adding a search method", says what a new one provides.
 """
+import nnabla.functions as F
+
 from model_search import forward_backward, op_weights
 
 
@@ -34,6 +36,11 @@ class Method:
         """The mixing weights of the (edges x ops) Variable ``alpha``: one (1, 1) Variable per edge and
         op, None for the op ``table`` says is never computed (model_search.op_weights: softmax)."""
         return op_weights(alpha, table)
+
+    def mean_weights(self, alpha):
+        """The expected mixing weights of the (edges x ops) Variable ``alpha`` as a graph: softmax, the
+        op probabilities of DARTS and of GDAS's draws (the cost penalty's weights, methods/cost.py)."""
+        return F.softmax(alpha, axis=1)
 
     def attach(self, graph, solvers):
         """Build what the alpha gradient needs on the search graph (model_search.search_graph) and its

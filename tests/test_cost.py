@@ -85,6 +85,24 @@ def test_the_penalty_s_gradient_is_lambda_over_m_times_numpy_s(name):
     assert before == penalty.epoch_values(derived, space)['Expected multiply-adds']
 
 
+def test_drnas_s_penalty_weighs_the_costs_by_the_dirichlet_mean():
+    space = spaces.get('nas-bench-201')
+    graph = supernet_graph(space, 2, 1)
+    alpha = graph['alphas']['alpha/alpha_cell']
+    alpha.d = np.random.RandomState(2).randn(*alpha.shape)
+    alpha.grad.zero()
+    penalty = CostPenalty(graph, space, 1, 0.3, methods.get('drnas').mean_weights)
+    penalty.add_gradient()
+    c, a = penalty.costs['alpha_cell'], alpha.d.astype(np.float64)
+    beta, dbeta = np.where(a > 0, a + 1, np.exp(a)), np.where(a > 0, 1.0, np.exp(a))
+    mean = beta / beta.sum(axis=1, keepdims=True)
+    grad = 0.3 / c.max(axis=1).sum() * (c - (mean * c).sum(axis=1, keepdims=True)) / beta.sum(axis=1, keepdims=True)
+    assert np.allclose(alpha.g, grad * dbeta, rtol=1e-4, atol=1e-9)
+    derived = space.derive({'alpha_cell': a})
+    assert penalty.epoch_values(derived, space)['Expected multiply-adds'] == pytest.approx(
+        penalty.skeleton + (mean * c).sum(), rel=1e-5)
+
+
 def test_a_search_with_a_cost_logs_the_derived_cell_s_multiply_adds(archive, tmp_path):
     folder = tmp_path / 'm'
     res = run_cli('darts_search.py', SEARCH_NB201 + ['--dataset-path', archive, '-e', '1', '-m', folder,
