@@ -147,7 +147,7 @@ def parse(script, argv=None):
         add('--skip-beta', type=float, default=None,
             help='darts-minus: the auxiliary skip\'s weight at the start, decaying linearly to 0 (default 1)')
         add('--sdarts-epsilon', type=float, default=None,
-            help='sdarts-rs, sdarts-adv: the perturbation bound reached at the end, rising linearly from 0.03 (default 0.3)')
+            help='sdarts-rs, sdarts-adv: the perturbation bound at the end, rising linearly from 0.03 (default 0.3)')
         add('--tau-max', type=float, default=None,
             help='gdas: the Gumbel-softmax temperature at the start, falling linearly (default 10, the paper\'s)')
         add('--tau-min', type=float, default=None, help='gdas: the temperature at the last epoch (default 0.1)')

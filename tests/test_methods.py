@@ -68,10 +68,7 @@ def test_beta_darts_gradient_is_the_loss_s_plus_lambda_times_the_softmax_over_ro
 def test_beta_darts_weight_rises_linearly_from_zero():
     method = methods.get('beta-darts', beta_decay_weight=25.0)
     attached(method, spaces.get('nas-bench-201'))
-    weights = []
-    for epoch in range(50):
-        method.schedule(epoch, 50)
-        weights.append(float(method.weight.d))
+    weights = schedule_of(method, lambda: float(method.weight.d), 50)
     assert weights == pytest.approx([0.5 * e for e in range(50)])  # the paper's code: 0 + 50 * epoch / 100
 
 
@@ -182,14 +179,30 @@ def weights_in_the_weight_step(method, graph, batch, iteration):
     return catcher.seen[-1]
 
 
-def test_sdarts_rs_perturbs_the_weight_step_alone_within_epsilon_and_clipped():
-    space, table = spaces.get('nas-bench-201'), operations.NAS_BENCH_201
-    method = methods.get('sdarts-rs', seed=4, sdarts_epsilon=0.3)
-    graph, _, batch = attached(method, space)
+def sdarts_on_nas_bench_201(name, seed):
+    """An SDARTS method on a tiny NAS-Bench-201 supernet: (method, graph, batch, the alpha, its delta),
+    with ``method.rows`` mixing weights of the alpha that read the same delta as the graph's."""
+    method = methods.get(name, seed=seed, sdarts_epsilon=0.3)
+    graph, _, batch = attached(method, spaces.get('nas-bench-201'))
     alpha = graph['alphas']['alpha/alpha_cell']
     delta = method.perturbed[0][1]
-    rows = edge_slices(F.add2(F.softmax(alpha, axis=1), delta), table)
-    method.rows = rows
+    method.rows = edge_slices(F.add2(F.softmax(alpha, axis=1), delta), operations.NAS_BENCH_201)
+    return method, graph, batch, alpha, delta
+
+
+def schedule_of(method, value, epochs):
+    """``value()`` after the method's schedule of each epoch of ``epochs``."""
+    values = []
+    for epoch in range(epochs):
+        method.schedule(epoch, epochs)
+        values.append(value())
+    return values
+
+
+def test_sdarts_rs_perturbs_the_weight_step_alone_within_epsilon_and_clipped():
+    table = operations.NAS_BENCH_201
+    method, graph, batch, alpha, delta = sdarts_on_nas_bench_201('sdarts-rs', 4)
+    rows = method.rows
     clean = softmax(alpha.d)
     method.schedule(25, 50)  # eps = 0.03 + 0.27 / 2
     assert method.epsilon == pytest.approx(0.165)
@@ -217,12 +230,8 @@ def numpy_pgd(method, graph, batch, iteration, loss_at, sign_at):
 
 
 def test_sdarts_adv_weight_step_is_at_the_pgd_perturbation_that_raises_the_loss():
-    space, table = spaces.get('nas-bench-201'), operations.NAS_BENCH_201
-    method = methods.get('sdarts-adv', seed=3, sdarts_epsilon=0.3)
-    graph, _, batch = attached(method, space)
-    alpha = graph['alphas']['alpha/alpha_cell']
-    delta = method.perturbed[0][1]
-    method.rows = edge_slices(F.add2(F.softmax(alpha, axis=1), delta), table)
+    table = operations.NAS_BENCH_201
+    method, graph, batch, alpha, delta = sdarts_on_nas_bench_201('sdarts-adv', 3)
     method.schedule(9, 10)
     clean = softmax(alpha.d)
 

@@ -17,7 +17,7 @@ from helpers import NO_EIGENVALUE, one_line, read_series, run_cli
 from methods.gdas import ALPHA_PASS, WEIGHT_PASS, log_softmax
 from methods.rsws import random_arch
 from model_search import ALONE, Drawn, graph_parameters
-from test_methods import SEARCH_NB201, attached, read_json
+from test_methods import SEARCH_NB201, attached, read_json, schedule_of
 
 SPACES = [spaces.get('nas-bench-201'), spaces.get('darts', num_nodes=4)]
 
@@ -115,10 +115,7 @@ def test_gdas_alpha_gradient_is_the_straight_through_one(space):
 def test_gdas_temperature_falls_linearly_from_10_to_0_1_and_draws_repeat():
     method = methods.get('gdas', seed=3)
     attached(method, spaces.get('nas-bench-201'))
-    taus = []
-    for epoch in range(5):
-        method.schedule(epoch, 5)
-        taus.append(method.tau)
+    taus = schedule_of(method, lambda: method.tau, 5)
     assert taus == pytest.approx([10, 7.525, 5.05, 2.575, 0.1])
     assert method.draw(7, WEIGHT_PASS)[1] == method.draw(7, WEIGHT_PASS)[1]
     draws = {method.draw(i, p)[1]['alpha_cell'] for i in range(4) for p in (WEIGHT_PASS, ALPHA_PASS)}

@@ -88,13 +88,18 @@ def test_bad_input_is_one_line_before_any_search(tmp_path, archive):
     assert not out.exists()
 
 
+def one_more_search(folder, archive, *flags):
+    """Run seed 0 of NAS-Bench-201's tiny search with ``flags`` into ``folder``; its seed folder."""
+    res = seeds('run', '--seeds', '0', '--out', folder, '--', *RUN, '--dataset-path', archive, *flags)
+    assert res.returncode == 0, res.stderr
+    return folder / 'seed_0'
+
+
 def test_the_report_of_several_methods_gives_a_mean_and_std_per_method(report, archive, tmp_path):
     _, out = report
-    beta = tmp_path / 'beta'
-    res = seeds('run', '--seeds', '0', '--out', beta, '--', *RUN, '--dataset-path', archive, '--method', 'beta-darts')
-    assert res.returncode == 0, res.stderr
+    beta = one_more_search(tmp_path / 'beta', archive, '--method', 'beta-darts')
     both = tmp_path / 'both'
-    res = seeds('report', out / 'seed_0', out / 'seed_1', beta / 'seed_0', '--out', both)
+    res = seeds('report', out / 'seed_0', out / 'seed_1', beta, '--out', both)
     assert res.returncode == 0, res.stderr
     text = (both / 'report.md').read_text()
     assert text.count('| darts | 0 |') == 1 and text.count('| darts | 1 |') == 1 and '| beta-darts | 0 |' in text
@@ -114,11 +119,9 @@ def test_the_cells_multiply_adds_are_the_hand_counts_and_the_front_is_undominate
 
 def test_pareto_draws_a_cost_sweep_and_refuses_darts_searches(report, archive, tmp_path):
     _, out = report
-    cost = tmp_path / 'cost'
-    res = seeds('run', '--seeds', '0', '--out', cost, '--', *RUN, '--dataset-path', archive, '--cost-weight', '2')
-    assert res.returncode == 0, res.stderr
+    cost = one_more_search(tmp_path / 'cost', archive, '--cost-weight', '2')
     picture = tmp_path / 'pareto.png'
-    res = seeds('pareto', out / 'seed_0', cost / 'seed_0', '--out', picture)
+    res = seeds('pareto', out / 'seed_0', cost, '--out', picture)
     assert res.returncode == 0, res.stderr
     assert picture.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     lines = [line for line in res.stdout.splitlines() if line.startswith('λ = ')]
