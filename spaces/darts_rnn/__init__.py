@@ -1,0 +1,2 @@
+"""The paper's recurrent space (issue 28, under construction): so far its architecture format
+(arch.py); the cell, the supernet and the language model are to come."""
