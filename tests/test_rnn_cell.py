@@ -46,3 +46,53 @@ def test_the_cell_is_the_paper_s_step_by_step(name, masks):
                           weights, x_mask, h_mask)
     for got, want in zip(hs, expected):
         assert np.allclose(got.d, want, rtol=1e-5, atol=1e-6)
+
+
+def numpy_search_step(x, h, p, weights, h_mask, bn):
+    """The paper's search cell (its model_search.py), one step, written out in numpy."""
+    def sigmoid(v):
+        return 1 / (1 + np.exp(-v))
+
+    def norm(s):
+        return (s - s.mean(axis=0)) / np.sqrt(s.var(axis=0) + 1e-5) if bn else s
+    functions = {'tanh': np.tanh, 'relu': lambda v: np.maximum(v, 0), 'sigmoid': sigmoid, 'identity': lambda v: v}
+    hidden = h.shape[1]
+    ch = np.concatenate([x, h * h_mask], axis=1) @ weights['W0']
+    states = [norm(h + sigmoid(ch[:, :hidden]) * (np.tanh(ch[:, hidden:]) - h))]
+    row = 0
+    for node in range(1, 9):
+        s = 0
+        for e, source in enumerate(states):
+            ch = (source * h_mask) @ weights['W{}'.format(node)]
+            for k, op in enumerate(arch.OPS[1:], 1):
+                s = s + p[row + e, k] * (source + sigmoid(ch[:, :hidden]) * (functions[op](ch[:, hidden:]) - source))
+        states.append(norm(s))
+        row += node
+    return np.mean(states[1:], axis=0)
+
+
+@pytest.mark.parametrize('bn', [True, False])
+def test_the_search_cell_is_the_paper_s_and_one_hot_weights_give_the_derived_cell(bn):
+    nn.clear_parameters()
+    rng = np.random.RandomState(1)
+    batch, inputs, hidden = 4, 3, 5
+    x, h = rng.randn(batch, inputs).astype(np.float32), rng.randn(batch, hidden).astype(np.float32)
+    h_mask = ((rng.rand(batch, hidden) > 0.25) / 0.75).astype(np.float32)
+    p = rng.dirichlet(np.ones(5), 36)
+    weights = nn.Variable.from_numpy_array(p.astype(np.float32))
+    out = cell.search_step(*(nn.Variable.from_numpy_array(a) for a in (x, h)), weights, None,
+                           nn.Variable.from_numpy_array(h_mask), bn)
+    out.forward()
+    params = {k.split('/')[-1]: v.d.astype(np.float64) for k, v in nn.get_parameters().items() if '/W' in '/' + k}
+    assert np.allclose(out.d, numpy_search_step(x, h, p, params, h_mask, bn), rtol=1e-4, atol=1e-5)
+    if not bn:  # one-hot weights on the DARTS_V2 cell's edges and ops: its own step, on the same weights
+        genotype = arch.PAPER_ARCHS['DARTS_V2']
+        one_hot = np.zeros((36, 5), np.float32)
+        for node, (op, source) in enumerate(genotype, 1):
+            one_hot[arch.EDGES.index((source, node)), arch.OPS.index(op)] = 1
+        weights.d = one_hot
+        out.forward()
+        derived = cell.step(*(nn.Variable.from_numpy_array(a) for a in (x, h)), genotype, None,
+                            nn.Variable.from_numpy_array(h_mask))
+        derived.forward()
+        assert np.allclose(out.d, derived.d, rtol=1e-5, atol=1e-6)

@@ -1,2 +1,3 @@
 """The paper's recurrent space (issue 28, under construction): so far its architecture format
-(arch.py) and its cell as nnabla graphs (cell.py); the supernet and the language model are to come."""
+(arch.py), its cell and its supernet cell as nnabla graphs (cell.py); the language model, the
+search and the retraining are to come."""

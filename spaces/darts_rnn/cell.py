@@ -1,4 +1,5 @@
-"""The recurrent cell of an arch (spaces/darts_rnn/arch.py) as nnabla graphs, unrolled over time:
+"""The recurrent cell of an arch (spaces/darts_rnn/arch.py), and the supernet's cell, as nnabla
+graphs, unrolled over time:
 
     [c0, h0] = [x * m_x, h * m_h] W0,  s0 = h + sigmoid(c0) * (tanh(h0) - h)
     [c, h'] = (s_p * m_h) W_i,          s_i = s_p + sigmoid(c) * (f_i(h') - s_p)
@@ -11,8 +12,9 @@ the same at every step; none at test), W0 of (input + hidden) x 2 hidden and one
 import nnabla as nn
 import nnabla.functions as F
 import nnabla.initializer as I
+import nnabla.parametric_functions as PF
 
-from spaces.darts_rnn.arch import NODES
+from spaces.darts_rnn.arch import NODES, OPS
 
 INIT_RANGE = 0.04
 ACTIVATIONS = {'tanh': F.tanh, 'relu': F.relu, 'sigmoid': F.sigmoid, 'identity': lambda h: h}
@@ -55,3 +57,34 @@ def unrolled(xs, h, arch, x_mask=None, h_mask=None):
             h = step(x, h, arch, x_mask, h_mask)
             hs.append(h)
     return hs
+
+
+def search_step(x, h, weights, x_mask=None, h_mask=None, bn=True):
+    """h_t of the supernet cell: every node reads every earlier node through the mix of the four
+    activations by ``weights`` (a 36 x 5 Variable, ``none`` in column 0 adding nothing), one matrix
+    product per node for all its incoming edges (the paper's code batches them so), and with ``bn``
+    a BN without affine parameters on s0 and on every node, one BN for all, as the paper's search
+    cell has it. With one-hot ``weights`` and no BN this is the derived cell's step."""
+    hidden = h.shape[1]
+    xh = F.concatenate(masked(x, x_mask), masked(h, h_mask), axis=1)
+    norm = (lambda s: PF.batch_normalization(s, axes=[1], no_scale=True, no_bias=True, name='bn')) if bn else \
+        (lambda s: s)
+    states = [norm(gated(h, F.affine(xh, weight('W0', xh.shape[1], hidden)), F.tanh, hidden))]
+    row = 0
+    for node in range(1, NODES + 1):
+        before = F.stack(*states, axis=0)  # (node, B, hidden)
+        flat = F.reshape(masked(before, None if h_mask is None else F.reshape(h_mask, (1,) + h_mask.shape)),
+                         (node * x.shape[0], hidden))
+        ch = F.reshape(F.affine(flat, weight('W{}'.format(node), hidden, hidden)), (node, x.shape[0], 2 * hidden))
+        c = F.sigmoid(F.slice(ch, (0, 0, 0), (node, x.shape[0], hidden)))
+        h_ = F.slice(ch, (0, 0, hidden), (node, x.shape[0], 2 * hidden))
+        terms = []
+        for k, op in enumerate(OPS):
+            if op == 'none':
+                continue
+            w = F.reshape(F.slice(weights, (row, k), (row + node, k + 1)), (node, 1, 1))
+            unweighted = F.add2(before, F.mul2(c, F.sub2(ACTIVATIONS[op](h_), before)))
+            terms.append(F.sum(F.mul2(w, unweighted), axis=0))
+        states.append(norm(F.add_n(*terms)))
+        row += node
+    return F.mul_scalar(F.add_n(*states[1:]), 1.0 / NODES)
