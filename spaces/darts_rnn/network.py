@@ -1,0 +1,61 @@
+"""The language model around the recurrent cell (the paper's RNNModel): an embedding, the cell
+unrolled over the window, a decoder tied to the embedding, and the paper's dropouts given as
+masks (drawn by the caller, so that a resumed run draws the same ones):
+
+    e_t = (E * m_e)[w_t] * m_i,  h_t = cell(e_t, h_{t-1}; m_x, m_h),  logits_t = (h_t * m_o) E^T + b
+
+m_e drops whole words of the embedding matrix E (embedding dropout), m_i and m_o one mask per
+sequence for every step (locked dropout of the inputs and the outputs), m_x and m_h the cell's own;
+every mask is 0 or 1 / (1 - p). The training loss adds TAR, beta * mean((h_t - h_{t-1})^2) over the
+window's raw hidden states (AR, the paper's 0, is left out).
+"""
+import collections
+
+import nnabla as nn
+import nnabla.functions as F
+import nnabla.initializer as I
+
+from spaces.darts_rnn import cell
+
+EMBEDDING_RANGE = 0.1  # E ~ U(-0.1, 0.1), the paper's code's init_weights; the decoder bias starts at 0
+
+Masks = collections.namedtuple('Masks', 'embedding inputs x hidden outputs')
+Masks.__doc__ = """The dropout masks of a training window (Variables): embedding (V x 1), inputs and outputs
+(B x embedding and B x hidden), x and hidden (the cell's: B x embedding, B x hidden)."""
+
+
+def embedding(vocabulary, size):
+    """The (V x size) embedding matrix, the decoder's weight too."""
+    return nn.parameter.get_parameter_or_create('embedding', (vocabulary, size),
+                                                I.UniformInitializer((-EMBEDDING_RANGE, EMBEDDING_RANGE)))
+
+
+def language_model(tokens, h0, arch, vocabulary, size, masks=None):
+    """(logits of every step, (T x B) x V; the last hidden state; the raw hidden states) of the
+    (T x B) int Variable ``tokens`` from the (B x size) ``h0``: the model of the module's text, with
+    ``masks`` (Masks) in training, none at test."""
+    E = embedding(vocabulary, size)
+    table = E if masks is None else F.mul2(E, masks.embedding)
+    steps, batch = tokens.shape
+    hs, h = [], h0
+    with nn.parameter_scope('cell'):
+        for t in range(steps):
+            e = F.embed(F.reshape(F.slice(tokens, (t, 0), (t + 1, batch)), (batch,)), table)
+            e = e if masks is None else F.mul2(e, masks.inputs)
+            h = cell.step(e, h, arch, *(None, None) if masks is None else (masks.x, masks.hidden))
+            hs.append(h)
+    out = F.stack(*hs, axis=0) if masks is None else F.stack(*[F.mul2(v, masks.outputs) for v in hs], axis=0)
+    bias = nn.parameter.get_parameter_or_create('decoder_bias', (vocabulary,), I.ConstantInitializer(0))
+    logits = F.add2(F.affine(F.reshape(out, (steps * batch, size)), F.transpose(E, (1, 0))),
+                    F.reshape(bias, (1, vocabulary)))
+    return logits, h, hs
+
+
+def loss(logits, targets, hs, tar=0.0):
+    """Mean cross entropy of the (T x B) int ``targets``, plus TAR of weight ``tar`` over ``hs``."""
+    nll = F.mean(F.softmax_cross_entropy(logits, F.reshape(targets, (targets.size, 1))))
+    if not tar or len(hs) < 2:
+        return nll
+    steps = F.stack(*hs, axis=0)
+    change = F.sub2(F.slice(steps, start=(1, 0, 0)), F.slice(steps, stop=(len(hs) - 1,) + hs[0].shape))
+    return F.add2(nll, F.mul_scalar(F.mean(F.pow_scalar(change, 2.0)), tar))
