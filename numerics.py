@@ -1,5 +1,6 @@
 """The optimisation arithmetic both jobs share: the learning-rate schedules, PyTorch-style momentum,
-global-norm gradient clipping and dynamic loss scaling.
+global-norm gradient clipping, dynamic loss scaling, in-place copies of arrays by solver kernels and
+the running means and switch rule of NT-ASGD.
 
 nnabla's ``S.Momentum`` keeps v = 0.9 v + lr g and subtracts v; the paper's PyTorch SGD keeps
 buf = 0.9 buf + g and subtracts lr * buf. The two agree while the lr is constant (v = lr buf);
@@ -12,6 +13,8 @@ the same rescaling keeps them equal. The paper clips the global 2-norm of all we
 Both conventions side by side, with the recipes of both jobs: docs/reference.md.
 """
 import math
+
+import numpy as np
 
 import nnabla as nn
 import nnabla.functions as F
@@ -137,3 +140,54 @@ class LossScaler:
         if self.good_steps % self.growth_interval == 0:
             self.scale = min(self.scale * 2, self.max_scale)
         return True
+
+
+def bound(data, grad):
+    """A Variable whose data and grad are the given arrays (for a solver kernel; need_grad, without
+    which a solver's weight_decay passes it by)."""
+    v = nn.Variable(data.shape, need_grad=True)
+    v.data, v.grad = data, grad
+    return v
+
+
+class Copier:
+    """Copies each ``sources[i]`` into ``targets[i]`` with two solver kernels per array: scale the
+    targets by 0, then add 1 * source (a weight decay). Exact (x + 0 = x) as long as the targets
+    hold finite values before (0 * inf is NaN); no nnabla function and no Python per array, where
+    NdArray.copy_from creates and calls a function per array. (zero_grad will not do: a solver
+    skips the gradients that zero_grad has marked as zero.)"""
+
+    def __init__(self, sources, targets):
+        self.solver = S.Sgd(0.0)
+        self.solver.set_parameters({str(i): bound(s, t) for i, (s, t) in enumerate(zip(sources, targets))})
+
+    def __call__(self):
+        self.solver.scale_grad(0.0)
+        self.solver.weight_decay(1.0)
+
+
+def zeros_like(p):
+    """A new NdArray of zeros of ``p``'s shape (real zeros: a Copier target must hold finite values)."""
+    return nn.NdArray.from_numpy_array(np.zeros(p.shape, np.float32))
+
+
+class Averager:
+    """The running means of arrays (NT-ASGD's averaged weights): after the n-th ``update``, each
+    average is the mean of the n values its array held at the updates. Two solver kernels per array,
+    average = (1 - 1/n) average + (1/n) array, as Copier copies."""
+
+    def __init__(self, params):
+        self.count, self.averages = 0, {name: zeros_like(p) for name, p in params.items()}
+        self.solver = S.Sgd(0.0)
+        self.solver.set_parameters({name: bound(p.data, self.averages[name]) for name, p in params.items()})
+
+    def update(self):
+        self.count += 1
+        self.solver.scale_grad(1.0 - 1.0 / self.count)
+        self.solver.weight_decay(1.0 / self.count)
+
+
+def asgd_due(losses, loss, nonmono=5):
+    """NT-ASGD's switch (Merity et al., ICLR 2018, as the paper's code has it): whether the validation
+    ``loss`` of this epoch is worse than the best of the earlier ``losses`` but their last ``nonmono``."""
+    return len(losses) > nonmono and loss > min(losses[:-nonmono])

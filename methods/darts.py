@@ -14,14 +14,13 @@ exactly; the graph computes only the gradients that a pass needs.
 
 The formula, its passes and the momentum buffer it reads: docs/reference.md.
 """
-import numpy as np
 import nnabla as nn
 import nnabla.functions as F
 import nnabla.solvers as S
 
 from methods.method import Method
 from model_search import forward_backward
-from numerics import concatenated, flat_view
+from numerics import Copier, bound, concatenated, flat_view, zeros_like
 
 FD_RADIUS = 0.01  # eps = FD_RADIUS / ||grad_w' L_val(w', a)||, as in the paper's code
 
@@ -43,35 +42,6 @@ def split_into(flat, arrays):
         pieces.append(piece)
         start += a.size
     return pieces
-
-
-def bound(data, grad):
-    """A Variable whose data and grad are the given arrays (for a solver kernel; need_grad, without
-    which a solver's weight_decay passes it by)."""
-    v = nn.Variable(data.shape, need_grad=True)
-    v.data, v.grad = data, grad
-    return v
-
-
-class Copier:
-    """Copies each ``sources[i]`` into ``targets[i]`` with two solver kernels per array: scale the
-    targets by 0, then add 1 * source (a weight decay). Exact (x + 0 = x) as long as the targets
-    hold finite values before (0 * inf is NaN); no nnabla function and no Python per array, where
-    NdArray.copy_from creates and calls a function per array. (zero_grad will not do: a solver
-    skips the gradients that zero_grad has marked as zero.)"""
-
-    def __init__(self, sources, targets):
-        self.solver = S.Sgd(0.0)
-        self.solver.set_parameters({str(i): bound(s, t) for i, (s, t) in enumerate(zip(sources, targets))})
-
-    def __call__(self):
-        self.solver.scale_grad(0.0)
-        self.solver.weight_decay(1.0)
-
-
-def zeros_like(p):
-    """A new NdArray of zeros of ``p``'s shape (real zeros: a Copier target must hold finite values)."""
-    return nn.NdArray.from_numpy_array(np.zeros(p.shape, np.float32))
 
 
 class Unroller:

@@ -564,3 +564,25 @@ def test_cosine_lr():
     for e in range(E + 1):
         assert values[e] == pytest.approx(lr_min + (lr_max - lr_min) * (1 + math.cos(math.pi * e / E)) / 2)
     assert numerics.cosine_lr(1, 2, 0.025, 0.0) == pytest.approx(0.0125)
+
+
+def test_the_averager_keeps_the_mean_of_the_arrays_since_its_start():
+    rng = np.random.RandomState(0)
+    params = {'a': nn.Variable.from_numpy_array(rng.randn(3, 2).astype(np.float32)),
+              'b': nn.Variable.from_numpy_array(rng.randn(4).astype(np.float32))}
+    averager = numerics.Averager(params)
+    seen = {k: [] for k in params}
+    for _ in range(5):
+        for k, p in params.items():
+            p.d = rng.randn(*p.shape)
+            seen[k].append(p.d.copy())
+        averager.update()
+    for k in params:
+        assert np.allclose(averager.averages[k].data, np.mean(seen[k], axis=0), rtol=1e-6, atol=1e-7)
+
+
+def test_nt_asgd_switches_when_the_loss_is_worse_than_the_best_before_the_last_five():
+    losses = [5.0, 4.0, 3.0, 3.5, 3.6, 3.7, 3.8]
+    assert not numerics.asgd_due(losses[:5], 3.1)  # not more than 5 earlier losses
+    assert not numerics.asgd_due(losses, 3.9)      # min(5.0, 4.0) = 4.0: better than that
+    assert numerics.asgd_due(losses, 4.1) and numerics.asgd_due(losses[:6] + [2.9], 4.5)
