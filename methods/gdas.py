@@ -36,6 +36,18 @@ def log_softmax(a):
     return a - m - np.log(np.exp(a - m).sum(axis=1, keepdims=True))
 
 
+def drawn_rows(h, drawn):
+    """The mixing weights of a drawn network from the (edges x ops) weights ``h``: per edge the drawn
+    op ``drawn[e]`` weighed by its h, the other ops not computed and their h added as scalars (their
+    values are 0; their gradients are the straight-through estimator's)."""
+    rows = []
+    for e, k in enumerate(drawn):
+        weights = [None] * h.shape[1]
+        weights[k] = F.slice(h, (e, k), (e + 1, k + 1))
+        rows.append(Drawn(weights, [F.slice(h, (e, j), (e + 1, j + 1)) for j in range(h.shape[1]) if j != k]))
+    return rows
+
+
 class DrawnGraph:
     """The search graph of one drawn network: its drawn op per edge of every alpha matrix fixed, its
     Gumbel noise and temperature inputs set for each pass."""
@@ -54,12 +66,7 @@ class DrawnGraph:
         gumbel, one_hot = self.inputs[alpha.name] = self.noise(alpha)
         p = F.softmax(F.div2(F.add2(F.log_softmax(alpha, axis=1), gumbel), self.tau), axis=1)
         h = F.add2(F.sub2(p, p.get_unlinked_variable(need_grad=False)), one_hot)  # exactly one_hot in value
-        rows = []
-        for e, k in enumerate(self.drawn[alpha.name]):
-            weights = [None] * alpha.shape[1]
-            weights[k] = F.slice(h, (e, k), (e + 1, k + 1))
-            rows.append(Drawn(weights, [F.slice(h, (e, j), (e + 1, j + 1)) for j in range(alpha.shape[1]) if j != k]))
-        return rows
+        return drawn_rows(h, self.drawn[alpha.name])
 
     def feed(self, gumbels, tau):
         """Set the noise of every alpha matrix and the temperature."""

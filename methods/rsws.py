@@ -40,7 +40,7 @@ class Rsws(Method):
     def attach(self, graph, solvers):
         super().attach(graph, solvers)
         self.shapes = {name.split('/')[-1]: a.shape for name, a in graph['alphas'].items()}
-        self.batches = []
+        self.batches, self.trained, self.best = [], None, {}
 
     @property
     def ranking_batches(self):
@@ -61,6 +61,7 @@ class Rsws(Method):
         return self.graph['with_mixing'](mixing)
 
     def weight_gradient(self, train_batch, iteration):
+        self.trained = iteration
         arch = random_arch(self.graph['space'], self.shapes, np.random.RandomState([self.seed, iteration, WEIGHT_PASS]))
         return forward_backward(self.arch_graph(arch), train_batch, {'weights': self.solvers['weights']})
 
@@ -75,7 +76,10 @@ class Rsws(Method):
         return np.mean([v['err'] for v in values]), np.mean([v['loss'] for v in values])
 
     def derive(self, space, arrays, max_skip_connect=None):
-        """The best of the candidates on the ranking batches."""
-        rng = np.random.RandomState([self.seed, CANDIDATES])
-        candidates = [random_arch(space, self.shapes, rng) for _ in range(int(self.options['rsws_candidates']))]
-        return min(candidates, key=self.score)
+        """The best of the candidates on the ranking batches; ranked once per state of the weights (the
+        last epoch's ranking is the search's result)."""
+        if self.trained is None or self.trained not in self.best:
+            rng = np.random.RandomState([self.seed, CANDIDATES])
+            candidates = [random_arch(space, self.shapes, rng) for _ in range(int(self.options['rsws_candidates']))]
+            self.best = {self.trained: min(candidates, key=self.score)}
+        return self.best[self.trained]

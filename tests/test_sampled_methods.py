@@ -14,7 +14,7 @@ import pytest
 import methods
 import spaces
 from helpers import NO_EIGENVALUE, one_line, read_series, run_cli
-from methods.gdas import ALPHA_PASS, WEIGHT_PASS, log_softmax
+from methods.gdas import ALPHA_PASS, WEIGHT_PASS, drawn_rows, log_softmax
 from methods.rsws import random_arch
 from model_search import ALONE, Drawn, graph_parameters
 from test_methods import SEARCH_NB201, attached, read_json, schedule_of
@@ -80,12 +80,7 @@ def hard_weight_gradient(graph, drawn, batch):
         h.d[np.arange(alpha.shape[0]), drawn[alpha.name]] = 1
         h.grad.zero()
         leaves[alpha.name] = h
-        rows = []
-        for e, k in enumerate(drawn[alpha.name]):
-            weights = [None] * alpha.shape[1]
-            weights[k] = F.slice(h, (e, k), (e + 1, k + 1))
-            rows.append(Drawn(weights, [F.slice(h, (e, j), (e + 1, j + 1)) for j in range(alpha.shape[1]) if j != k]))
-        return rows
+        return drawn_rows(h, drawn[alpha.name])
     g = graph['with_mixing'](mixing)
     g['x'].d, g['y'].d = batch
     g['loss'].forward()
@@ -167,6 +162,13 @@ def test_rsws_trains_the_drawn_architecture_alone_and_derives_the_best_candidate
         scores.append((float(g['err'].d), float(g['loss'].d)))
     assert method.derive(space, {}) == candidates[min(range(6), key=lambda i: scores[i])]
     assert method.updates_alphas is False
+    scored, score = [], method.score
+    method.score = lambda a: scored.append(a) or score(a)
+    method.derive(space, {})
+    assert scored == []  # the same weights: the last ranking is kept
+    method.weight_gradient(batch, 4)
+    method.derive(space, {})
+    assert len(scored) == 6
 
 
 @pytest.mark.parametrize('flags, fragment', [
