@@ -11,6 +11,7 @@ import json
 import math
 
 import board
+import corpora
 import datasets
 import methods
 import parallel
@@ -32,7 +33,11 @@ DEFAULTS = {
                 monitor_path='train.monitor', model_arch_name='DARTS_arch.json'),
 }
 COMMON = dict(weight_decay_model=3e-4, lr_schedule='cosine', color_jitter=(0.0, 0.0, 0.0, 0.0),
-              label_smoothing=0.0, dropout_rate=0.2, cutout=True, num_nodes=7, nesterov=False, auxiliary=True)
+              label_smoothing=0.0, dropout_rate=0.2, cutout=True, num_nodes=7, nesterov=False, auxiliary=True,
+              grad_clip_value_model=5.0, momentum=0.9, arch_lr=3e-4, hessian_every=1)
+# the recurrent space's own flags (spaces/darts_rnn/__init__.py has their defaults)
+RECURRENT_FLAGS = ('embedding_size', 'hidden_size', 'bptt', 'dropout_output', 'dropout_hidden', 'dropout_x',
+                   'dropout_input', 'dropout_embedding', 'tar')
 # the paper's ImageNet recipe (mobile setting, its train_imagenet.py): the retraining defaults of --dataset imagenet
 IMAGENET_RECIPE = dict(epoch=250, batch_size=128, num_cells=14, additional_filters_on_retrain=32, model_lr=0.1,
                        lr_schedule='exponential', weight_decay_model=3e-5, label_smoothing=0.1, dropout_rate=0.0,
@@ -90,8 +95,9 @@ def parse(script, argv=None):
     add('--type-config', '-t', default='float', choices=('float', 'half'), help='float, or half (cudnn)')
     add('--deterministic', type=boolean, default=False,
         help='cudnn: deterministic cuDNN algorithms (NNABLA_CUDNN_DETERMINISTIC), for runs that repeat exactly')
-    add('--dataset', default='cifar10', choices=datasets.NAMES,
-        help='what to train on: the archives (downloaded without --dataset-path) or an image folder')
+    add('--dataset', default='cifar10', choices=datasets.NAMES + corpora.NAMES,
+        help='what to train on: the archives (downloaded without --dataset-path), an image folder, or a text '
+             'corpus (ptb, text: the recurrent space)')
     add('--search-space', default=None, choices=spaces.NAMES,
         help='the search space (default {}; {})'.format(spaces.DEFAULT, 'its own in an arch file that names one'
                                                         if script == TRAIN else 'docs/reference.md'))
@@ -106,13 +112,13 @@ def parse(script, argv=None):
         help='channels added to --output-filter when retraining (16 + 20 = the paper\'s 36)')
     add('--model-lr', type=float, help='initial weight learning rate')
     add('--min-model-lr', type=float, help='final weight learning rate (cosine)')
-    add('--lr-schedule', choices=('cosine', 'exponential'),
-        help='per epoch: cosine to --min-model-lr, or times --lr-gamma')
+    add('--lr-schedule', choices=('cosine', 'exponential', 'constant'),
+        help='per epoch: cosine to --min-model-lr, times --lr-gamma, or constant')
     add('--lr-gamma', type=float, default=0.97, help='exponential schedule: the factor of every epoch')
-    add('--momentum', type=float, default=0.9, help='SGD momentum of the weights')
+    add('--momentum', type=float, help='SGD momentum of the weights')
     add('--nesterov', type=boolean, help='Nesterov momentum (PyTorch\'s SGD with nesterov=True)')
     add('--weight-decay-model', type=float, help='weight decay of the weights')
-    add('--grad-clip-value-model', type=float, default=5.0, help='max global norm of the weight gradients')
+    add('--grad-clip-value-model', type=float, help='max global norm of the weight gradients')
     add('--monitor-path', '-m', default=d['monitor_path'], help='folder of monitor series and results')
     add('--model-save-interval', '-s', type=int, default=1000,
         help='iterations between checkpoints (also at every epoch end)')
@@ -139,6 +145,15 @@ def parse(script, argv=None):
         help='also write TensorBoard event files into DIR (needs requirements-tensorboard.txt; default: none)')
     add('--tensorboard-every', type=int, default=50,
         help='iterations between the running training values in TensorBoard')
+    add('--embedding-size', type=int, help='recurrent: the word embedding\'s size (tied to the decoder)')
+    add('--hidden-size', type=int, help='recurrent: the cell\'s state size (equal to --embedding-size: tied weights)')
+    add('--bptt', type=int, help='recurrent: the window of truncated backpropagation through time')
+    add('--dropout-output', type=float, help='recurrent: locked dropout of the cell\'s outputs')
+    add('--dropout-hidden', type=float, help='recurrent: variational dropout of the cell\'s state input')
+    add('--dropout-x', type=float, help='recurrent: variational dropout of the cell\'s word input')
+    add('--dropout-input', type=float, help='recurrent: locked dropout of the embedded words')
+    add('--dropout-embedding', type=float, help='recurrent: dropout of whole words of the embedding')
+    add('--tar', type=float, help='recurrent: temporal activation regularisation beta')
     if script == SEARCH:
         add('--method', default=methods.DEFAULT, choices=methods.NAMES,
             help='the search method (docs/reference.md): how the alphas mix the ops and move')
@@ -158,7 +173,7 @@ def parse(script, argv=None):
         add('--cost-weight', type=float, default=0.0,
             help='lambda of the expected multiply-adds (normalised by the largest cell\'s) in the alpha objective '
                  '(0: none; docs/reference.md)')
-        add('--arch-lr', type=float, default=3e-4, help='Adam learning rate of the alphas')
+        add('--arch-lr', type=float, help='Adam learning rate of the alphas')
         add('--weight-decay-archs', type=float, default=1e-3, help='weight decay of the alphas')
         add('--second-order', type=boolean, default=False, help='second-order (unrolled) alpha gradient')
         add('--eta', type=float, default=None,
@@ -169,7 +184,7 @@ def parse(script, argv=None):
             help='PC-DARTS: weigh the edges into each node by a softmax over their betas')
         add('--arch-warmup-epochs', type=int, default=0,
             help='epochs before the alphas (and betas) are first updated (PC-DARTS: 15)')
-        add('--hessian-every', type=int, default=1,
+        add('--hessian-every', type=int,
             help='epochs between evaluations of the dominant Hessian eigenvalue of the alphas (0: never)')
         add('--hessian-batches', type=int, default=HESSIAN_BATCHES,
             help='fixed validation batches (no augmentation) of the Hessian eigenvalue')
@@ -199,8 +214,9 @@ def parse(script, argv=None):
                  'size), then exit; needs requirements-export.txt')
     args = p.parse_args(argv)
     args.search_space = resolved_space(script, args)
-    for name in spaces.SPACES[args.search_space].unused_flags:
-        if getattr(args, name, None) is not None:
+    for name in spaces.SPACES[args.search_space].unused_flags + RECURRENT_FLAGS:
+        if getattr(args, name, None) is not None and (name not in RECURRENT_FLAGS
+                                                      or args.search_space != spaces.RECURRENT):
             raise UserError('--{} means nothing on --search-space {}'.format(name.replace('_', '-'), args.search_space))
     if script == SEARCH:
         method_options(args)
@@ -235,7 +251,8 @@ def method_options(args):
 # float flags that must be finite (argparse's float() takes 'nan' and 'inf'); an infinite
 # --grad-clip-value-model is allowed: it means no clipping
 FINITE = ('model_lr', 'min_model_lr', 'weight_decay_model', 'arch_lr', 'weight_decay_archs', 'eta', 'dropout_rate',
-          'auxiliary_weight', 'lr_gamma', 'momentum', 'label_smoothing', 'cost_weight') + tuple(methods.OPTIONS)
+          'auxiliary_weight', 'lr_gamma', 'momentum', 'label_smoothing', 'cost_weight', 'dropout_output',
+          'dropout_hidden', 'dropout_x', 'dropout_input', 'dropout_embedding', 'tar') + tuple(methods.OPTIONS)
 
 
 # the flags that a resumed job may set otherwise than the run it continues (docs/reliability.md): how
@@ -246,7 +263,7 @@ NOT_TRAINING = ('summary_only', 'eval_only', 'model_load_path', 'plot', 'export_
 # the flags that the checkpoints of earlier versions recorded only when not at these values
 IMPLIED_BY_ABSENCE = dict(partial_channels=1, edge_normalization=False, dataset='cifar10', image_size=32,
                           search_space=spaces.DEFAULT, nesterov=False, method=methods.DEFAULT, cost_weight=0.0,
-                          **dict.fromkeys(methods.OPTIONS))
+                          **dict.fromkeys(tuple(methods.OPTIONS) + RECURRENT_FLAGS))
 
 
 def resume_config(script, args):
@@ -272,18 +289,28 @@ def space_of(args):
 
 
 def resolved_space(script, args):
-    """The search space of the run: --search-space, or the retraining's arch's own (a file that names
-    its space, a cell string), or DARTS's; an arch of another space than --search-space is refused."""
+    """The search space of the run: --search-space, or the recurrent one on a text corpus, or the
+    retraining's arch's own (a file that names its space, a cell string), or DARTS's; an arch of
+    another space, and a text corpus in an image space or the other way round, are refused."""
+    text = args.dataset in corpora.NAMES
+    if args.search_space and text != (args.search_space == spaces.RECURRENT):
+        raise UserError('--dataset {} is {}, and --search-space {} is for {}'.format(
+            args.dataset, 'a text corpus' if text else 'images', args.search_space,
+            'text corpora (ptb, text)' if not text else 'images'))
+    wanted = args.search_space or (spaces.RECURRENT if text else None)
     named = None
     if script == TRAIN and not args.plot:
         try:
             named = space_named(args.model_arch_name)
         except UserError:  # an arch that cannot be read: the job refuses it when it loads it, first thing
             pass
-    if args.search_space and named and named != args.search_space:
-        raise UserError('{} is an arch of the {} space, and this run is on --search-space {}'.format(
-            args.model_arch_name, spaces.SPACES[named].title, args.search_space))
-    return args.search_space or named or spaces.DEFAULT
+    if wanted and spaces.SPACES[wanted].claims(args.model_arch_name):
+        named = wanted  # a name that the run's space knows (DARTS_V2 is a cell of both DARTS spaces)
+    if named and (wanted or spaces.DEFAULT) != named and (wanted or text or named == spaces.RECURRENT):
+        raise UserError('{} is an arch of the {} space, and this run is on {}'.format(
+            args.model_arch_name, spaces.SPACES[named].title, '--search-space {}'.format(wanted) if wanted else
+            '--dataset {}'.format(args.dataset)))
+    return wanted or named or spaces.DEFAULT
 
 
 def image_size_rules(args, script):
@@ -296,6 +323,28 @@ def image_size_rules(args, script):
             (space.has_imagenet_network or not imagenet, '--search-space {} has only its CIFAR network: --dataset '
              'imagenet and --image-size above 64 are for --search-space darts'.format(space.name))] + \
         space.image_size_rules(args.image_size, imagenet, script == TRAIN and args.auxiliary)
+
+
+def recurrent_rules(args, script):
+    """The rules of the recurrent space's flags: positive sizes, tied weights, probabilities, and what
+    it does not have yet (methods but DARTS's, PC-DARTS, several processes)."""
+    rules = [(args.embedding_size > 0 and args.hidden_size > 0, '--embedding-size and --hidden-size must be positive'),
+             (args.embedding_size == args.hidden_size, '--embedding-size {} and --hidden-size {} must be equal: the '
+              'decoder is tied to the embedding'.format(args.embedding_size, args.hidden_size)),
+             (args.bptt >= 2, '--bptt must be at least 2'),
+             (args.tar >= 0, '--tar must be non-negative'),
+             (parallel.launched_size() == 1, 'the recurrent space runs on one process: mpirun is for the image '
+              'spaces so far')] + [
+                 (0 <= getattr(args, name) < 1, '--{} must be in [0, 1)'.format(name.replace('_', '-')))
+                 for name in RECURRENT_FLAGS if name.startswith('dropout_')]
+    if script == SEARCH:
+        rules += [(args.method == methods.DEFAULT, '--method {} is for the image spaces: the recurrent space is '
+                   'searched with darts'.format(args.method)),
+                  (args.partial_channels == 1 and not args.edge_normalization,
+                   '--partial-channels and --edge-normalization are for the image spaces'),
+                  (args.hessian_every == 0 and not args.early_stop,
+                   '--hessian-every and --early-stop are for the image spaces')]
+    return rules
 
 
 def check(args, script):
@@ -360,6 +409,8 @@ def check(args, script):
                   (0 <= args.label_smoothing < 1, '--label-smoothing must be in [0, 1)'),
                   (args.model_load_path or not (args.eval_only or args.export_nnp or args.export_onnx),
                    '--eval-only, --export-nnp and --export-onnx need --model-load-path')]
+    if args.search_space == spaces.RECURRENT:
+        rules += recurrent_rules(args, script)
     for ok, message in rules:
         if not ok:
             raise UserError(message)

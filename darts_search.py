@@ -10,7 +10,6 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 
 import nnabla as nn
 import nnabla.solvers as S
@@ -23,18 +22,20 @@ import genotype
 import hessian
 import methods
 import parallel
+import recurrent
 import spaces
 from args import IMPLIED_BY_ABSENCE, SEARCH, loop_plan, parse, resume_config, space_of
 from data_iterator import fixed_batches, network_input, recipe, training_batches, worker_pool
 from device import device_context
 from errors import UserError, run
 from files import check_output, write_atomic, write_json
+from genotype import alpha_dict, named_arrays, write_epoch
 from loop import TrainingLoop
 from methods.cost import CostPenalty
 from model_eval import count_parameters
 from model_search import search_graph
 from numerics import WeightUpdate, momentum_sgd
-from plots import alpha_weights, draw_cells, drawn
+from plots import draw_cells
 from spaces.space import Net
 from tasks.classification import CIFAR10
 
@@ -91,43 +92,6 @@ def method_of(args):
     own = {name: getattr(args, name) for name in methods.METHODS[args.method].options}
     return methods.get(args.method, seed=args.seed, second_order=args.second_order, eta=args.eta,
                        weight_decay=args.weight_decay_model, momentum=args.momentum, nesterov=args.nesterov, **own)
-
-
-def named_arrays(alphas):
-    """{short name ('alpha_normal', 'beta_reduction', ...): array} of the alpha parameters."""
-    return {name.split('/')[-1]: a.d for name, a in alphas.items()}
-
-
-def alpha_dict(alphas):
-    """The raw alphas as JSON lists, rows in edge order 0->2, 1->2, 0->3, ..."""
-    return {name: d.tolist() for name, d in named_arrays(alphas).items()}
-
-
-def draw_alphas(alphas, space, folder, epoch):
-    """Refresh folder/alphas.png (softmax weights of every edge and op); [path], or [] if it failed."""
-    path = os.path.join(folder, 'alphas.png')
-
-    def draw():
-        alpha_weights(space.cell_weights(named_arrays(alphas)), space.edges, space.op_labels, path,
-                      'epoch {}'.format(epoch + 1))
-        return [path]
-    return drawn(draw, 'alphas.png')
-
-
-def write_epoch(arch, alphas, space, folder, epoch, events):
-    """The files of ``epoch`` (from 0) that DARTS-ES may return to and ``genotype.py evolution``
-    reads: arch_epoch_N.json and alphas_epoch_N.json (N from 1); alphas.png redrawn; and in the
-    TensorBoard ``events`` that picture, the cells derived and histograms of the alphas."""
-    genotype.save(arch, genotype.epoch_file(folder, 'arch', epoch + 1), space)
-    write_json(alpha_dict(alphas), genotype.epoch_file(folder, 'alphas', epoch + 1))
-    for path in draw_alphas(alphas, space, folder, epoch):
-        events.image('alpha-weights', path, epoch + 1)
-    if events.active:
-        with tempfile.TemporaryDirectory() as scratch:
-            for path in drawn(lambda: [p for p, _ in draw_cells(space.diagrams(arch), scratch)], 'the cell diagrams'):
-                events.image('cells/' + os.path.basename(path)[:-len('.png')].replace('_cell', ''), path, epoch + 1)
-        for name, values in named_arrays(alphas).items():
-            events.histogram('alphas/' + name, values, epoch + 1)
 
 
 class EpochEnd:
@@ -258,6 +222,9 @@ def main(argv=None):
     state, resumed_from = checkpoint.start(args.monitor_path, args.model_save_path, resume_config(SEARCH, args),
                                            args.resume, IMPLIED_BY_ABSENCE)
     board.check(args.tensorboard, args.resume)
+    if space.name == spaces.RECURRENT:
+        nn.set_default_context(ctx)
+        return recurrent.search(args, space, state, resumed_from)
     data, halves, pool = load_halves(args)
     with pool or contextlib.nullcontext():
         return search(args, space, ctx, data, halves, pool, state, resumed_from)

@@ -17,6 +17,7 @@ import checkpoint
 import datasets
 import genotype
 import parallel
+import recurrent
 import spaces
 from args import IMPLIED_BY_ABSENCE, TRAIN, loop_plan, parse, resume_config, space_of
 from data_iterator import eval_batches, network_input, recipe, training_batches, worker_pool
@@ -190,11 +191,15 @@ def main(argv=None):
     arch = genotype.load(args.model_arch_name, space)
     nn.set_default_context(device_context(args.context, world.device_id(args.device_id), args.type_config,
                                           args.deterministic))
+    if space.name == spaces.RECURRENT and (args.export_nnp or args.export_onnx):
+        raise UserError('--export-nnp and --export-onnx are for the image spaces so far')
     if args.eval_only or args.export_nnp or args.export_onnx:
-        return use_saved(space, arch, args)
+        return recurrent.evaluate_saved(args, arch) if space.name == spaces.RECURRENT else use_saved(space, arch, args)
     state, resumed_from = checkpoint.start(args.monitor_path, args.model_save_path,
                                            dict(resume_config(TRAIN, args), arch=arch), args.resume, IMPLIED_BY_ABSENCE)
     board.check(args.tensorboard, args.resume)
+    if space.name == spaces.RECURRENT:
+        return recurrent.train(args, space, arch, state, resumed_from)
     data, pool = load_data(args)
     with pool or contextlib.nullcontext():
         return train(space, arch, args, data, pool, state, resumed_from)
@@ -204,6 +209,9 @@ def print_summary(args):
     """--summary-only: the cells, parameter counts and multiply-adds, from the flags alone."""
     space = space_of(args)
     arch = genotype.load(args.model_arch_name, space)
+    if space.name == spaces.RECURRENT:
+        print(recurrent.summary(args, space, arch))
+        return 0
     print(summary(space, arch, args, network_input(args.dataset, args.dataset_path, args.image_size)))
     return 0
 

@@ -11,12 +11,13 @@ A space's own format: spaces/<space>/arch.py; all of them: docs/reference.md.
 import json
 import os
 import sys
+import tempfile
 
 import numpy as np
 
 import spaces
 from errors import Parser, UserError, run
-from files import MB, check_input, check_output, write_atomic
+from files import MB, check_input, check_output, write_atomic, write_json
 
 
 def read_json(path, what):
@@ -58,7 +59,7 @@ def load(name, space=None):
     if named is None and isinstance(value, dict):
         raise UserError('{}: search_space {} is not one of {}'.format(name, json.dumps(value.get('search_space')),
                                                                       ', '.join(spaces.NAMES)))
-    if named not in (None, space.name):
+    if named not in (None, space.name) and not (isinstance(value, str) and space.claims(value)):
         raise UserError('{} is an arch of the {} space, and this run is on --search-space {}'.format(
             name, spaces.SPACES[named].title, space.name))
     return space.parse(value, name)
@@ -75,6 +76,45 @@ def epoch_file(folder, kind, epoch):
     """The file of ``kind`` ('arch' or 'alphas') that a search writes after ``epoch`` (from 1):
     folder/kind_epoch_N.json."""
     return os.path.join(folder, '{}_epoch_{}.json'.format(kind, epoch))
+
+
+def named_arrays(alphas):
+    """{short name ('alpha_normal', 'beta_reduction', ...): array} of the alpha parameters."""
+    return {name.split('/')[-1]: a.d for name, a in alphas.items()}
+
+
+def alpha_dict(alphas):
+    """The raw alphas as JSON lists, rows in edge order 0->2, 1->2, 0->3, ..."""
+    return {name: d.tolist() for name, d in named_arrays(alphas).items()}
+
+
+def draw_alphas(alphas, space, folder, epoch):
+    """Refresh folder/alphas.png (softmax weights of every edge and op); [path], or [] if it failed."""
+    from plots import alpha_weights, drawn  # matplotlib is loaded to draw, never to read an arch
+    path = os.path.join(folder, 'alphas.png')
+
+    def draw():
+        alpha_weights(space.cell_weights(named_arrays(alphas)), space.edges, space.op_labels, path,
+                      'epoch {}'.format(epoch + 1))
+        return [path]
+    return drawn(draw, 'alphas.png')
+
+
+def write_epoch(arch, alphas, space, folder, epoch, events):
+    """The files of ``epoch`` (from 0) that DARTS-ES may return to and ``genotype.py evolution``
+    reads: arch_epoch_N.json and alphas_epoch_N.json (N from 1); alphas.png redrawn; and in the
+    TensorBoard ``events`` that picture, the cells derived and histograms of the alphas."""
+    save(arch, epoch_file(folder, 'arch', epoch + 1), space)
+    write_json(alpha_dict(alphas), epoch_file(folder, 'alphas', epoch + 1))
+    for path in draw_alphas(alphas, space, folder, epoch):
+        events.image('alpha-weights', path, epoch + 1)
+    if events.active:
+        from plots import draw_cells, drawn
+        with tempfile.TemporaryDirectory() as scratch:
+            for path in drawn(lambda: [p for p, _ in draw_cells(space.diagrams(arch), scratch)], 'the cell diagrams'):
+                events.image('cells/' + os.path.basename(path)[:-len('.png')].replace('_cell', ''), path, epoch + 1)
+        for name, values in named_arrays(alphas).items():
+            events.histogram('alphas/' + name, values, epoch + 1)
 
 
 def space_of_alphas(raw, source):

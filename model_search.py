@@ -219,13 +219,20 @@ def forward_backward(graph, batch, solvers):
     """Loss and error of ``batch``, with fresh gradients of the parameters of ``solvers`` (a dict
     with 'weights', 'alphas' or both) and no work spent on the gradients of the others; under
     mpirun the gradients are then averaged over the ranks, so that the second-order step's
-    unrolled weights, direction, its norm and hypergradient agree on all ranks."""
-    graph['x'].d, graph['y'].d = batch
+    unrolled weights, direction, its norm and hypergradient agree on all ranks. A graph with a 'feed'
+    (the language model's, spaces/darts_rnn/graph.py) is fed by it, and its 'carry' keeps the state
+    the pass ends in."""
+    if 'feed' in graph:
+        graph['feed'](batch)
+    else:
+        graph['x'].d, graph['y'].d = batch
     for group, leaves in graph['leaves'].items():
         for v in leaves:
             v.need_grad = group in solvers
     try:
         nn.forward_all([graph['loss'], graph['err']], clear_no_need_grad=True)
+        if 'carry' in graph:
+            graph['carry'](batch)
         for solver in solvers.values():
             solver.zero_grad()
         graph['loss'].backward(clear_buffer=True)

@@ -27,8 +27,10 @@ def cosine_lr(epoch, epochs, lr_max, lr_min):
 
 
 def epoch_lr(schedule, epoch, epochs, lr, lr_min, gamma):
-    """The learning rate of ``epoch`` (from 0): the cosine schedule (CIFAR), or lr times gamma every
-    epoch (the paper's ImageNet recipe: 0.97)."""
+    """The learning rate of ``epoch`` (from 0): the cosine schedule (CIFAR), lr times gamma every
+    epoch (the paper's ImageNet recipe: 0.97), or constant (its recurrent recipe)."""
+    if schedule == 'constant':
+        return lr
     return cosine_lr(epoch, epochs, lr, lr_min) if schedule == 'cosine' else lr * gamma ** epoch
 
 
@@ -174,10 +176,13 @@ def zeros_like(p):
 class Averager:
     """The running means of arrays (NT-ASGD's averaged weights): after the n-th ``update``, each
     average is the mean of the n values its array held at the updates. Two solver kernels per array,
-    average = (1 - 1/n) average + (1/n) array, as Copier copies."""
+    average = (1 - 1/n) average + (1/n) array, as Copier copies. The averages are new arrays, or the
+    data of the Variables ``averages`` (by name) where given (parameters that a checkpoint holds)."""
 
-    def __init__(self, params):
-        self.count, self.averages = 0, {name: zeros_like(p) for name, p in params.items()}
+    def __init__(self, params, averages=None):
+        self.count = 0
+        self.averages = ({name: zeros_like(p) for name, p in params.items()} if averages is None else
+                         {name: averages[name].data for name in params})
         self.solver = S.Sgd(0.0)
         self.solver.set_parameters({name: bound(p.data, self.averages[name]) for name, p in params.items()})
 

@@ -20,7 +20,7 @@ import nnabla.solvers as S
 
 from methods.method import Method
 from model_search import forward_backward
-from numerics import Copier, bound, concatenated, flat_view, zeros_like
+from numerics import Copier, GradClipper, bound, concatenated, flat_view, zeros_like
 
 FD_RADIUS = 0.01  # eps = FD_RADIUS / ||grad_w' L_val(w', a)||, as in the paper's code
 
@@ -102,9 +102,10 @@ class Unroller:
         self.restore_copy()
 
 
-def unrolled_alpha_grads(graph, unroller, alphas, solvers, xi, train_batch, valid_batch):
+def unrolled_alpha_grads(graph, unroller, alphas, solvers, xi, train_batch, valid_batch, clip=None):
     """Leave in the alphas' .grad the second-order gradient of the paper (eq. 7-8); returns the
-    validation loss and error at the unrolled weights.
+    validation loss and error at the unrolled weights. With a numerics.GradClipper ``clip`` the
+    training gradient of the unrolled step is clipped first (the paper's recurrent search does so).
 
     w' = w - xi (mu buf + grad_w L_train(w) + wd w);  grad_a = grad_a L_val(w') -
     xi (grad_a L_train(w+) - grad_a L_train(w-)) / (2 eps), w+- = w +- eps grad_w' L_val(w').
@@ -112,6 +113,8 @@ def unrolled_alpha_grads(graph, unroller, alphas, solvers, xi, train_batch, vali
     """
     unroller.save(xi)
     forward_backward(graph, train_batch, {'weights': solvers['weights']})
+    if clip:
+        clip(solvers['weights'])
     unroller.unroll()
     valid = forward_backward(graph, valid_batch, solvers)
     dalpha = {k: a.g.copy() for k, a in alphas.items()}
@@ -140,35 +143,37 @@ class FirstOrder:
 
 class SecondOrder(FirstOrder):
     """The paper's second-order approximation (eq. 7-8, unrolled_alpha_grads) with xi = ``eta``, or
-    the current weight learning rate when ``eta`` is None (as in the paper)."""
+    the current weight learning rate when ``eta`` is None (as in the paper); the unrolled step's
+    gradient clipped to the global norm ``clip`` where given."""
 
-    def __init__(self, graph, solvers, weight_decay, momentum, eta=None, nesterov=False):
+    def __init__(self, graph, solvers, weight_decay, momentum, eta=None, nesterov=False, clip=None):
         super().__init__(graph, solvers)
         self.unroller = Unroller(graph['weights'], solvers['weights'], weight_decay, momentum, nesterov)
-        self.eta = eta
+        self.eta, self.clip = eta, clip and GradClipper(graph['weights'], clip)
 
     def __call__(self, train_batch, valid_batch):
         xi = self.solvers['weights'].learning_rate() if self.eta is None else self.eta
         return unrolled_alpha_grads(self.graph, self.unroller, self.graph['alphas'], self.solvers, xi, train_batch,
-                                    valid_batch)
+                                    valid_batch, self.clip)
 
 
 class Darts(Method):
     """DARTS: softmax mixing; the alpha gradient of the validation loss, first order or the paper's
     second-order approximation (``second_order``, with ``eta`` and the weights' SGD: ``weight_decay``,
-    ``momentum``, ``nesterov``)."""
+    ``momentum``, ``nesterov``; ``unroll_clip``: the unrolled step's gradient clip, or None)."""
 
     name, title = 'darts', 'DARTS (Liu et al., ICLR 2019)'
 
-    def __init__(self, second_order=False, eta=None, weight_decay=0.0, momentum=0.9, nesterov=False, **values):
+    def __init__(self, second_order=False, eta=None, weight_decay=0.0, momentum=0.9, nesterov=False, unroll_clip=None,
+                 **values):
         super().__init__(**values)
-        self.second_order, self.eta = second_order, eta
+        self.second_order, self.eta, self.unroll_clip = second_order, eta, unroll_clip
         self.weight_decay, self.momentum, self.nesterov = weight_decay, momentum, nesterov
 
     def attach(self, graph, solvers):
         super().attach(graph, solvers)
-        self.alpha_grads = (SecondOrder(graph, solvers, self.weight_decay, self.momentum, self.eta, self.nesterov)
-                            if self.second_order else FirstOrder(graph, solvers))
+        self.alpha_grads = (SecondOrder(graph, solvers, self.weight_decay, self.momentum, self.eta, self.nesterov,
+                                        self.unroll_clip) if self.second_order else FirstOrder(graph, solvers))
 
     def alpha_gradient(self, train_batch, valid_batch, iteration=0):
         return self.alpha_grads(train_batch, valid_batch)

@@ -1,9 +1,12 @@
 """The search spaces of --search-space, each a spaces.space.Space: DARTS's convolutional cells
-(darts_cnn) and NAS-Bench-201's (nas_bench_201)."""
+(darts_cnn), NAS-Bench-201's (nas_bench_201) and DARTS's recurrent cell (darts_rnn, the space of
+the text corpora)."""
 from spaces.darts_cnn import DartsCnn
+from spaces.darts_rnn import DartsRnn
 from spaces.nas_bench_201 import NasBench201
 
-SPACES = {space.name: space for space in (DartsCnn, NasBench201)}
+SPACES = {space.name: space for space in (DartsCnn, NasBench201, DartsRnn)}
+RECURRENT = DartsRnn.name
 NAMES = tuple(SPACES)
 DEFAULT = DartsCnn.name
 

@@ -31,7 +31,7 @@ def test_the_model_and_its_loss_are_the_paper_s(with_masks):
              for k, s in shapes.items()}
     given = network.Masks(**{k: nn.Variable.from_numpy_array(v) for k, v in masks.items()}) if with_masks else None
     logits, last, hs = network.language_model(nn.Variable.from_numpy_array(tokens), nn.Variable.from_numpy_array(h0),
-                                              arch.PAPER_ARCHS['DARTS_V2'], vocabulary, size, given)
+                                              network.derived(arch.PAPER_ARCHS['DARTS_V2']), vocabulary, size, given)
     total = network.loss(logits, nn.Variable.from_numpy_array(targets), hs, tar=1e-3)
     nll = network.loss(logits, nn.Variable.from_numpy_array(targets), hs)
     nn.forward_all([total, nll, last])

@@ -8,7 +8,6 @@ import shutil
 
 import numpy as np
 import nnabla as nn
-import nnabla.functions as F
 import pytest
 
 import methods
@@ -16,7 +15,7 @@ import spaces
 from helpers import NO_EIGENVALUE, one_line, read_series, run_cli
 from methods.gdas import ALPHA_PASS, WEIGHT_PASS, drawn_rows, log_softmax
 from methods.rsws import random_arch
-from model_search import ALONE, Drawn, graph_parameters
+from model_search import ALONE, graph_parameters
 from test_methods import SEARCH_NB201, attached, read_json, schedule_of
 
 SPACES = [spaces.get('nas-bench-201'), spaces.get('darts', num_nodes=4)]

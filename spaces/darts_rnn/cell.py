@@ -59,7 +59,7 @@ def unrolled(xs, h, arch, x_mask=None, h_mask=None):
     return hs
 
 
-def search_step(x, h, weights, x_mask=None, h_mask=None, bn=True):
+def search_step(x, h, weights, x_mask=None, h_mask=None, bn=True, test=False):
     """h_t of the supernet cell: every node reads every earlier node through the mix of the four
     activations by ``weights`` (a 36 x 5 Variable, ``none`` in column 0 adding nothing), one matrix
     product per node for all its incoming edges (the paper's code batches them so), and with ``bn``
@@ -67,8 +67,8 @@ def search_step(x, h, weights, x_mask=None, h_mask=None, bn=True):
     cell has it. With one-hot ``weights`` and no BN this is the derived cell's step."""
     hidden = h.shape[1]
     xh = F.concatenate(masked(x, x_mask), masked(h, h_mask), axis=1)
-    norm = (lambda s: PF.batch_normalization(s, axes=[1], no_scale=True, no_bias=True, name='bn')) if bn else \
-        (lambda s: s)
+    norm = (lambda s: PF.batch_normalization(s, axes=[1], batch_stat=not test, no_scale=True, no_bias=True,
+                                             name='bn')) if bn else (lambda s: s)
     states = [norm(gated(h, F.affine(xh, weight('W0', xh.shape[1], hidden)), F.tanh, hidden))]
     row = 0
     for node in range(1, NODES + 1):

@@ -30,10 +30,21 @@ def embedding(vocabulary, size):
                                                 I.UniformInitializer((-EMBEDDING_RANGE, EMBEDDING_RANGE)))
 
 
-def language_model(tokens, h0, arch, vocabulary, size, masks=None):
+def derived(arch):
+    """The cell step of ``arch``, ``step(x, h, x_mask, h_mask)`` (cell.step)."""
+    return lambda x, h, x_mask, h_mask: cell.step(x, h, arch, x_mask, h_mask)
+
+
+def mixed(weights, test=False):
+    """The supernet cell's step on the (36 x 5) mixing ``weights`` (cell.search_step; BN on the running
+    statistics at ``test``)."""
+    return lambda x, h, x_mask, h_mask: cell.search_step(x, h, weights, x_mask, h_mask, test=test)
+
+
+def language_model(tokens, h0, step, vocabulary, size, masks=None):
     """(logits of every step, (T x B) x V; the last hidden state; the raw hidden states) of the
-    (T x B) int Variable ``tokens`` from the (B x size) ``h0``: the model of the module's text, with
-    ``masks`` (Masks) in training, none at test."""
+    (T x B) int Variable ``tokens`` from the (B x size) ``h0``: the model of the module's text around
+    the cell ``step`` (derived, mixed), with ``masks`` (Masks) in training, none at test."""
     E = embedding(vocabulary, size)
     table = E if masks is None else F.mul2(E, masks.embedding)
     steps, batch = tokens.shape
@@ -42,7 +53,7 @@ def language_model(tokens, h0, arch, vocabulary, size, masks=None):
         for t in range(steps):
             e = F.embed(F.reshape(F.slice(tokens, (t, 0), (t + 1, batch)), (batch,)), table)
             e = e if masks is None else F.mul2(e, masks.inputs)
-            h = cell.step(e, h, arch, *(None, None) if masks is None else (masks.x, masks.hidden))
+            h = step(e, h, *(None, None) if masks is None else (masks.x, masks.hidden))
             hs.append(h)
     out = F.stack(*hs, axis=0) if masks is None else F.stack(*[F.mul2(v, masks.outputs) for v in hs], axis=0)
     bias = nn.parameter.get_parameter_or_create('decoder_bias', (vocabulary,), I.ConstantInitializer(0))
