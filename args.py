@@ -308,8 +308,9 @@ def resolved_space(script, args):
         named = wanted  # a name that the run's space knows (DARTS_V2 is a cell of both DARTS spaces)
     if named and (wanted or spaces.DEFAULT) != named and (wanted or text or named == spaces.RECURRENT):
         raise UserError('{} is an arch of the {} space, and this run is on {}'.format(
-            args.model_arch_name, spaces.SPACES[named].title, '--search-space {}'.format(wanted) if wanted else
-            '--dataset {}'.format(args.dataset)))
+            args.model_arch_name, spaces.SPACES[named].title, '--search-space {}'.format(wanted)
+            if args.search_space else '--dataset {} (the {} space)'.format(
+                args.dataset, spaces.SPACES[wanted or spaces.DEFAULT].title)))
     return wanted or named or spaces.DEFAULT
 
 

@@ -6,6 +6,7 @@ folders) and report its test error.
         --cutout True --monitor-path result.monitor --model-arch-name arch.json
 """
 import contextlib
+import json
 import os
 import sys
 
@@ -196,7 +197,8 @@ def main(argv=None):
     if args.eval_only or args.export_nnp or args.export_onnx:
         return recurrent.evaluate_saved(args, arch) if space.name == spaces.RECURRENT else use_saved(space, arch, args)
     state, resumed_from = checkpoint.start(args.monitor_path, args.model_save_path,
-                                           dict(resume_config(TRAIN, args), arch=arch), args.resume, IMPLIED_BY_ABSENCE)
+                                           dict(resume_config(TRAIN, args), arch=json.loads(json.dumps(arch))),
+                                           args.resume, IMPLIED_BY_ABSENCE)
     board.check(args.tensorboard, args.resume)
     if space.name == spaces.RECURRENT:
         return recurrent.train(args, space, arch, state, resumed_from)

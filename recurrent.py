@@ -67,12 +67,12 @@ class Windows:
                 what, len(stream), stream.shape[1], bptt))
 
     def at(self, iteration):
-        """(inputs, targets, state) of the window of ``iteration``."""
+        """(inputs, targets, the state it starts from, the state parameter) of the window of ``iteration``."""
         index = iteration % self.count
         if index == 0:
             self.state.data.zero()
         x, y = corpora.window(self.stream, index * self.bptt, self.bptt)
-        return x, y, self.state
+        return x, y, self.state.d.copy(), self.state
 
 
 def streams(corpus, batch, bptt, hidden, names):

@@ -40,9 +40,9 @@ def keep_mask(rng, shape, p):
 
 
 class Feeder:
-    """Feeds a training graph a window (inputs, targets, the carried state) and fresh dropout masks
-    drawn from ``rng`` (the job sets it for every step, so that a resumed job draws the same), and
-    carries the window's last state on."""
+    """Feeds a training graph a window (inputs, targets, the state it starts from, the parameter that
+    carries its stream's state) and fresh dropout masks drawn from ``rng`` (the job sets it for every
+    step, so that a resumed job draws the same), and carries the window's last state on."""
 
     def __init__(self, graph, rates):
         self.graph, self.rates, self.rng = graph, rates, np.random.RandomState(0)
@@ -50,13 +50,13 @@ class Feeder:
     def __call__(self, window):
         g, masks, rates = self.graph, self.graph['masks'], self.rates
         g['x'].d, g['y'].d = window[0], window[1]
-        g['h0'].d = window[2].d
+        g['h0'].d = window[2]
         for name, p in zip(masks._fields, (rates.embedding, rates.input, rates.x, rates.hidden, rates.output)):
             v = getattr(masks, name)
             v.d = keep_mask(self.rng, v.shape, p)
 
     def carry(self, window):
-        window[2].d = self.graph['last'].d
+        window[3].d = self.graph['last'].d
 
 
 def inputs(sizes, batch=None, steps=None):
