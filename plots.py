@@ -256,8 +256,12 @@ def fixed_margins(fig, left=0.7, right=0.2, bottom=0.55, top=0.4, between=0.75):
                         wspace=between * columns / (width - left - right - between * (columns - 1)))
 
 
+LOG_PANELS = ('perplexity',)  # the panels drawn on a log axis: a perplexity falls from the vocabulary's size
+
+
 def learning_curves(folders, path, panels):
-    """One PNG comparing runs: a panel per (title, series names), a line per run and series."""
+    """One PNG comparing runs: a panel per (title, series names), a line per run and series (on a
+    log axis for LOG_PANELS)."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
     fig = Figure(figsize=(5.5 * len(panels), 4))
@@ -275,6 +279,8 @@ def learning_curves(folders, path, panels):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.grid(alpha=0.3)
+        if title in LOG_PANELS and ax.lines:
+            ax.set_yscale('log')
         if ax.lines:
             ax.legend(fontsize=8)
     fixed_margins(fig)

@@ -37,10 +37,11 @@ from loop import InterruptFlag
 from model_search import forward_backward
 from numerics import Averager, WeightUpdate, asgd_due, momentum_sgd
 from plots import draw_cells
-from spaces.darts_rnn import PERPLEXITY, network
+from spaces.darts_rnn import network
 from spaces.darts_rnn.graph import Evaluator, Rates, Sizes, carried, supernet_weights, training_graph
 
 EVAL_BATCH, TEST_BATCH = 10, 1  # the paper's code's evaluation batch and its final test's
+PERPLEXITY = ('Training perplexity', 'Validation perplexity', 'Test perplexity')
 CROSS_ENTROPY = 'Training cross entropy'
 ASGD = 'NT-ASGD averaging'  # 1 for an epoch whose steps were averaged, and whose averaged weights are evaluated
 CURVES = (('perplexity', PERPLEXITY), ('loss', ('Training loss', CROSS_ENTROPY, 'Validation cross entropy')),
@@ -118,7 +119,7 @@ def search(args, space, state, resumed_from):
     world.say('supernet: {} weights, {} alphas; {} words; {} order'.format(
         count_parameters(graph['weights']), count_parameters(graph['alphas']), len(corpus.words),
         'second' if args.second_order else 'first'))
-    loop = TrainingLoop(loop_plan(args), state, resumed_from, text['train'].count, solvers, CURVES + space.curves)
+    loop = TrainingLoop(loop_plan(args), state, resumed_from, text['train'].count, solvers, CURVES)
     loop.restore()
 
     def step(it):

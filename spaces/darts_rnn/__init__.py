@@ -21,7 +21,6 @@ SEARCH = dict(BOTH, epoch=50, batch_size=256, embedding_size=300, hidden_size=30
               dropout_embedding=0.0, arch_lr=3e-3, hessian_every=0)
 TRAIN = dict(BOTH, epoch=8000, batch_size=64, embedding_size=850, hidden_size=850, weight_decay_model=8e-7,
              dropout_embedding=0.1)
-PERPLEXITY = ('Training perplexity', 'Validation perplexity', 'Test perplexity')
 
 
 class DartsRnn(Space):
@@ -33,7 +32,6 @@ class DartsRnn(Space):
     defaults = {'search': SEARCH, 'train': TRAIN}
     unused_flags = ('num_cells', 'num_nodes', 'output_filter', 'additional_filters_on_retrain', 'image_size',
                     'color_jitter', 'cutout', 'auxiliary', 'dropout_rate', 'label_smoothing', 'nesterov')
-    curves = (('perplexity', PERPLEXITY),)
 
     def derive(self, arrays, max_skip_connect=None):
         return rnn_arch.derive(arrays[ALPHA])
