@@ -177,10 +177,11 @@ class Averager:
     """The running means of arrays (NT-ASGD's averaged weights): after the n-th ``update``, each
     average is the mean of the n values its array held at the updates. Two solver kernels per array,
     average = (1 - 1/n) average + (1/n) array, as Copier copies. The averages are new arrays, or the
-    data of the Variables ``averages`` (by name) where given (parameters that a checkpoint holds)."""
+    data of the Variables ``averages`` (by name; kept as ``parameters``) where given: parameters that
+    a checkpoint holds."""
 
     def __init__(self, params, averages=None):
-        self.count = 0
+        self.count, self.parameters = 0, averages
         self.averages = ({name: zeros_like(p) for name, p in params.items()} if averages is None else
                          {name: averages[name].data for name in params})
         self.solver = S.Sgd(0.0)

@@ -95,19 +95,17 @@ def epoch_perplexity(loop):
 # ---------------------------------------------------------------- the search
 
 
-def search(args, space, state, resumed_from):
-    """The recurrent search: the supernet language model built once, the epochs run, the results written."""
-    world = parallel.world()
-    corpus = corpora.load(args.dataset, args.dataset_path)
-    held_out = corpora.columns(corpus.valid, EVAL_BATCH, 'the valid text')
-    nn.seed(args.seed)
-    sizes = sizes_of(args, len(corpus.words))
-    text = streams(corpus, args.batch_size, args.bptt, args.hidden_size, ('train', 'valid'))
+def search_setup(args, vocabulary):
+    """The supernet language model of a ``vocabulary`` built once, its solvers and evaluator, and
+    ``step(train_window, valid_window, iteration, update_arch=True)``: the alpha step on the
+    validation window (DARTS of --second-order, the Adam of the paper's recurrent search), then the
+    weight step on the training window, with the iteration's dropout masks. benchmarks/bench.py
+    times this same step."""
+    sizes = sizes_of(args, vocabulary)
     mixing = supernet_weights()
     graph = training_graph(network.mixed(mixing), sizes, rates_of(args), args.tar)
-    evaluate = Evaluator(lambda: network.mixed(mixing, test=True), sizes)
     solvers = {'weights': momentum_sgd(args.model_lr, args.momentum),
-               'alphas': S.Adam(args.arch_lr, beta1=0.9, beta2=0.999)}  # the recurrent search's Adam
+               'alphas': S.Adam(args.arch_lr, beta1=0.9, beta2=0.999)}
     for group, solver in solvers.items():
         solver.set_parameters(graph[group])
     update_weights = WeightUpdate(solvers['weights'], graph['weights'], args.grad_clip_value_model,
@@ -116,6 +114,28 @@ def search(args, space, state, resumed_from):
                          weight_decay=args.weight_decay_model, momentum=args.momentum,
                          unroll_clip=args.grad_clip_value_model)
     method.attach(graph, solvers)
+
+    def step(train, valid, it, update_arch=True):
+        graph['feeder'].rng = np.random.RandomState([args.seed, it])
+        values = {}
+        if update_arch:
+            values['Validation cross entropy'] = method.alpha_gradient(train, valid, it)[1]
+            solvers['alphas'].weight_decay(args.weight_decay_archs)
+            solvers['alphas'].update()
+        loss, cross_entropy = method.weight_gradient(train, it)
+        update_weights()
+        return dict(values, **{'Training loss': loss, CROSS_ENTROPY: cross_entropy})
+    return graph, solvers, Evaluator(lambda: network.mixed(mixing, test=True), sizes), step
+
+
+def search(args, space, state, resumed_from):
+    """The recurrent search: the supernet language model built once, the epochs run, the results written."""
+    world = parallel.world()
+    corpus = corpora.load(args.dataset, args.dataset_path)
+    held_out = corpora.columns(corpus.valid, EVAL_BATCH, 'the valid text')
+    nn.seed(args.seed)
+    text = streams(corpus, args.batch_size, args.bptt, args.hidden_size, ('train', 'valid'))
+    graph, solvers, evaluate, search_step = search_setup(args, len(corpus.words))
     world.say('supernet: {} weights, {} alphas; {} words; {} order'.format(
         count_parameters(graph['weights']), count_parameters(graph['alphas']), len(corpus.words),
         'second' if args.second_order else 'first'))
@@ -123,16 +143,8 @@ def search(args, space, state, resumed_from):
     loop.restore()
 
     def step(it):
-        graph['feeder'].rng = np.random.RandomState([args.seed, it])
-        train, valid = text['train'].at(it), text['valid'].at(it)
-        values = {}
-        if it // text['train'].count >= args.arch_warmup_epochs:
-            values['Validation cross entropy'] = method.alpha_gradient(train, valid, it)[1]
-            solvers['alphas'].weight_decay(args.weight_decay_archs)
-            solvers['alphas'].update()
-        loss, cross_entropy = method.weight_gradient(train, it)
-        update_weights()
-        return dict(values, **{'Training loss': loss, CROSS_ENTROPY: cross_entropy})
+        return search_step(text['train'].at(it), text['valid'].at(it), it,
+                           it // text['train'].count >= args.arch_warmup_epochs)
 
     def end_epoch(epoch, interrupts):
         arch = space.derive(named_arrays(graph['alphas']))
@@ -202,6 +214,29 @@ class Swapped:
                 p.d = self.saved[name]
 
 
+def train_setup(args, arch, vocabulary):
+    """The language model of ``arch`` and a ``vocabulary`` built once: its parameters, solver, NT-ASGD's
+    Averager (its averages parameters, 'asgd/...'), evaluator, and ``step(window, iteration, average)``:
+    forward, backward, clip, decay, update, and with ``average`` the averages' update.
+    benchmarks/bench.py times this same step."""
+    sizes = sizes_of(args, vocabulary)
+    graph = training_graph(network.derived(arch), sizes, rates_of(args), args.tar)
+    params = model_parameters(graph)
+    averager = Averager(params, kept('asgd', params))
+    solver = momentum_sgd(args.model_lr, args.momentum)
+    solver.set_parameters(params)
+    update = WeightUpdate(solver, params, args.grad_clip_value_model, args.weight_decay_model)
+
+    def step(window, it, average=False):
+        graph['feeder'].rng = np.random.RandomState([args.seed, it])
+        loss, cross_entropy = forward_backward(graph, window, {'weights': solver})
+        update()
+        if average:
+            averager.update()
+        return {'Training loss': loss, CROSS_ENTROPY: cross_entropy}
+    return params, solver, averager, Evaluator(lambda: network.derived(arch), sizes), step
+
+
 def train(args, space, arch, state, resumed_from):
     """The recurrent retraining: the language model of ``arch`` built once, SGD then NT-ASGD, the
     epochs run, the best epoch's weights tested at batch 1 and written."""
@@ -210,30 +245,20 @@ def train(args, space, arch, state, resumed_from):
     held_out = {name: corpora.columns(getattr(corpus, name), EVAL_BATCH, 'the {} text'.format(name))
                 for name in ('valid', 'test')}
     nn.seed(args.seed)
-    sizes = sizes_of(args, len(corpus.words))
     text = streams(corpus, args.batch_size, args.bptt, args.hidden_size, ('train',))['train']
-    graph = training_graph(network.derived(arch), sizes, rates_of(args), args.tar)
-    evaluate = Evaluator(lambda: network.derived(arch), sizes)
-    params = model_parameters(graph)
-    averages, best = kept('asgd', params), kept('best', params)
-    averager = Averager(params, averages)
-    solver = momentum_sgd(args.model_lr, args.momentum)
-    solver.set_parameters(params)
-    update = WeightUpdate(solver, params, args.grad_clip_value_model, args.weight_decay_model)
+    params, solver, averager, evaluate, train_step = train_setup(args, arch, len(corpus.words))
+    best = kept('best', params)
     world.say('{}\nparameters: {}'.format(space.describe(arch), count_parameters(params)))
     loop = TrainingLoop(loop_plan(args), state, resumed_from, text.count, {'weights': solver}, CURVES)
     extra = loop.restore()
     extra.setdefault('validation', [])  # the validation cross entropies of the epochs before the switch
     averager.count = extra.get('averaged', 0)
+    averages = averager.parameters
 
     def step(it):
-        graph['feeder'].rng = np.random.RandomState([args.seed, it])
-        loss, cross_entropy = forward_backward(graph, text.at(it), {'weights': solver})
-        update()
-        if 'switched' in extra:
-            averager.update()
-            extra['averaged'] = averager.count
-        return {'Training loss': loss, CROSS_ENTROPY: cross_entropy}
+        values = train_step(text.at(it), it, 'switched' in extra)
+        extra['averaged'] = averager.count
+        return values
 
     def end_epoch(epoch, interrupts):
         switched = 'switched' in extra  # this epoch's steps were averaged
@@ -254,8 +279,7 @@ def train(args, space, arch, state, resumed_from):
     finally:
         loop.board.close()
     copy_into(params, best)
-    final = perplexity(Evaluator(lambda: network.derived(arch), sizes)(
-        corpora.columns(corpus.test, TEST_BATCH, 'the test text')))
+    final = perplexity(evaluate(corpora.columns(corpus.test, TEST_BATCH, 'the test text')))
     if world.is_main:
         nn.save_parameters(os.path.join(args.model_save_path, 'params.h5'), params)
         write_json(dict(arch=args.model_arch_name, search_space=space.name, dataset=args.dataset,

@@ -3,6 +3,8 @@
     python benchmarks/bench.py search --num-cells 5 --output-filter 8 --batch-size 16 --steps 4 [--second-order True]
     python benchmarks/bench.py train --model-arch-name DARTS_V2 --num-cells 8 --output-filter 8 -f 8 \\
         --batch-size 32 --steps 6
+    python benchmarks/bench.py search --dataset ptb --steps 2      # the recurrent search step at 300/300, 256
+    python benchmarks/bench.py train --dataset ptb --model-arch-name DARTS_V2 --steps 2   # at 850/850, 64
 
 Any model flag of the two scripts is accepted (``--context`` defaults to cpu here). The step is
 the scripts' own (``setup()`` of each script): the alpha step plus the weight step of the search;
@@ -30,14 +32,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import nnabla as nn  # noqa: E402
 
+import corpora  # noqa: E402
 import darts_search  # noqa: E402
 import darts_train  # noqa: E402
 import datasets  # noqa: E402
 import genotype  # noqa: E402
 import images  # noqa: E402
+import recurrent  # noqa: E402
+import spaces  # noqa: E402
 from args import SEARCH, TRAIN, boolean, parse, space_of  # noqa: E402
 from model_eval import count_parameters, parameter_counts  # noqa: E402
 from data_iterator import network_input, training_batches  # noqa: E402
+from spaces.darts_rnn.graph import carried  # noqa: E402
 from device import device_context  # noqa: E402
 from errors import run  # noqa: E402
 from numerics import set_momentum_lr  # noqa: E402
@@ -76,6 +82,36 @@ def train_step(args):
     set_momentum_lr(solver, args.model_lr)
     batches = [synthetic_batches(args, data, 0, args.cutout_length if args.cutout else 0)]
     return (lambda it: step(batches[0].next(), it, args.dropout_rate)), parameter_counts(params)[0], batches
+
+
+class Tokens:
+    """Random windows of a 10,000-word vocabulary (Penn Treebank's), with their stream's carried state."""
+
+    def __init__(self, args, name, seed):
+        self.rng, self.args = np.random.RandomState(seed), args
+        self.state = carried(name, args.batch_size, args.hidden_size)
+
+    def next(self):
+        x, y = (self.rng.randint(0, corpora.PTB_WORDS, (self.args.bptt, self.args.batch_size)) for _ in range(2))
+        return x, y, self.state.d.copy(), self.state
+
+    def close(self):
+        pass
+
+
+def recurrent_search_step(args):
+    """The recurrent search step (recurrent.search_setup) and the supernet's weight count."""
+    graph, _, _, step = recurrent.search_setup(args, corpora.PTB_WORDS)
+    windows = [Tokens(args, name, s) for s, name in enumerate(('train', 'valid'))]
+    return (lambda it: step(windows[0].next(), windows[1].next(), it)), count_parameters(graph['weights']), windows
+
+
+def recurrent_train_step(args):
+    """The recurrent retraining step (recurrent.train_setup) and the model's parameter count."""
+    arch = genotype.load(args.model_arch_name, space_of(args))
+    params, _, _, _, step = recurrent.train_setup(args, arch, corpora.PTB_WORDS)
+    windows = [Tokens(args, 'train', 0)]
+    return (lambda it: step(windows[0].next(), it)), count_parameters(params), windows
 
 
 class FunctionTimer:
@@ -161,7 +197,10 @@ def main(argv=None):
     nn.set_default_context(device_context(args.context, world.device_id(args.device_id), args.type_config,
                                           args.deterministic))
     nn.seed(args.seed)
-    step, parameters, data = (search_step if bench.mode == SEARCH else train_step)(args)
+    if args.search_space == spaces.RECURRENT:
+        step, parameters, data = (recurrent_search_step if bench.mode == SEARCH else recurrent_train_step)(args)
+    else:
+        step, parameters, data = (search_step if bench.mode == SEARCH else train_step)(args)
     try:
         times, seconds = measure(step, bench.steps, bench.warmup, bench.profile)
         functions = count_functions(step, bench.warmup + bench.steps)
@@ -177,6 +216,9 @@ def main(argv=None):
     result['images_per_sec'] = round(args.batch_size / result['sec_per_step'], 2)
     if bench.mode == SEARCH:
         result['second_order'] = args.second_order
+    if args.search_space == spaces.RECURRENT:
+        result.update(embedding=args.embedding_size, hidden=args.hidden_size, bptt=args.bptt,
+                      tokens_per_sec=round(args.batch_size * args.bptt / result['sec_per_step'], 1))
     if bench.profile:
         result['profile'] = shares(seconds, sum(times))
     world.say(json.dumps(result))

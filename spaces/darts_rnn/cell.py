@@ -27,14 +27,15 @@ def weight(name, rows, hidden):
 
 
 def gated(s, ch, activation, hidden):
-    """s + sigmoid(c) * (f(h') - s) of [c, h'] = ``ch``."""
+    """s + sigmoid(c) * (f(h') - s) of [c, h'] = ``ch``, as (1 - c) s + c f(h'): nnabla's CPU Mul2 and
+    Sub2 take about five times MulN's time on arrays of one shape (docs/speed.md)."""
     c = F.sigmoid(F.slice(ch, (0, 0), (ch.shape[0], hidden)))
     h = activation(F.slice(ch, (0, hidden), (ch.shape[0], 2 * hidden)))
-    return F.add2(s, F.mul2(c, F.sub2(h, s)))
+    return F.add2(F.mul_n(F.r_sub_scalar(c, 1.0), s), F.mul_n(c, h))
 
 
 def masked(v, mask):
-    return v if mask is None else F.mul2(v, mask)
+    return v if mask is None else F.mul_n(v, mask)
 
 
 def step(x, h, arch, x_mask=None, h_mask=None):
@@ -64,27 +65,35 @@ def search_step(x, h, weights, x_mask=None, h_mask=None, bn=True, test=False):
     activations by ``weights`` (a 36 x 5 Variable, ``none`` in column 0 adding nothing), one matrix
     product per node for all its incoming edges (the paper's code batches them so), and with ``bn``
     a BN without affine parameters on s0 and on every node, one BN for all, as the paper's search
-    cell has it. With one-hot ``weights`` and no BN this is the derived cell's step."""
-    hidden = h.shape[1]
+    cell has it (its running statistics at ``test``). With one-hot ``weights`` and no BN this is the
+    derived cell's step. Node j's sum over its edges e and ops k of w_ek (s_e + c_e (f_k(h'_e) - s_e))
+    is computed as
+
+        s_j = sum_e W_e s_e + sum_e c_e (sum_k w_ek f_k(h'_e) - W_e s_e),  W_e = sum_k w_ek,
+
+    whose weighted sums are matrix products: nnabla's elementwise functions cost about ten times a
+    product of the same size on the CPU (docs/speed.md)."""
+    batch, hidden = h.shape
     xh = F.concatenate(masked(x, x_mask), masked(h, h_mask), axis=1)
     norm = (lambda s: PF.batch_normalization(s, axes=[1], batch_stat=not test, no_scale=True, no_bias=True,
                                              name='bn')) if bn else (lambda s: s)
     states = [norm(gated(h, F.affine(xh, weight('W0', xh.shape[1], hidden)), F.tanh, hidden))]
+    inputs = [masked(states[0], h_mask)]
     row = 0
     for node in range(1, NODES + 1):
-        before = F.stack(*states, axis=0)  # (node, B, hidden)
-        flat = F.reshape(masked(before, None if h_mask is None else F.reshape(h_mask, (1,) + h_mask.shape)),
-                         (node * x.shape[0], hidden))
-        ch = F.reshape(F.affine(flat, weight('W{}'.format(node), hidden, hidden)), (node, x.shape[0], 2 * hidden))
-        c = F.sigmoid(F.slice(ch, (0, 0, 0), (node, x.shape[0], hidden)))
-        h_ = F.slice(ch, (0, 0, hidden), (node, x.shape[0], 2 * hidden))
-        terms = []
-        for k, op in enumerate(OPS):
-            if op == 'none':
-                continue
-            w = F.reshape(F.slice(weights, (row, k), (row + node, k + 1)), (node, 1, 1))
-            unweighted = F.add2(before, F.mul2(c, F.sub2(ACTIVATIONS[op](h_), before)))
-            terms.append(F.sum(F.mul2(w, unweighted), axis=0))
-        states.append(norm(F.add_n(*terms)))
+        before = F.stack(*states, axis=0)  # (node, B, hidden): s_e of every edge into the node
+        flat = F.reshape(F.stack(*inputs, axis=0), (node * batch, hidden))
+        ch = F.reshape(F.affine(flat, weight('W{}'.format(node), hidden, hidden)), (node, batch, 2 * hidden))
+        c = F.sigmoid(F.slice(ch, (0, 0, 0), (node, batch, hidden)))
+        h_ = F.slice(ch, (0, 0, hidden), (node, batch, 2 * hidden))
+        w = F.slice(weights, (row, 1), (row + node, len(OPS)))  # (node, 4): the ops but none
+        total = F.sum(w, axis=1, keepdims=True)  # W_e
+        mix = F.reshape(F.concatenate(w, F.mul_scalar(total, -1.0), axis=1), (node, 1, len(OPS)))
+        candidates = F.stack(*[ACTIVATIONS[op](h_) for op in OPS[1:]] + [before], axis=1)  # (node, 5, B, hidden)
+        change = F.batch_matmul(mix, F.reshape(candidates, (node, len(OPS), batch * hidden)))
+        kept = F.affine(F.reshape(total, (1, node)), F.reshape(before, (node, batch * hidden)))
+        s = F.add2(F.reshape(kept, (batch, hidden)), F.sum(F.mul_n(c, F.reshape(change, (node, batch, hidden))), axis=0))
+        states.append(norm(s))
+        inputs.append(masked(states[-1], h_mask))
         row += node
     return F.mul_scalar(F.add_n(*states[1:]), 1.0 / NODES)

@@ -48,17 +48,17 @@ def language_model(tokens, h0, step, vocabulary, size, masks=None):
     E = embedding(vocabulary, size)
     table = E if masks is None else F.mul2(E, masks.embedding)
     steps, batch = tokens.shape
+    words = F.gather(table, tokens, axis=0)  # (T, B, size): one gather (nnabla's Embed has no GPU kernel)
     hs, h = [], h0
     with nn.parameter_scope('cell'):
         for t in range(steps):
-            e = F.embed(F.reshape(F.slice(tokens, (t, 0), (t + 1, batch)), (batch,)), table)
-            e = e if masks is None else F.mul2(e, masks.inputs)
+            e = F.reshape(F.slice(words, (t, 0, 0), (t + 1, batch, size)), (batch, size))
+            e = e if masks is None else F.mul_n(e, masks.inputs)
             h = step(e, h, *(None, None) if masks is None else (masks.x, masks.hidden))
             hs.append(h)
-    out = F.stack(*hs, axis=0) if masks is None else F.stack(*[F.mul2(v, masks.outputs) for v in hs], axis=0)
+    out = F.stack(*hs, axis=0) if masks is None else F.stack(*[F.mul_n(v, masks.outputs) for v in hs], axis=0)
     bias = nn.parameter.get_parameter_or_create('decoder_bias', (vocabulary,), I.ConstantInitializer(0))
-    logits = F.add2(F.affine(F.reshape(out, (steps * batch, size)), F.transpose(E, (1, 0))),
-                    F.reshape(bias, (1, vocabulary)))
+    logits = F.affine(F.reshape(out, (steps * batch, size)), F.transpose(E, (1, 0)), bias)  # the bias in the product
     return logits, h, hs
 
 
