@@ -334,6 +334,7 @@ def recurrent_rules(args, script):
               'decoder is tied to the embedding'.format(args.embedding_size, args.hidden_size)),
              (args.bptt >= 2, '--bptt must be at least 2'),
              (args.tar >= 0, '--tar must be non-negative'),
+             (args.type_config == 'float', '--type-config half is for the image spaces so far'),
              (parallel.launched_size() == 1, 'the recurrent space runs on one process: mpirun is for the image '
               'spaces so far')] + [
                  (0 <= getattr(args, name) < 1, '--{} must be in [0, 1)'.format(name.replace('_', '-')))

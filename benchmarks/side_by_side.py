@@ -5,9 +5,10 @@ one after the other on the configurations of docs/speed.md, and print the table.
         [--torch-python /tmp/torchref/bin/python] [--full-size True] [--pc-darts True]
     python benchmarks/side_by_side.py --nas-bench-201 True --torch-ref benchmarks/torch_nb201.py \
         --torch-python /tmp/torchnb201/bin/python
+    python benchmarks/side_by_side.py --recurrent True --torch-ref benchmarks/torch_rnn.py
 
 torch_ref is called with the arguments of CONFIGS (search or train, C, L, batch size, steps, 1),
-or of NB201 with ``--nas-bench-201 True``, and must print, as its last line, a JSON object with 'sec_per_step' and 'params'. Each
+or of NB201 with ``--nas-bench-201 True``, or of RECURRENT with ``--recurrent True``, and must print, as its last line, a JSON object with 'sec_per_step' and 'params'. Each
 measurement is its own process, run alone; peak memory is that process's maximum resident set
 size (from wait4). torch_ref runs single-threaded. ``--pc-darts True`` instead compares the
 full-size PC-DARTS step (K=4, edge normalisation) at batch 64 and 256 with torch_ref's DARTS
@@ -54,6 +55,13 @@ NB201 = [  # (label, bench.py arguments, benchmarks/torch_nb201.py arguments): t
      ['train', NB201_CELL, '16', '5', '64', '3', '1']),
 ]
 
+RECURRENT = [  # (label, bench.py arguments, benchmarks/torch_rnn.py arguments): the paper's sizes
+    ('recurrent search, first order (300/300, batch 256, BPTT 35)',
+     ['search', '--dataset', 'ptb', '--steps', '2'], ['search', '300', '256', '35', '2', '1']),
+    ('recurrent retrain of DARTS_V2 (850/850, batch 64, BPTT 35)',
+     ['train', '--dataset', 'ptb', '--model-arch-name', 'DARTS_V2', '--steps', '3'], ['train', '850', '64', '35', '3', '1']),
+]
+
 
 def run(command):
     """Run ``command`` alone; its last JSON line plus its peak resident memory (MB)."""
@@ -76,13 +84,16 @@ def main():
     p.add_argument('--pc-darts', default='False', choices=('True', 'False'))
     p.add_argument('--nas-bench-201', default='False', choices=('True', 'False'),
                    help='compare the NAS-Bench-201 steps with --torch-ref benchmarks/torch_nb201.py')
+    p.add_argument('--recurrent', default='False', choices=('True', 'False'),
+                   help='compare the recurrent steps with --torch-ref benchmarks/torch_rnn.py')
     args = p.parse_args()
     if not (os.path.exists(args.torch_python) and os.path.exists(args.torch_ref)):
         sys.exit('torch_ref not found: give --torch-python and --torch-ref (docs/speed.md)')
     if args.pc_darts == 'True':
         return compare_pc_darts(args)
     rows, ours = [], {}
-    configs = NB201 if args.nas_bench_201 == 'True' else CONFIGS + ([FULL_SIZE] if args.full_size == 'True' else [])
+    configs = (NB201 if args.nas_bench_201 == 'True' else RECURRENT if args.recurrent == 'True' else
+               CONFIGS + ([FULL_SIZE] if args.full_size == 'True' else []))
     for label, bench_args, torch_args in configs:
         mine = run([sys.executable, os.path.join(HERE, 'bench.py')] + bench_args)
         ours[label] = mine
@@ -100,7 +111,7 @@ def main():
             mine['peak_mb'], ref['peak_mb'] if ref else '-',
             mine['parameters'] if not ref or ref['params'] == mine['parameters'] else '{} vs {}'.format(
                 mine['parameters'], ref['params'])))
-    if args.nas_bench_201 == 'True':
+    if args.nas_bench_201 == 'True' or args.recurrent == 'True':
         return
     first, second = (ours[CONFIGS[i][0]]['sec_per_step'] for i in (0, 1))
     print('\nsecond order / first order: {:.2f}x'.format(second / first))

@@ -22,8 +22,10 @@ import darts_train
 import genotype
 import model_eval
 import operations
+import recurrent
 from args import SEARCH, TRAIN, parse, space_of
 from helpers import ROOT
+from spaces.darts_rnn.graph import carried
 from tasks.classification import CIFAR10, Data
 
 TABLE = json.load(open(os.path.join(ROOT, 'tests', 'data', 'gpu_functions.json')))
@@ -173,6 +175,42 @@ def test_every_function_of_retraining_evaluation_and_export_runs_on_the_gpu(type
     if NB201_CELL not in options:
         assert ('DepthwiseConvolution', 'float') in calls
     assert_on_gpu(calls)
+
+
+RECURRENT = ['--dataset', 'ptb', '--embedding-size', '4', '--hidden-size', '4', '--batch-size', str(BATCH),
+             '--bptt', '3']
+
+
+def windows(names, vocabulary=7):
+    rng = np.random.RandomState(0)
+    return [(rng.randint(0, vocabulary, (3, BATCH)), rng.randint(0, vocabulary, (3, BATCH)),
+             np.zeros((BATCH, 4), np.float32), carried(name, BATCH, 4)) for name in names]
+
+
+@pytest.mark.parametrize('second_order', [False, True], ids=['first-order', 'second-order'])
+def test_every_function_of_the_recurrent_jobs_runs_on_the_gpu(second_order, solvers):
+    """Two search steps and an evaluation of the supernet language model, then two retraining steps
+    with NT-ASGD's averaging and an evaluation of DARTS_V2's."""
+    stream = np.random.RandomState(1).randint(0, 7, (7, 2))
+    with nn.context_scope(cudnn_context('float')):
+        _, _, evaluate, step = recurrent.search_setup(parse(SEARCH, RECURRENT + ['--second-order', str(second_order)]), 7)
+        with Calls() as calls:
+            for it in range(2):
+                step(*windows(('train', 'valid')), it)
+            evaluate(stream)
+        nn.clear_parameters()
+        args = parse(TRAIN, RECURRENT + ['--model-arch-name', 'DARTS_V2'])
+        _, _, _, evaluate, step = recurrent.train_setup(args, genotype.load('DARTS_V2', space_of(args)), 7)
+        with Calls() as retraining:
+            for it in range(2):
+                step(windows(('train',))[0], it, True)
+            evaluate(stream)
+    calls, retraining = calls.seen, retraining.seen
+    assert {('Gather', 'float'), ('BatchNormalization', 'float'), ('MulN', 'float')} <= calls
+    assert ('BatchMatmul', 'float') in calls and ('Gather', 'float') in retraining
+    assert_on_gpu(calls | retraining)
+    assert solvers == ({'Momentum', 'Adam', 'Sgd'})  # the weights', the alphas', the unroller's or the averages'
+    assert all('cuda:float' in TABLE['solvers'][name] for name in solvers)
 
 
 def test_a_function_without_a_gpu_implementation_is_named(monkeypatch):
