@@ -243,11 +243,11 @@ def test_bad_flags_and_a_corpus_too_small_are_one_line_before_any_work(corpus, t
 
 
 def test_bad_corpus_files_are_one_line(tmp_path):
-    for name, content in (('empty', b''), ('binary', b'\x00\x01\x02 w1 w2\n'), ('latin', 'caf\xe9 w1\n'.encode('latin-1'))):
+    for name, content, fragment in (('empty', b'', 'is empty'), ('binary', b'\x00\x01\x02 w1 w2\n', 'is not a text file'),
+                                    ('latin', 'caf\xe9 w1\n'.encode('latin-1'), 'is not UTF-8 text')):
         folder = write_corpus(tmp_path / name)
         (folder / 'train.txt').write_bytes(content)
-        res = retrain(tmp_path / (name + '.m'), folder, '--model-arch-name', 'DARTS_V2')
-        assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith('error: '), res.stderr
+        one_line(retrain(tmp_path / (name + '.m'), folder, '--model-arch-name', 'DARTS_V2'), 'train.txt', fragment)
     folder = write_corpus(tmp_path / 'missing')
     os.remove(str(folder / 'test.txt'))
     one_line(retrain(tmp_path / 'missing.m', folder, '--model-arch-name', 'DARTS_V2'), 'test.txt')
