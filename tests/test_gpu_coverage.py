@@ -206,7 +206,7 @@ def test_every_function_of_the_recurrent_jobs_runs_on_the_gpu(second_order, solv
                 step(windows(('train',))[0], it, True)
             evaluate(stream)
     calls, retraining = calls.seen, retraining.seen
-    assert {('Gather', 'float'), ('BatchNormalization', 'float'), ('MulN', 'float')} <= calls
+    assert {('Gather', 'float'), ('BatchNormalization', 'float'), ('Mul2', 'float')} <= calls
     assert ('BatchMatmul', 'float') in calls and ('Gather', 'float') in retraining
     assert_on_gpu(calls | retraining)
     assert solvers == ({'Momentum', 'Adam', 'Sgd'})  # the weights', the alphas', the unroller's or the averages'

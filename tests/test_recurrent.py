@@ -15,7 +15,8 @@ import methods
 import numerics
 import recurrent
 from helpers import checkpoint_folders, one_line, read_h5, read_series, run_cli
-from spaces.darts_rnn import cell, network
+from model_search import forward_backward
+from spaces.darts_rnn import arch, cell, network
 from spaces.darts_rnn.graph import Rates, Sizes, carried, keep_mask, training_graph
 from test_search import rel, use_computed_parameters
 
@@ -64,6 +65,44 @@ def test_dropout_masks_drop_at_their_rate_and_keep_the_mean():
     assert (keep_mask(np.random.RandomState(0), (3, 2), 0.0) == 1).all()
 
 
+def test_the_gradients_through_the_dropout_masks_are_finite_differences():
+    """Every mask has zeros (nnabla's MulN would give NaN there); the largest gradients of the
+    embedding, W0 and a node's W against central differences of the loss on the same masks."""
+    nn.clear_parameters()
+    nn.seed(2)
+    graph = training_graph(network.derived(arch.PAPER_ARCHS['DARTS_V2']), Sizes(9, 4, 4, 3, 4),
+                           Rates(0.5, 0.5, 0.5, 0.5, 0.3), 1e-3)
+    solver = numerics.momentum_sgd(1.0, 0.0)
+    solver.set_parameters(graph['weights'])
+    rng = np.random.RandomState(2)
+    for p in graph['weights'].values():  # larger than the initialisation: gradients well above float32's rounding
+        p.d = rng.uniform(-0.7, 0.7, p.shape)
+    state = carried('train', 3, 4)
+    window = (rng.randint(0, 9, (4, 3)), rng.randint(0, 9, (4, 3)), rng.randn(3, 4).astype(np.float32), state)
+
+    def loss():
+        graph['feeder'].rng = np.random.RandomState(7)
+        graph['feed'](window)
+        graph['loss'].forward()
+        return float(graph['loss'].d)
+    graph['feeder'].rng = np.random.RandomState(7)
+    forward_backward(graph, window, {'weights': solver})
+    assert all((getattr(graph['masks'], name).d == 0).any() for name in graph['masks']._fields)
+    for name in ('embedding', 'cell/W0', 'cell/W4'):
+        p = graph['weights'][name]
+        grad = p.g.copy()
+        assert np.isfinite(grad).all()
+        for index in np.argsort(-np.abs(grad).ravel())[:3]:
+            saved = p.d.copy()
+            steps = []
+            for sign in (1, -1):
+                p.d = saved
+                p.d.flat[index] += sign * 1e-3
+                steps.append(loss())
+            p.d = saved
+            assert (steps[0] - steps[1]) / 2e-3 == pytest.approx(grad.flat[index], rel=0.05, abs=1e-4), name
+
+
 def exact_language_hypergradient(alpha, weights, xi, wd, train, valid, sizes):
     """grad_a L_val(w - xi (grad_w L_train(w, a) + wd w), a) of the supernet language model without BN
     or dropout, by nnabla's double backward."""
@@ -87,9 +126,12 @@ def exact_language_hypergradient(alpha, weights, xi, wd, train, valid, sizes):
 
 def test_the_second_order_hypergradient_of_the_language_model_is_the_exact_one(monkeypatch):
     """ReLU becomes softplus (a finite difference across its kink sees a jump that a second derivative
-    does not); the states carried into both windows are not zero."""
+    does not), and the words' gather an embed (the same rows; nnabla has no double backward of a
+    gather); the states carried into both windows are not zero."""
     use_computed_parameters(monkeypatch)
     monkeypatch.setitem(cell.ACTIVATIONS, 'relu', F.softplus)
+    embed = F.embed
+    monkeypatch.setattr(F, 'gather', lambda x, indices, axis=0: embed(indices, x))
     nn.clear_parameters()
     nn.seed(1)
     rng = np.random.RandomState(1)

@@ -27,15 +27,14 @@ def weight(name, rows, hidden):
 
 
 def gated(s, ch, activation, hidden):
-    """s + sigmoid(c) * (f(h') - s) of [c, h'] = ``ch``, as (1 - c) s + c f(h'): nnabla's CPU Mul2 and
-    Sub2 take about five times MulN's time on arrays of one shape (docs/speed.md)."""
+    """s + sigmoid(c) * (f(h') - s) of [c, h'] = ``ch``."""
     c = F.sigmoid(F.slice(ch, (0, 0), (ch.shape[0], hidden)))
     h = activation(F.slice(ch, (0, hidden), (ch.shape[0], 2 * hidden)))
-    return F.add2(F.mul_n(F.r_sub_scalar(c, 1.0), s), F.mul_n(c, h))
+    return F.add2(s, F.mul2(c, F.sub2(h, s)))
 
 
 def masked(v, mask):
-    return v if mask is None else F.mul_n(v, mask)
+    return v if mask is None else F.mul2(v, mask)
 
 
 def step(x, h, arch, x_mask=None, h_mask=None):
@@ -92,7 +91,7 @@ def search_step(x, h, weights, x_mask=None, h_mask=None, bn=True, test=False):
         candidates = F.stack(*[ACTIVATIONS[op](h_) for op in OPS[1:]] + [before], axis=1)  # (node, 5, B, hidden)
         change = F.batch_matmul(mix, F.reshape(candidates, (node, len(OPS), batch * hidden)))
         kept = F.affine(F.reshape(total, (1, node)), F.reshape(before, (node, batch * hidden)))
-        s = F.add2(F.reshape(kept, (batch, hidden)), F.sum(F.mul_n(c, F.reshape(change, (node, batch, hidden))), axis=0))
+        s = F.add2(F.reshape(kept, (batch, hidden)), F.sum(F.mul2(c, F.reshape(change, (node, batch, hidden))), axis=0))
         states.append(norm(s))
         inputs.append(masked(states[-1], h_mask))
         row += node

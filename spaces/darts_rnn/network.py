@@ -46,17 +46,18 @@ def language_model(tokens, h0, step, vocabulary, size, masks=None):
     (T x B) int Variable ``tokens`` from the (B x size) ``h0``: the model of the module's text around
     the cell ``step`` (derived, mixed), with ``masks`` (Masks) in training, none at test."""
     E = embedding(vocabulary, size)
-    table = E if masks is None else F.mul2(E, masks.embedding)
     steps, batch = tokens.shape
-    words = F.gather(table, tokens, axis=0)  # (T, B, size): one gather (nnabla's Embed has no GPU kernel)
+    words = F.gather(E, tokens, axis=0)  # (T, B, size): one gather a window (nnabla's Embed has no GPU kernel)
+    if masks is not None:  # each word's row of E times its mask: the mask gathered too, as (T, B, 1)
+        words = F.mul2(words, F.gather(masks.embedding, tokens, axis=0))
     hs, h = [], h0
     with nn.parameter_scope('cell'):
         for t in range(steps):
             e = F.reshape(F.slice(words, (t, 0, 0), (t + 1, batch, size)), (batch, size))
-            e = e if masks is None else F.mul_n(e, masks.inputs)
+            e = e if masks is None else F.mul2(e, masks.inputs)
             h = step(e, h, *(None, None) if masks is None else (masks.x, masks.hidden))
             hs.append(h)
-    out = F.stack(*hs, axis=0) if masks is None else F.stack(*[F.mul_n(v, masks.outputs) for v in hs], axis=0)
+    out = F.stack(*hs, axis=0) if masks is None else F.stack(*[F.mul2(v, masks.outputs) for v in hs], axis=0)
     bias = nn.parameter.get_parameter_or_create('decoder_bias', (vocabulary,), I.ConstantInitializer(0))
     logits = F.affine(F.reshape(out, (steps * batch, size)), F.transpose(E, (1, 0)), bias)  # the bias in the product
     return logits, h, hs
