@@ -200,8 +200,9 @@ def same_series(a, b, names):
 def test_a_search_writes_the_cell_of_every_epoch_and_resumes_to_the_same_end(corpus, tmp_path, order):
     flags = ['-e', '2', '-s', '40', '--second-order', str(order == 'second')]
     a, b = tmp_path / 'a', tmp_path / 'b'
-    res = search(a, corpus, *flags)
+    res = search(a, corpus, *flags, '--tensorboard', tmp_path / 'events')
     assert res.returncode == 0, res.stderr
+    assert list((tmp_path / 'events').glob('events.out.tfevents.*'))
     assert 'recurrent cell: 1: ' in res.stdout and 'python darts_train.py --context cpu --dataset text' in res.stdout
     for name in ('arch_epoch_1.json', 'arch_epoch_2.json', 'alphas_epoch_2.json', 'recurrent_cell.png',
                  'learning_curves.png', 'alphas.png'):
