@@ -279,7 +279,8 @@ def train(args, space, arch, state, resumed_from):
     finally:
         loop.board.close()
     copy_into(params, best)
-    final = perplexity(evaluate(corpora.columns(corpus.test, TEST_BATCH, 'the test text')))
+    with InterruptFlag() as interrupts:  # a stop here leaves the last checkpoint: --resume tests again
+        final = perplexity(evaluate(corpora.columns(corpus.test, TEST_BATCH, 'the test text'), interrupts))
     if world.is_main:
         nn.save_parameters(os.path.join(args.model_save_path, 'params.h5'), params)
         write_json(dict(arch=args.model_arch_name, search_space=space.name, dataset=args.dataset,
