@@ -11,7 +11,7 @@ import hessian
 import model_search
 import numerics
 import operations
-from helpers import grouped_depthwise, run_cli
+from helpers import grouped_depthwise
 from spaces.darts_cnn.network import supernet
 from test_search import plain_mixed_op, tiny_search_setup, use_computed_parameters
 
@@ -145,16 +145,3 @@ def test_lanczos_converges_in_20_products_where_power_iteration_swings():
     assert abs(quotients[-1] - 0.35) > 0.1 * 0.35 and max(quotients[-4:]) - min(quotients[-4:]) > 0.02
 
 
-def test_evaluating_the_eigenvalue_leaves_the_search_as_it_was(archive, tmp_path):
-    """The eigenvalue's passes restore the alphas and touch no state a step reads, so a search with it
-    ends as one without it (the comparisons of docs/methods.md run some searches without it)."""
-    folders = [tmp_path / 'every', tmp_path / 'never']
-    for folder, every in zip(folders, ('1', '0')):
-        res = run_cli('darts_search.py', ['-c', 'cpu', '--search-space', 'nas-bench-201', '--num-cells', '1',
-                                          '--output-filter', '4', '-b', '4', '-e', '2', '--dataset-path', archive,
-                                          '--hessian-every', every, '-m', folder, '--model-arch-name',
-                                          folder / 'arch.json'])
-        assert res.returncode == 0, res.stderr
-    assert (folders[0] / 'Hessian-eigenvalue.series.txt').exists()
-    for name in ('alphas.json', 'arch.json', 'Training-loss.series.txt', 'Validation-error.series.txt'):
-        assert (folders[0] / name).read_text() == (folders[1] / name).read_text(), name

@@ -243,8 +243,9 @@ def one_epoch(tmp_path_factory, archive):
 
 def test_search_is_seeded_and_the_orders_differ(one_epoch):
     alphas = {name: np.array(read(folder / 'alphas.json')['alpha_normal']) for name, (_, folder) in one_epoch.items()}
-    # the Hessian eigenvalue (on by default) leaves the search bit for bit as without it: the
-    # alphas, every parameter (BN running statistics too) and the solver states of the checkpoint
+    # the Hessian eigenvalue (on by default) leaves the search bit for bit as without it: its passes
+    # restore the alphas and touch no state a step reads (the comparisons of docs/methods.md run some
+    # searches without it): the alphas, every parameter (BN running statistics too) and the solver states
     assert np.array_equal(alphas['eigenvalue'], alphas['off'])
     with_hessian, without = (sorted(one_epoch[name][1].glob('checkpoint_*'))[-1] for name in ('eigenvalue', 'off'))
     for name in ('params.h5', 'solver_weights.h5', 'solver_alphas.h5'):
