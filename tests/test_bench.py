@@ -42,6 +42,16 @@ def test_train_step_counts_the_parameters_of_the_summary():
     assert result['parameters'] == summary_count(*flags)
 
 
+def test_the_recurrent_steps_are_timed_with_the_summary_s_parameters():
+    tiny = ('--dataset', 'ptb', '--embedding-size', 4, '--hidden-size', 4, '--batch-size', 2, '--bptt', 3, '--steps', 1)
+    search = json.loads(bench('search', *tiny).stdout.strip().splitlines()[-1])
+    assert search['parameters'] == 10000 * 4 + 8 * 8 + 8 * 4 * 8 + 10000 and search['tokens_per_sec'] > 0
+    retrain = json.loads(bench('train', '--model-arch-name', 'DARTS_V2', *tiny).stdout.strip().splitlines()[-1])
+    summary = run_cli('darts_train.py', ['--dataset', 'ptb', '--model-arch-name', 'DARTS_V2', '--summary-only',
+                                         '--embedding-size', '4', '--hidden-size', '4'])
+    assert 'parameters: {}'.format(retrain['parameters']) in summary.stdout
+
+
 def test_a_bad_flag_is_one_line():
     proc = bench('train', '--model-arch-name', 'no_such_arch.json')
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
