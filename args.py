@@ -328,15 +328,13 @@ def image_size_rules(args, script):
 
 def recurrent_rules(args, script):
     """The rules of the recurrent space's flags: positive sizes, tied weights, probabilities, and what
-    it does not have yet (methods but DARTS's, PC-DARTS, several processes)."""
+    it does not have yet (methods but DARTS's, PC-DARTS, half precision)."""
     rules = [(args.embedding_size > 0 and args.hidden_size > 0, '--embedding-size and --hidden-size must be positive'),
              (args.embedding_size == args.hidden_size, '--embedding-size {} and --hidden-size {} must be equal: the '
               'decoder is tied to the embedding'.format(args.embedding_size, args.hidden_size)),
              (args.bptt >= 2, '--bptt must be at least 2'),
              (args.tar >= 0, '--tar must be non-negative'),
-             (args.type_config == 'float', '--type-config half is for the image spaces so far'),
-             (parallel.launched_size() == 1, 'the recurrent space runs on one process: mpirun is for the image '
-              'spaces so far')] + [
+             (args.type_config == 'float', '--type-config half is for the image spaces so far')] + [
                  (0 <= getattr(args, name) < 1, '--{} must be in [0, 1)'.format(name.replace('_', '-')))
                  for name in RECURRENT_FLAGS if name.startswith('dropout_')]
     if script == SEARCH:

@@ -66,6 +66,11 @@ class Single:
     def all_reduce_mean(self, arrays):
         """Replace each nnabla NdArray of ``arrays`` by its mean over the ranks, in place."""
 
+    def joined_rows(self, array, rows):
+        """The numpy ``array`` of global rows in which every rank wrote its own ``rows`` (a slice
+        of rows, as ``rows`` gives), the same on every rank; the other rows are ignored."""
+        return array
+
     def sum_floats(self, values):
         """The sums over the ranks of a few floats."""
         return [float(v) for v in values]
@@ -107,6 +112,12 @@ class Mpi(Single):
         for a, v in zip(arrays, views):
             a.data = flat[start:start + v.size].reshape(v.shape)  # NdArray.data = copies into it
             start += v.size
+
+    def joined_rows(self, array, rows):
+        own = np.zeros(array.shape, np.float32)
+        own[rows] = array[rows]
+        self.sum_in_place(own)  # one rank's rows plus zeros: exact
+        return own
 
     def sum_in_place(self, buffer):
         """Sum ``buffer`` over the ranks, the same bits on every rank: one all-reduce for two

@@ -124,7 +124,7 @@ def search_setup(args, vocabulary):
             solvers['alphas'].update()
         loss, cross_entropy = method.weight_gradient(train, it)
         update_weights()
-        return dict(values, **{'Training loss': loss, CROSS_ENTROPY: cross_entropy})
+        return parallel.world().mean_values(dict(values, **{'Training loss': loss, CROSS_ENTROPY: cross_entropy}))
     return graph, solvers, Evaluator(lambda: network.mixed(mixing, test=True), sizes), step
 
 
@@ -147,8 +147,9 @@ def search(args, space, state, resumed_from):
                            it // text['train'].count >= args.arch_warmup_epochs)
 
     def end_epoch(epoch, interrupts):
-        arch = space.derive(named_arrays(graph['alphas']))
-        write_epoch(arch, graph['alphas'], space, args.monitor_path, epoch, loop.board)
+        if world.is_main:
+            write_epoch(space.derive(named_arrays(graph['alphas'])), graph['alphas'], space, args.monitor_path, epoch,
+                        loop.board)
         return {PERPLEXITY[0]: epoch_perplexity(loop), PERPLEXITY[1]: perplexity(evaluate(held_out, interrupts))}
 
     try:
@@ -156,16 +157,16 @@ def search(args, space, state, resumed_from):
     finally:
         loop.board.close()
     arch = space.derive(named_arrays(graph['alphas']))
-    write_json(alpha_dict(graph['alphas']), os.path.join(args.monitor_path, 'alphas.json'))
-    genotype.save(arch, args.model_arch_name, space)
-    draw_cells(space.diagrams(arch), args.monitor_path)
-    write_json(dict(arch=args.model_arch_name, search_space=space.name, epochs=state.epochs_done,
-                    seconds=loop.elapsed(), training_perplexity=last[PERPLEXITY[0]],
-                    validation_perplexity=last[PERPLEXITY[1]]), os.path.join(args.monitor_path, 'results.json'),
-               indent=1)
-    print(space.describe(arch))
-    print('validation perplexity: {:.2f}'.format(last[PERPLEXITY[1]]))
-    print('architecture written to {}; retrain it with:\n  {}'.format(args.model_arch_name, retrain_command(args)))
+    if world.is_main:
+        write_json(alpha_dict(graph['alphas']), os.path.join(args.monitor_path, 'alphas.json'))
+        genotype.save(arch, args.model_arch_name, space)
+        draw_cells(space.diagrams(arch), args.monitor_path)
+        write_json(dict(arch=args.model_arch_name, search_space=space.name, epochs=state.epochs_done,
+                        seconds=loop.elapsed(), training_perplexity=last[PERPLEXITY[0]],
+                        validation_perplexity=last[PERPLEXITY[1]]), os.path.join(args.monitor_path, 'results.json'),
+                   indent=1)
+    world.say('{}\nvalidation perplexity: {:.2f}\narchitecture written to {}; retrain it with:\n  {}'.format(
+        space.describe(arch), last[PERPLEXITY[1]], args.model_arch_name, retrain_command(args)))
     return 0
 
 
@@ -233,7 +234,7 @@ def train_setup(args, arch, vocabulary):
         update()
         if average:
             averager.update()
-        return {'Training loss': loss, CROSS_ENTROPY: cross_entropy}
+        return parallel.world().mean_values({'Training loss': loss, CROSS_ENTROPY: cross_entropy})
     return params, solver, averager, Evaluator(lambda: network.derived(arch), sizes), step
 
 
@@ -288,7 +289,7 @@ def train(args, space, arch, state, resumed_from):
                         last_test_perplexity=last[PERPLEXITY[2]], asgd_from_epoch=extra.get('switched'),
                         epochs=args.epoch, iterations=state.iteration, parameters=count_parameters(params),
                         seconds=loop.elapsed()), os.path.join(args.monitor_path, 'results.json'), indent=1)
-    print('test perplexity: {:.2f} (batch {}, the weights of the best validation epoch)'.format(final, TEST_BATCH))
+    world.say('test perplexity: {:.2f} (batch {}, the weights of the best validation epoch)'.format(final, TEST_BATCH))
     return 0
 
 

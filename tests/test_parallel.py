@@ -233,3 +233,31 @@ def test_bench_times_the_two_rank_step_and_rank_0_alone_prints():
     assert res.returncode == 0, res.stderr
     lines = [json.loads(line) for line in res.stdout.splitlines() if line.startswith('{')]
     assert len(lines) == 1 and lines[0]['processes'] == 2 and lines[0]['images_per_sec'] > 0
+
+
+@needs_mpirun
+def test_a_two_rank_recurrent_retraining_splits_the_columns_and_equals_one_process(tmp_path):
+    """Each rank its half of the columns, the masks of the whole batch, the carried states joined: the
+    same run as one process but for the order of the gradient sums (at a learning rate of 0.5: the
+    recipe's 20 amplifies a rounding difference of the sums within an epoch); the search runs and
+    rank 0 alone writes."""
+    from test_recurrent import TINY, write_corpus
+    corpus = write_corpus(tmp_path / 'corpus')
+    flags = TINY + ['--dataset-path', corpus, '-e', '1', '-m', 'out']
+    a, b, one = tmp_path / 'rank0', tmp_path / 'rank1', tmp_path / 'one'
+    for folder in (a, b, one):
+        folder.mkdir()
+    retrain = [os.path.join(ROOT, 'darts_train.py')] + flags + ['--model-arch-name', 'DARTS_V2', '--model-lr', '0.5']
+    res = mpirun(*retrain, folders=(a, b), timeout=240)
+    assert res.returncode == 0, res.stderr
+    assert os.listdir(str(b)) == [] and res.stdout.count('test perplexity:') == 1
+    assert subprocess.run([sys.executable] + [str(x) for x in retrain], cwd=str(one), capture_output=True,
+                          timeout=240).returncode == 0
+    two, single = (json.loads((f / 'out' / 'results.json').read_text()) for f in (a, one))
+    assert two['test_perplexity'] == pytest.approx(single['test_perplexity'], rel=1e-4)
+    assert two['validation_perplexity'] == pytest.approx(single['validation_perplexity'], rel=1e-4)
+    search = [os.path.join(ROOT, 'darts_search.py')] + flags + ['--model-lr', '2', '-m', 'search',
+                                                                '--model-arch-name', 'search/arch.json']
+    res = mpirun(*search, folders=(a, b), timeout=240)
+    assert res.returncode == 0, res.stderr
+    assert os.listdir(str(b)) == [] and (a / 'search' / 'arch.json').is_file()

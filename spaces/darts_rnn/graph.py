@@ -3,7 +3,9 @@ steps), and what a step feeds them: a window of the token stream, the hidden sta
 the window before, fresh dropout masks.
 
 The carried hidden states are parameters without gradient (scope 'carried'), so that a checkpoint
-holds them and a resumed job continues each stream's state exactly. Every window's pass starts
+holds them and a resumed job continues each stream's state exactly. Under mpirun each rank feeds
+its share of the window's columns (parallel.Single.rows), with its rows of the masks drawn for the
+whole batch, and the ranks join their carried rows, so every rank holds every column's state. Every window's pass starts
 from the state its stream carried into it, and the state after the last pass on a window is
 carried on: for the search that is the alpha pass on a validation window (at the unrolled weights
 in the second order) and the weight pass on a training window, as in the paper's code.
@@ -41,22 +43,27 @@ def keep_mask(rng, shape, p):
 
 class Feeder:
     """Feeds a training graph a window (inputs, targets, the state it starts from, the parameter that
-    carries its stream's state) and fresh dropout masks drawn from ``rng`` (the job sets it for every
-    step, so that a resumed job draws the same), and carries the window's last state on."""
+    carries its stream's state; all of the global batch's columns) and fresh dropout masks drawn from
+    ``rng`` (the job sets it for every step, so that a resumed job draws the same), and carries the
+    window's last state on. Under mpirun it feeds this rank's columns."""
 
     def __init__(self, graph, rates):
         self.graph, self.rates, self.rng = graph, rates, np.random.RandomState(0)
+        self.rows = parallel.world().rows(graph['x'].shape[1] * parallel.world().size)
 
     def __call__(self, window):
-        g, masks, rates = self.graph, self.graph['masks'], self.rates
-        g['x'].d, g['y'].d = window[0], window[1]
-        g['h0'].d = window[2]
+        g, masks, rates, rows, ranks = self.graph, self.graph['masks'], self.rates, self.rows, parallel.world().size
+        g['x'].d, g['y'].d = window[0][:, rows], window[1][:, rows]
+        g['h0'].d = window[2][rows]
         for name, p in zip(masks._fields, (rates.embedding, rates.input, rates.x, rates.hidden, rates.output)):
             v = getattr(masks, name)
-            v.d = keep_mask(self.rng, v.shape, p)
+            whole = v.shape if name == 'embedding' else (v.shape[0] * ranks,) + v.shape[1:]
+            v.d = keep_mask(self.rng, whole, p)[slice(None) if name == 'embedding' else rows]
 
     def carry(self, window):
-        window[3].d = self.graph['last'].d
+        state = window[3].d.copy()
+        state[self.rows] = self.graph['last'].d
+        window[3].d = parallel.world().joined_rows(state, self.rows)
 
 
 def inputs(sizes, batch=None, steps=None):
@@ -65,12 +72,13 @@ def inputs(sizes, batch=None, steps=None):
     return nn.Variable((steps, batch)), nn.Variable((steps, batch)), nn.Variable((batch, sizes.hidden))
 
 
-def training_graph(step, sizes, rates, tar, batch=None):
-    """The training graph of the cell ``step`` (network.derived or network.mixed): 'loss' (the mean
-    cross entropy plus TAR of weight ``tar``), 'err' (the cross entropy alone: the log perplexity),
-    its inputs 'x', 'y', 'h0', its 'masks' and 'last' state, and 'feed' and 'carry' (Feeder); the
-    parameters as model_search.search_graph has them ('weights', 'alphas', 'leaves', 'reduce')."""
-    batch = batch or sizes.batch
+def training_graph(step, sizes, rates, tar):
+    """The training graph of the cell ``step`` (network.derived or network.mixed) on this rank's
+    columns of a batch: 'loss' (the mean cross entropy plus TAR of weight ``tar``), 'err' (the cross
+    entropy alone: the log perplexity), its inputs 'x', 'y', 'h0', its 'masks' and 'last' state,
+    and 'feed' and 'carry' (Feeder); the parameters as model_search.search_graph has them
+    ('weights', 'alphas', 'leaves', 'reduce': the gradients averaged over the ranks)."""
+    batch = sizes.batch // parallel.world().size
     x, y, h0 = inputs(sizes, batch)
     masks = network.Masks(nn.Variable((sizes.vocabulary, 1)), nn.Variable((batch, sizes.embedding)),
                           nn.Variable((batch, sizes.embedding)), nn.Variable((batch, sizes.hidden)),
