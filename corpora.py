@@ -1,4 +1,4 @@
-"""The text corpora of the recurrent space (issue 28): their files, their checks, their download,
+"""The text corpora of the recurrent space: their files, their checks, their download,
 their vocabulary and the batches of the paper's language-model code.
 
 - ``ptb``: Mikolov's Penn Treebank, ``ptb.train.txt``, ``ptb.valid.txt`` and ``ptb.test.txt``
