@@ -28,12 +28,11 @@ import methods
 import parallel
 from args import loop_plan
 from errors import UserError
+from export import load_into_network
 from files import write_json
 from genotype import alpha_dict, named_arrays, write_epoch
-from loop import TrainingLoop
+from loop import InterruptFlag, TrainingLoop
 from model_eval import count_parameters
-from export import load_into_network
-from loop import InterruptFlag
 from model_search import forward_backward
 from numerics import Averager, WeightUpdate, asgd_due, momentum_sgd
 from plots import draw_cells
