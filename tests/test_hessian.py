@@ -78,6 +78,7 @@ def test_search_stops_early_on_a_scripted_eigenvalue_and_keeps_that_epochs_arch(
     import darts_search
     import early_stop
     import loop
+    import plots
     from helpers import SEARCH_TINY as SEARCH_FLAGS, write_archive
     archive = write_archive(tmp_path / 'c.tar.gz', 4, 10)  # two steps an epoch
     calls = []
@@ -86,7 +87,7 @@ def test_search_stops_early_on_a_scripted_eigenvalue_and_keeps_that_epochs_arch(
         calls.append(len(batches))
         return (2.0 if len(calls) - 1 >= 6 else 1.0), 1
     monkeypatch.setattr(hessian, 'dominant_eigenvalue', scripted)
-    for owner, picture in ((darts_search, 'alpha_weights'), (loop, 'learning_curves'), (darts_search, 'draw_cells')):
+    for owner, picture in ((plots, 'alpha_weights'), (loop, 'learning_curves'), (darts_search, 'draw_cells')):
         monkeypatch.setattr(owner, picture, lambda *a, **k: [])  # pictures are another test's: 2 s an epoch
     monkeypatch.setattr(early_stop, 'decide', functools.partial(early_stop.decide, start_epoch=0))
     folder = tmp_path / 'run'
