@@ -306,9 +306,10 @@ def test_model(arch, sizes):
 
 def summary(args, space, arch):
     """--summary-only: the cell and the language model's parameters (the paper: 23 M for DARTS_V2)."""
-    params = test_model(arch, sizes_of(args, vocabulary_size(args)))
+    vocabulary = vocabulary_size(args)  # a text folder's is read from its training text: once
+    params = test_model(arch, sizes_of(args, vocabulary))
     return '{}\nlanguage model: {} words, embedding = hidden = {}\nparameters: {}'.format(
-        space.describe(arch), vocabulary_size(args), args.hidden_size, count_parameters(params))
+        space.describe(arch), vocabulary, args.hidden_size, count_parameters(params))
 
 
 def evaluate_saved(args, arch):

@@ -17,6 +17,7 @@ import nnabla as nn
 import nnabla.functions as F
 import nnabla.initializer as I
 
+import corpora
 import parallel
 from model_search import graph_parameters, split_parameters
 from numerics import running_statistics
@@ -128,8 +129,7 @@ class Evaluator:
         """The mean cross entropy per token of ``stream`` (its log perplexity)."""
         total, count, h = 0.0, 0, np.zeros((stream.shape[1], self.sizes.hidden), np.float32)
         for start in range(0, len(stream) - 1, self.sizes.bptt):
-            x, y = stream[start:start + self.sizes.bptt], stream[start + 1:start + 1 + self.sizes.bptt]
-            x = x[:len(y)]
+            x, y = corpora.window(stream, start, self.sizes.bptt)
             g = self.graph(len(y), stream.shape[1])
             g['x'].d, g['y'].d, g['h0'].d = x, y, h
             nn.forward_all([g['nll'], g['last']], clear_buffer=True)
