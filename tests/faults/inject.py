@@ -242,7 +242,7 @@ WRAPPED = {
     'save': [(loop.TrainingLoop, 'save', {})],  # TrainingLoop.save, before anything of the checkpoint is written
     'nnp': [(darts_train, 'export', dict(path_arg=3))],  # the retraining's model.nnp
     # any JSON written atomically by a script (results.json, alphas*.json)
-    'json': [(module, 'write_json', dict(path_arg=1)) for module in (darts_train, darts_search)],
+    'json': [(module, 'write_json', dict(path_arg=1)) for module in (darts_train, darts_search, genotype)],
     'load': [(datasets, 'load', {})],  # reading the dataset, before training
     'plot': [(darts_search, 'draw_cells', dict(path_arg=1))],  # the search's final cell diagrams
 }
