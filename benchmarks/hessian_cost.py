@@ -62,8 +62,8 @@ def main(argv=None):
     epoch_s = step_s * bench.steps_per_epoch
     per_iteration = 2 * args.hessian_batches * grad_s
     result = dict(C=args.output_filter, L=args.num_cells, batch=args.batch_size, hessian_batches=args.hessian_batches,
-                  step_s=round(step_s, 3), alpha_gradient_s=round(grad_s, 3), epoch_s=round(epoch_s, 1),
-                  product_s=round(per_iteration, 2),
+                  step_s=round(step_s, 4), alpha_gradient_s=round(grad_s, 4), epoch_s=round(epoch_s, 3),
+                  product_s=round(per_iteration, 4),
                   worst_case_share=round(hessian.MAX_ITERATIONS * per_iteration / epoch_s, 4))
     if bench.iterations:
         result['share_at_{}_iterations'.format(bench.iterations)] = round(bench.iterations * per_iteration / epoch_s, 4)

@@ -131,7 +131,7 @@ def test_hessian_cost_relates_the_product_to_the_epoch():
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     assert r['step_s'] > r['alpha_gradient_s'] > 0 and r['epoch_s'] == pytest.approx(10 * r['step_s'], abs=0.1)
     assert r['product_s'] == pytest.approx(2 * 2 * r['alpha_gradient_s'], abs=0.01)  # central difference, 2 batches
-    # the shares come from the unrounded times (product_s is rounded to 0.01 s)
+    # the shares come from the unrounded times; the printed ones are rounded to 0.1 ms
     assert r['worst_case_share'] == pytest.approx(20 * r['product_s'] / r['epoch_s'], rel=0.05)
     assert r['share_at_7.0_iterations'] == pytest.approx(7 * r['product_s'] / r['epoch_s'], rel=0.05)
 
