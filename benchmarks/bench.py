@@ -207,18 +207,20 @@ def main(argv=None):
     finally:
         for d in data:
             d.close()
-    result = dict(mode=bench.mode, context=args.context, num_cells=args.num_cells, batch_size=args.batch_size,
-                  channels=args.output_filter + (args.additional_filters_on_retrain if bench.mode == TRAIN else 0),
-                  sec_per_step=round(float(np.median(times)), 4), functions_per_step=functions,
+    seconds_per_step = float(np.median(times))
+    result = dict(mode=bench.mode, context=args.context, batch_size=args.batch_size,
+                  sec_per_step=round(seconds_per_step, 4), functions_per_step=functions,
                   step_times=[round(t, 4) for t in times],
                   peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                   parameters=parameters, nnabla=nn.__version__, processes=world.size)
-    result['images_per_sec'] = round(args.batch_size / result['sec_per_step'], 2)
     if bench.mode == SEARCH:
         result['second_order'] = args.second_order
     if args.search_space == spaces.RECURRENT:
         result.update(embedding=args.embedding_size, hidden=args.hidden_size, bptt=args.bptt,
-                      tokens_per_sec=round(args.batch_size * args.bptt / result['sec_per_step'], 1))
+                      tokens_per_sec=round(args.batch_size * args.bptt / seconds_per_step, 1))
+    else:
+        result.update(num_cells=args.num_cells, images_per_sec=round(args.batch_size / seconds_per_step, 2),
+                      channels=args.output_filter + (args.additional_filters_on_retrain if bench.mode == TRAIN else 0))
     if bench.profile:
         result['profile'] = shares(seconds, sum(times))
     world.say(json.dumps(result))

@@ -8,9 +8,11 @@ one after the other on the configurations of docs/speed.md, and print the table.
     python benchmarks/side_by_side.py --recurrent True --torch-ref benchmarks/torch_rnn.py
 
 torch_ref is called with the arguments of CONFIGS (search or train, C, L, batch size, steps, 1),
-or of NB201 with ``--nas-bench-201 True``, or of RECURRENT with ``--recurrent True``, and must print, as its last line, a JSON object with 'sec_per_step' and 'params'. Each
-measurement is its own process, run alone; peak memory is that process's maximum resident set
-size (from wait4). torch_ref runs single-threaded. ``--pc-darts True`` instead compares the
+or of NB201 with ``--nas-bench-201 True``, or of RECURRENT with ``--recurrent True``, and must
+print, as its last line, a JSON object with 'sec_per_step' and 'params'. Each measurement is its
+own process, run alone; peak memory is that process's maximum resident set size (from wait4).
+Both sides run on one thread: torch_ref by its last argument, the products that bench.py's
+recurrent steps hand to numpy's BLAS (blas.py) by OPENBLAS_NUM_THREADS=1. ``--pc-darts True`` instead compares the
 full-size PC-DARTS step (K=4, edge normalisation) at batch 64 and 256 with torch_ref's DARTS
 step at batch 64: time per image and peak memory.
 """
@@ -65,7 +67,8 @@ RECURRENT = [  # (label, bench.py arguments, benchmarks/torch_rnn.py arguments):
 
 def run(command):
     """Run ``command`` alone; its last JSON line plus its peak resident memory (MB)."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+                            env=dict(os.environ, OPENBLAS_NUM_THREADS='1'))
     out = proc.stdout.read()
     proc.stdout.close()
     _, status, usage = os.wait4(proc.pid, 0)

@@ -31,6 +31,23 @@ def archive(tmp_path_factory):
 
 
 @pytest.fixture
+def any_size(monkeypatch):
+    """numpy_functions' numpy functions on the tests' small arrays too (they are numpy's only from
+    a size that the tests' tiny networks do not reach)."""
+    import numpy_functions
+    monkeypatch.setattr(numpy_functions, 'MIN_ELEMENTS', 0)
+    monkeypatch.setattr(numpy_functions, 'MIN_MULTIPLY_ADDS', 0)
+
+
+@pytest.fixture(params=['nnabla', 'numpy'])
+def functions(request):
+    """Run the test with nnabla's functions, then with numpy_functions' numpy ones on any size."""
+    if request.param == 'numpy':
+        request.getfixturevalue('any_size')
+    return request.param
+
+
+@pytest.fixture
 def fresh_parameters():
     """Build the test's graphs in an empty global parameter scope, and leave it empty."""
     import nnabla as nn

@@ -1,5 +1,6 @@
 """The recurrent cell (spaces/darts_rnn/cell.py) against a numpy computation of the paper's cell,
-step by step, with and without its dropout masks."""
+step by step, with and without its dropout masks, built of nnabla's functions and of
+numpy_functions' numpy ones."""
 import numpy as np
 import nnabla as nn
 import pytest
@@ -26,7 +27,7 @@ def numpy_cell(xs, h, genotype, weights, x_mask, h_mask):
 
 
 @pytest.mark.parametrize('name, masks', [('DARTS_V2', False), ('DARTS_V1', True)])
-def test_the_cell_is_the_paper_s_step_by_step(name, masks):
+def test_the_cell_is_the_paper_s_step_by_step(name, masks, functions):
     nn.clear_parameters()
     rng = np.random.RandomState(0)
     batch, inputs, hidden, steps = 3, 5, 4, 4
@@ -72,7 +73,7 @@ def numpy_search_step(x, h, p, weights, h_mask, bn):
 
 
 @pytest.mark.parametrize('bn', [True, False])
-def test_the_search_cell_is_the_paper_s_and_one_hot_weights_give_the_derived_cell(bn):
+def test_the_search_cell_is_the_paper_s_and_one_hot_weights_give_the_derived_cell(bn, functions):
     nn.clear_parameters()
     rng = np.random.RandomState(1)
     batch, inputs, hidden = 4, 3, 5

@@ -14,10 +14,11 @@ import nnabla.functions as F
 import nnabla.initializer as I
 import nnabla.parametric_functions as PF
 
+from numpy_functions import multiply, product, subtract, tanh
 from spaces.darts_rnn.arch import NODES, OPS
 
 INIT_RANGE = 0.04
-ACTIVATIONS = {'tanh': F.tanh, 'relu': F.relu, 'sigmoid': F.sigmoid, 'identity': lambda h: h}
+ACTIVATIONS = {'tanh': tanh, 'relu': F.relu, 'sigmoid': F.sigmoid, 'identity': lambda h: h}
 
 
 def weight(name, rows, hidden):
@@ -30,21 +31,21 @@ def gated(s, ch, activation, hidden):
     """s + sigmoid(c) * (f(h') - s) of [c, h'] = ``ch``."""
     c = F.sigmoid(F.slice(ch, (0, 0), (ch.shape[0], hidden)))
     h = activation(F.slice(ch, (0, hidden), (ch.shape[0], 2 * hidden)))
-    return F.add2(s, F.mul2(c, F.sub2(h, s)))
+    return F.add2(s, multiply(c, subtract(h, s)))
 
 
 def masked(v, mask):
-    return v if mask is None else F.mul2(v, mask)
+    return v if mask is None else multiply(v, mask)
 
 
 def step(x, h, arch, x_mask=None, h_mask=None):
     """h_t of the cell of ``arch`` on the (B x input) ``x`` and the (B x hidden) h_{t-1} ``h``."""
     hidden = h.shape[1]
     xh = F.concatenate(masked(x, x_mask), masked(h, h_mask), axis=1)
-    states = [gated(h, F.affine(xh, weight('W0', xh.shape[1], hidden)), F.tanh, hidden)]
+    states = [gated(h, product(xh, weight('W0', xh.shape[1], hidden)), tanh, hidden)]
     for i, (op, source) in enumerate(arch):
         s = states[source]
-        states.append(gated(s, F.affine(masked(s, h_mask), weight('W{}'.format(i + 1), hidden, hidden)),
+        states.append(gated(s, product(masked(s, h_mask), weight('W{}'.format(i + 1), hidden, hidden)),
                             ACTIVATIONS[op], hidden))
     return F.mul_scalar(F.add_n(*states[1:NODES + 1]), 1.0 / NODES)
 
@@ -70,19 +71,20 @@ def search_step(x, h, weights, x_mask=None, h_mask=None, bn=True, test=False):
 
         s_j = sum_e W_e s_e + sum_e c_e (sum_k w_ek f_k(h'_e) - W_e s_e),  W_e = sum_k w_ek,
 
-    whose weighted sums are matrix products: nnabla's elementwise functions cost about ten times a
-    product of the same size on the CPU (docs/speed.md)."""
+    whose weighted sums are matrix products, fewer functions than one elementwise product per edge
+    and op (benchmarks/rnn_cell_forms.py). Products, elementwise products and differences are
+    numpy_functions', the fast forms on the CPU."""
     batch, hidden = h.shape
     xh = F.concatenate(masked(x, x_mask), masked(h, h_mask), axis=1)
     norm = (lambda s: PF.batch_normalization(s, axes=[1], batch_stat=not test, no_scale=True, no_bias=True,
                                              name='bn')) if bn else (lambda s: s)
-    states = [norm(gated(h, F.affine(xh, weight('W0', xh.shape[1], hidden)), F.tanh, hidden))]
+    states = [norm(gated(h, product(xh, weight('W0', xh.shape[1], hidden)), tanh, hidden))]
     inputs = [masked(states[0], h_mask)]
     row = 0
     for node in range(1, NODES + 1):
         before = F.stack(*states, axis=0)  # (node, B, hidden): s_e of every edge into the node
         flat = F.reshape(F.stack(*inputs, axis=0), (node * batch, hidden))
-        ch = F.reshape(F.affine(flat, weight('W{}'.format(node), hidden, hidden)), (node, batch, 2 * hidden))
+        ch = F.reshape(product(flat, weight('W{}'.format(node), hidden, hidden)), (node, batch, 2 * hidden))
         c = F.sigmoid(F.slice(ch, (0, 0, 0), (node, batch, hidden)))
         h_ = F.slice(ch, (0, 0, hidden), (node, batch, 2 * hidden))
         w = F.slice(weights, (row, 1), (row + node, len(OPS)))  # (node, 4): the ops but none
@@ -90,8 +92,8 @@ def search_step(x, h, weights, x_mask=None, h_mask=None, bn=True, test=False):
         mix = F.reshape(F.concatenate(w, F.mul_scalar(total, -1.0), axis=1), (node, 1, len(OPS)))
         candidates = F.stack(*[ACTIVATIONS[op](h_) for op in OPS[1:]] + [before], axis=1)  # (node, 5, B, hidden)
         change = F.batch_matmul(mix, F.reshape(candidates, (node, len(OPS), batch * hidden)))
-        kept = F.affine(F.reshape(total, (1, node)), F.reshape(before, (node, batch * hidden)))
-        s = F.add2(F.reshape(kept, (batch, hidden)), F.sum(F.mul2(c, F.reshape(change, (node, batch, hidden))), axis=0))
+        kept = product(F.reshape(total, (1, node)), F.reshape(before, (node, batch * hidden)))
+        s = F.add2(F.reshape(kept, (batch, hidden)), F.sum(multiply(c, F.reshape(change, (node, batch, hidden))), axis=0))
         states.append(norm(s))
         inputs.append(masked(states[-1], h_mask))
         row += node

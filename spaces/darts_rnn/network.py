@@ -15,6 +15,7 @@ import nnabla as nn
 import nnabla.functions as F
 import nnabla.initializer as I
 
+from numpy_functions import multiply, product, softmax_cross_entropy, subtract
 from spaces.darts_rnn import cell
 
 EMBEDDING_RANGE = 0.1  # E ~ U(-0.1, 0.1), the paper's code's init_weights; the decoder bias starts at 0
@@ -49,25 +50,25 @@ def language_model(tokens, h0, step, vocabulary, size, masks=None):
     steps, batch = tokens.shape
     words = F.gather(E, tokens, axis=0)  # (T, B, size): one gather a window (nnabla's Embed has no GPU kernel)
     if masks is not None:  # each word's row of E times its mask: the mask gathered too, as (T, B, 1)
-        words = F.mul2(words, F.gather(masks.embedding, tokens, axis=0))
+        words = multiply(words, F.gather(masks.embedding, tokens, axis=0))
     hs, h = [], h0
     with nn.parameter_scope('cell'):
         for t in range(steps):
             e = F.reshape(F.slice(words, (t, 0, 0), (t + 1, batch, size)), (batch, size))
-            e = e if masks is None else F.mul2(e, masks.inputs)
+            e = e if masks is None else multiply(e, masks.inputs)
             h = step(e, h, *(None, None) if masks is None else (masks.x, masks.hidden))
             hs.append(h)
-    out = F.stack(*hs, axis=0) if masks is None else F.stack(*[F.mul2(v, masks.outputs) for v in hs], axis=0)
+    out = F.stack(*hs, axis=0) if masks is None else F.stack(*[multiply(v, masks.outputs) for v in hs], axis=0)
     bias = nn.parameter.get_parameter_or_create('decoder_bias', (vocabulary,), I.ConstantInitializer(0))
-    logits = F.affine(F.reshape(out, (steps * batch, size)), F.transpose(E, (1, 0)), bias)  # the bias in the product
+    logits = product(F.reshape(out, (steps * batch, size)), E, bias, transpose_b=True)  # the bias in the product
     return logits, h, hs
 
 
 def loss(logits, targets, hs, tar=0.0):
     """Mean cross entropy of the (T x B) int ``targets``, plus TAR of weight ``tar`` over ``hs``."""
-    nll = F.mean(F.softmax_cross_entropy(logits, F.reshape(targets, (targets.size, 1))))
+    nll = F.mean(softmax_cross_entropy(logits, F.reshape(targets, (targets.size, 1))))
     if not tar or len(hs) < 2:
         return nll
     steps = F.stack(*hs, axis=0)
-    change = F.sub2(F.slice(steps, start=(1, 0, 0)), F.slice(steps, stop=(len(hs) - 1,) + hs[0].shape))
+    change = subtract(F.slice(steps, start=(1, 0, 0)), F.slice(steps, stop=(len(hs) - 1,) + hs[0].shape))
     return F.add2(nll, F.mul_scalar(F.mean(F.pow_scalar(change, 2.0)), tar))
