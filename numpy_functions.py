@@ -40,11 +40,10 @@ def product(a, b, bias=None, transpose_b=False):
     inner, columns = b.shape[::-1] if transpose_b else b.shape
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != inner or (bias is not None and bias.shape != (columns,)):
         raise ValueError('product: shapes {} do not multiply'.format([v.shape for v in (a, b, bias) if v is not None]))
-    if not numpy_s(a.shape[0] * inner * columns, MIN_MULTIPLY_ADDS):
-        b = F.transpose(b, (1, 0)) if transpose_b else b
-        return F.affine(a, b) if bias is None else F.affine(a, b, bias)
-    function = NumpyProduct(nn.get_current_context(), transpose_b)
-    return function(a, b) if bias is None else function(a, b, bias)
+    extra = () if bias is None else (bias,)
+    if numpy_s(a.shape[0] * inner * columns, MIN_MULTIPLY_ADDS):
+        return NumpyProduct(nn.get_current_context(), transpose_b)(a, b, *extra)
+    return F.affine(a, F.transpose(b, (1, 0)) if transpose_b else b, *extra)
 
 
 def multiply(a, b):
