@@ -12,9 +12,9 @@ or of NB201 with ``--nas-bench-201 True``, or of RECURRENT with ``--recurrent Tr
 print, as its last line, a JSON object with 'sec_per_step' and 'params'. Each measurement is its
 own process, run alone; peak memory is that process's maximum resident set size (from wait4).
 Both sides run on one thread: torch_ref by its last argument, the products that bench.py's
-recurrent steps hand to numpy's BLAS (blas.py) by OPENBLAS_NUM_THREADS=1. ``--pc-darts True`` instead compares the
-full-size PC-DARTS step (K=4, edge normalisation) at batch 64 and 256 with torch_ref's DARTS
-step at batch 64: time per image and peak memory.
+recurrent steps hand to numpy's BLAS (numpy_functions.py) by OPENBLAS_NUM_THREADS=1.
+``--pc-darts True`` instead compares the full-size PC-DARTS step (K=4, edge normalisation) at
+batch 64 and 256 with torch_ref's DARTS step at batch 64: time per image and peak memory.
 """
 import argparse
 import json
