@@ -5,17 +5,23 @@ printed and wrote.
 tests/conftest.py holds the fixtures built on them; tests/faults/faultlib.py what only the
 fault suite needs (its configurations, inject.py, the tally).
 """
+import atexit
+import functools
 import glob
 import importlib.util
 import io
+import json
 import os
 import pickle
 import re
 import subprocess
 import sys
 import tarfile
+import tempfile
 
 import numpy as np
+
+import launcher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 300
@@ -227,9 +233,43 @@ def env(**extra):
 
 
 def run_cli(program, argv, timeout=TIMEOUT, cwd=ROOT, **env_extra):
-    """Run ``program`` (a path from the repository root) with ``argv``, from ``cwd``, as a user would."""
-    return subprocess.run([sys.executable, os.path.join(ROOT, program)] + [str(a) for a in argv], cwd=str(cwd),
-                          capture_output=True, text=True, timeout=timeout, env=env(**env_extra))
+    """Run ``program`` (a path from the repository root) with ``argv``, from ``cwd``, as a user
+    would: a CompletedProcess. The scripts of launcher.PROGRAMS run in a fork of the test
+    process's launcher (tests/launcher.py), unless ``env_extra`` sets a variable that a process
+    reads at its start or DARTS_TESTS_LAUNCHER=0; the others in a process of their own."""
+    args = [sys.executable, os.path.join(ROOT, program)] + [str(a) for a in argv]
+    if env_extra or program not in launcher.PROGRAMS or os.environ.get('DARTS_TESTS_LAUNCHER') == '0':
+        return subprocess.run(args, cwd=str(cwd), capture_output=True, text=True, timeout=timeout,
+                              env=env(**env_extra))
+    return forked(args, cwd, timeout)
+
+
+@functools.lru_cache(maxsize=None)
+def started_launcher():
+    """The launcher of this test process (one, started at the first job, ended with the process)."""
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, 'tests', 'launcher.py')], cwd=ROOT, env=env(),
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    atexit.register(process.stdin.close)
+    return process
+
+
+def forked(args, cwd, timeout):
+    """The job ``args`` run by the launcher, as subprocess.run(args, capture_output=True) gives it."""
+    process = started_launcher()
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = os.path.join(tmp, 'stdout'), os.path.join(tmp, 'stderr')
+        request = dict(program=os.path.relpath(args[1], ROOT), argv=args[2:], cwd=str(cwd), env=env(),
+                       stdout=out, stderr=err, timeout=timeout)
+        process.stdin.write(json.dumps(request) + '\n')
+        process.stdin.flush()
+        answer = process.stdout.readline()
+        if not answer:
+            raise RuntimeError('the tests\' launcher ended (exit code {})'.format(process.wait()))
+        answer = json.loads(answer)
+        stdout, stderr = (open(path, encoding='utf-8', errors='replace').read() for path in (out, err))
+    if answer['timed_out']:
+        raise subprocess.TimeoutExpired(args, timeout, stdout, stderr)
+    return subprocess.CompletedProcess(args, answer['returncode'], stdout, stderr)
 
 
 def train(*argv, **kwargs):
