@@ -111,8 +111,24 @@ def device_context(context, device_id, type_config, deterministic=False):
     if context == 'cpu':
         if type_config == 'half':
             raise UserError('--type-config half needs --context cudnn (the CPU backend computes in float)')
-        return get_extension_context('cpu', device_id=str(device_id), type_config=type_config)
-    return gpu_context(context, device_id, type_config, deterministic)
+        ctx = get_extension_context('cpu', device_id=str(device_id), type_config=type_config)
+    else:
+        ctx = gpu_context(context, device_id, type_config, deterministic)
+    answer_relative_imports()
+    return ctx
+
+
+def answer_relative_imports():
+    """Register nnabla, nnabla.variable, nnabla.functions and the loaded nnabla_ext modules under
+    the names nnabla.nnabla, nnabla.nnabla_ext.cpu, ... as well. nnabla 1.39's compiled modules
+    import them inside their functions (every array access, every function built) the way
+    Python 2 did: relative to the package first, a lookup that fails after searching the
+    package's folder, then absolute. Found at once under the relative name, the import gives
+    the same module: an array access takes 3.4 us instead of 33, a function built 7.6 us
+    instead of 57 (docs/reference.md)."""
+    for name, module in list(sys.modules.items()):
+        if name in ('nnabla', 'nnabla.variable', 'nnabla.functions') or name.split('.')[0] == 'nnabla_ext':
+            sys.modules.setdefault('nnabla.' + name, module)
 
 
 def float_context(ctx):

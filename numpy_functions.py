@@ -9,8 +9,8 @@ values, twenty times Add2; its Tanh 0.9 ms forward; its softmax cross entropy ab
 They are most of the recurrent steps (docs/recurrent.md). So ``subtract`` is Add2 of the
 negation, and in a float CPU context ``product``, ``multiply``, ``tanh`` and
 ``softmax_cross_entropy`` build functions whose forward and backward are numpy's, on the arrays in
-place, where the arrays are large enough (a call costs about 0.2 ms more than an nnabla
-function); elsewhere (cudnn, tiny arrays) they are nnabla's. The numpy functions have no double
+place, where the arrays are large enough (a call cost about 0.2 ms more than an nnabla
+function when the thresholds were set; 20 us since device.answer_relative_imports); elsewhere (cudnn, tiny arrays) they are nnabla's. The numpy functions have no double
 backward: nnabla refuses ``nn.grad`` through them.
 """
 import numpy as np

@@ -14,11 +14,14 @@ from helpers import ROOT, write_archive
 
 
 def pytest_configure(config):
-    """Make the project's top-level modules (args, data_iterator, ...) importable by the tests, and
-    give the jobs they start the default SIGINT: a shell starts a background job (make test &)
-    with SIGINT ignored, which its children would inherit, and the SIGINT cases would not test."""
+    """Make the project's top-level modules (args, data_iterator, ...) importable by the tests, set
+    up nnabla's CPU backend as the scripts do (device.answer_relative_imports), and give the jobs
+    they start the default SIGINT: a shell starts a background job (make test &) with SIGINT
+    ignored, which its children would inherit, and the SIGINT cases would not test."""
     if ROOT not in sys.path:
         sys.path.insert(0, ROOT)
+    import device
+    device.device_context('cpu', 0, 'float')  # nnabla's imports answered at once, as in the scripts
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 

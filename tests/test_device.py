@@ -79,3 +79,34 @@ def test_deterministic_sets_cudnns_deterministic_mode_before_the_extension_loads
     monkeypatch.setitem(sys.modules, 'nnabla_ext.cuda', types.SimpleNamespace(get_device_count=count))
     refusal(args.context, args.device_id, args.type_config, args.deterministic)
     assert seen == (['1'] if flag == 'True' else [None])
+
+
+COUNT_LOOKUPS = '''
+import sys
+import numpy as np
+import nnabla as nn
+import nnabla.functions as F
+import device
+missed = []
+sys.addaudithook(lambda event, args: missed.append(args[0]) if event == 'import' else None)
+def lookups():
+    del missed[:]
+    x = nn.Variable.from_numpy_array(np.ones((2, 3), np.float32))
+    for _ in range(10):
+        x.data.get_data('r')
+        F.add2(x, x)
+    return len(missed)
+before = lookups()
+device.device_context('cpu', 0, 'float')
+print(before, lookups(), sys.modules['nnabla.nnabla_ext.cpu'] is sys.modules['nnabla_ext.cpu'])
+'''
+
+
+def test_the_context_answers_nnabla_s_relative_imports_at_once():
+    """nnabla 1.39 looks up nnabla.nnabla_ext.cpu, nnabla.nnabla, ... at every array access and
+    function built (then finds them absolutely); after device_context none is looked up, and the
+    relative name holds the same module. (If ``before`` is 0, nnabla no longer does it and
+    answer_relative_imports can go.)"""
+    res = subprocess.run([sys.executable, '-c', COUNT_LOOKUPS], cwd=ROOT, capture_output=True, text=True)
+    before, after, same = res.stdout.split()
+    assert int(before) >= 30 and int(after) == 0 and same == 'True', res.stdout + res.stderr
