@@ -254,6 +254,34 @@ def test_a_retraining_switches_to_nt_asgd_tests_at_batch_1_and_resumes_to_the_sa
     assert 'test perplexity: {:.2f} (batch 1)'.format(results['test_perplexity']) in res.stdout, res.stderr
 
 
+def test_a_retraining_on_numpy_s_functions_resumes_to_the_same_end(tmp_path):
+    """At 128 units on 64 columns (BPTT 35) the products, elementwise products, tanh and softmax
+    cross entropy of the training steps are numpy_functions' (the tiny runs above are below their
+    thresholds): a run stopped after its third of four steps ends as the uninterrupted one."""
+    columns, units, words = 64, 128, 13
+    assert columns * units >= numpy_functions.MIN_ELEMENTS
+    assert columns * 2 * units * 2 * units >= numpy_functions.MIN_MULTIPLY_ADDS  # [x, h] W0
+    assert 35 * columns * units * words >= numpy_functions.MIN_MULTIPLY_ADDS  # the decoder
+    text = write_corpus(tmp_path / 'corpus', sizes=(columns * 71, 400, 60))  # two windows an epoch
+    flags = ['-c', 'cpu', '--dataset', 'text', '--dataset-path', text, '-b', str(columns), '--bptt', '35',
+             '--embedding-size', str(units), '--hidden-size', str(units), '-e', '2', '-s', '1',
+             '--model-arch-name', 'DARTS_V2']
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    res = run_cli('darts_train.py', flags + ['-m', a])
+    assert res.returncode == 0, res.stderr
+    shutil.copytree(str(a), str(b))
+    shutil.rmtree(checkpoint_folders(b)[-1])  # back to after step 3
+    for name in ('params.h5', 'results.json'):
+        os.remove(str(b / name))
+    res = run_cli('darts_train.py', flags + ['-m', b, '--resume'])
+    assert res.returncode == 0, res.stderr
+    assert 'epoch 1/2' not in res.stdout + res.stderr and 'epoch 2/2: training loss' in res.stdout  # resumed in 2
+    assert (a / 'params.h5').read_bytes() == (b / 'params.h5').read_bytes()
+    same_series(a, b, ('Training loss', 'Validation perplexity', 'Test perplexity'))
+    assert json.loads((a / 'results.json').read_text())['test_perplexity'] == \
+        json.loads((b / 'results.json').read_text())['test_perplexity']
+
+
 def test_the_summary_counts_the_paper_s_23_million_parameters_without_data():
     res = run_cli('darts_train.py', ['--dataset', 'ptb', '--model-arch-name', 'DARTS_V2', '--summary-only'])
     assert res.returncode == 0, res.stderr
