@@ -27,6 +27,7 @@ import nnabla as nn  # noqa: E402
 import nnabla.functions as F  # noqa: E402
 
 import corpora  # noqa: E402
+import device  # noqa: E402
 import recurrent  # noqa: E402
 from args import SEARCH, parse  # noqa: E402
 from spaces.darts_rnn import cell  # noqa: E402
@@ -118,6 +119,7 @@ def main():
     own = p.parse_args()
     args = parse(SEARCH, ['-c', 'cpu', '--dataset', 'ptb', '--embedding-size', str(own.size), '--hidden-size',
                           str(own.size), '-b', str(own.batch_size), '--bptt', str(own.bptt)])
+    nn.set_default_context(device.device_context('cpu', 0, 'float'))  # as the scripts set it up
     results = [measure(form, args, own.steps) for form in FORMS]
     for r in results:
         print(json.dumps(r), flush=True)
