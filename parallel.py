@@ -18,22 +18,44 @@ import numpy as np
 
 SIZE_VARIABLES = ('OMPI_COMM_WORLD_SIZE', 'PMI_SIZE')  # Open MPI; MPICH and Intel MPI
 LOCAL_RANK_VARIABLES = ('OMPI_COMM_WORLD_LOCAL_RANK', 'MPI_LOCALRANKID', 'PMI_LOCAL_RANK')
+LOCAL_SIZE_VARIABLES = ('OMPI_COMM_WORLD_LOCAL_SIZE', 'MPI_LOCALNRANKS')
+THREAD_VARIABLES = ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS')  # a user's own choice
+
+
+def environment_number(names, default):
+    """The first of the environment variables ``names`` that holds a number, else ``default``."""
+    for name in names:
+        if os.environ.get(name, '').isdigit():
+            return int(os.environ[name])
+    return default
 
 
 def launched_size():
     """N of ``mpirun -n N`` from the launcher's environment (1 without mpirun), read without MPI."""
-    for name in SIZE_VARIABLES:
-        if os.environ.get(name, '').isdigit():
-            return int(os.environ[name])
-    return 1
+    return environment_number(SIZE_VARIABLES, 1)
 
 
 def local_rank():
     """This process's index among the ranks of its machine (its GPU with --context cudnn)."""
-    for name in LOCAL_RANK_VARIABLES:
-        if os.environ.get(name, '').isdigit():
-            return int(os.environ[name])
-    return 0
+    return environment_number(LOCAL_RANK_VARIABLES, 0)
+
+
+def local_size():
+    """How many ranks of the job share this machine (all of them where the launcher does not say)."""
+    return environment_number(LOCAL_SIZE_VARIABLES, launched_size())
+
+
+def share_the_cores(ranks_here):
+    """Limit numpy's BLAS (the recurrent graphs' products, numpy_functions.py) to this rank's share
+    of the cores it may run on, unless a variable of THREAD_VARIABLES chose; returns the threads
+    (None: left alone). Otherwise OpenBLAS starts a thread per core in every rank, and its
+    waiting threads spin on the cores the other ranks compute on (docs/parallel.md)."""
+    if any(name in os.environ for name in THREAD_VARIABLES):
+        return None
+    from threadpoolctl import threadpool_limits  # only under mpirun
+    threads = max(1, len(os.sched_getaffinity(0)) // ranks_here)
+    threadpool_limits(threads, user_api='blas')
+    return threads
 
 
 class Single:
@@ -102,6 +124,7 @@ class Mpi(Single):
         from mpi4py import MPI  # only under mpirun
         self.MPI, self.comm = MPI, MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.blas_threads = share_the_cores(local_size())
 
     def all_reduce_mean(self, arrays):
         views = [a.data for a in arrays]

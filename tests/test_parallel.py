@@ -91,6 +91,31 @@ def test_one_process_imports_no_mpi4py(tmp_path):
     assert json.loads((tmp_path / 'rank0of1.json').read_text())['mpi4py_imported'] is False
 
 
+BLAS_THREADS = """
+import sys
+sys.path.insert(0, {root!r})
+import os, numpy, threadpoolctl, parallel
+world = parallel.start('cpu')
+print(world.rank, world.blas_threads, [p['num_threads'] for p in threadpoolctl.threadpool_info()
+                                       if p['user_api'] == 'blas'][0], len(os.sched_getaffinity(0)))
+"""
+
+
+@needs_mpirun
+@pytest.mark.parametrize('chosen', [None, '2'])
+def test_two_ranks_share_the_cores_among_numpy_s_blas_threads_unless_a_variable_chose(chosen):
+    env = dict(mpi_env(), **({'OPENBLAS_NUM_THREADS': chosen} if chosen else {}))
+    env.pop('OMP_NUM_THREADS', None)
+    env.pop('MKL_NUM_THREADS', None)
+    res = subprocess.run(mpirun_command(*[(ROOT, ['-c', BLAS_THREADS.format(root=ROOT)])] * 2), capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    for line in res.stdout.split('\n')[:-1]:  # rank, its share, numpy's BLAS threads, the cores it may use
+        rank, share, threads, cores = line.split()
+        assert (share, threads) == (('None', '2') if chosen else (str(max(1, int(cores) // 2)),) * 2), line
+    assert sorted(line.split()[0] for line in res.stdout.split('\n')[:-1]) == ['0', '1']
+
+
 @needs_mpirun
 def test_the_reduced_gradient_is_the_mean_of_the_shards_gradients(tmp_path):
     res = mpirun(WORKER, 'grads', tmp_path / 'two')
