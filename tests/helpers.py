@@ -10,6 +10,7 @@ import functools
 import glob
 import importlib.util
 import io
+import itertools
 import json
 import os
 import pickle
@@ -244,6 +245,9 @@ def run_cli(program, argv, timeout=TIMEOUT, cwd=ROOT, **env_extra):
     return forked(args, cwd, timeout)
 
 
+JOB_IDS = itertools.count()
+
+
 @functools.lru_cache(maxsize=None)
 def started_launcher():
     """The launcher of this test process (one, started at the first job, ended with the process)."""
@@ -258,14 +262,16 @@ def forked(args, cwd, timeout):
     process = started_launcher()
     with tempfile.TemporaryDirectory() as tmp:
         out, err = os.path.join(tmp, 'stdout'), os.path.join(tmp, 'stderr')
-        request = dict(program=os.path.relpath(args[1], ROOT), argv=args[2:], cwd=str(cwd), env=env(),
-                       stdout=out, stderr=err, timeout=timeout)
+        request = dict(id=next(JOB_IDS), program=os.path.relpath(args[1], ROOT), argv=args[2:], cwd=str(cwd),
+                       env=env(), stdout=out, stderr=err, timeout=timeout)
         process.stdin.write(json.dumps(request) + '\n')
         process.stdin.flush()
-        answer = process.stdout.readline()
-        if not answer:
-            raise RuntimeError('the tests\' launcher ended (exit code {})'.format(process.wait()))
-        answer = json.loads(answer)
+        answer = {}
+        while answer.get('id') != request['id']:  # (the answer to a job whose wait was interrupted is passed over)
+            line = process.stdout.readline()
+            if not line:
+                raise RuntimeError('the tests\' launcher ended (exit code {})'.format(process.wait()))
+            answer = json.loads(line)
         stdout, stderr = (open(path, encoding='utf-8', errors='replace').read() for path in (out, err))
     if answer['timed_out']:
         raise subprocess.TimeoutExpired(args, timeout, stdout, stderr)

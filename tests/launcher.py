@@ -11,8 +11,8 @@ process where they matter: the modules were imported before the job's environmen
 variable read at import, PYTHONPATH above all, would not take effect), and every job shares the
 launcher's hash seed.
 
-Protocol: a JSON line per job on stdin ({program, argv, cwd, env, stdout, stderr, timeout});
-one JSON line back when it has ended ({returncode, timed_out}), the job killed at its timeout.
+Protocol: a JSON line per job on stdin ({id, program, argv, cwd, env, stdout, stderr, timeout});
+one JSON line back when it has ended ({id, returncode, timed_out}), the job killed at its timeout.
 """
 import atexit
 import importlib
@@ -100,7 +100,7 @@ def serve():
         if pid == 0:
             job(request)
         returncode, timed_out = wait(pid, request['timeout'])
-        print(json.dumps({'returncode': returncode, 'timed_out': timed_out}), flush=True)
+        print(json.dumps({'id': request['id'], 'returncode': returncode, 'timed_out': timed_out}), flush=True)
 
 
 if __name__ == '__main__':
