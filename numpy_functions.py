@@ -10,8 +10,9 @@ They are most of the recurrent steps (docs/recurrent.md). So ``subtract`` is Add
 negation, and in a float CPU context ``product``, ``multiply``, ``tanh`` and
 ``softmax_cross_entropy`` build functions whose forward and backward are numpy's, on the arrays in
 place, where the arrays are large enough (a call cost about 0.2 ms more than an nnabla
-function when the thresholds were set; 20 us since device.answer_relative_imports); elsewhere (cudnn, tiny arrays) they are nnabla's. The numpy functions have no double
-backward: nnabla refuses ``nn.grad`` through them.
+function when the thresholds were set; 20 us since device.answer_relative_imports); elsewhere
+(cudnn, tiny arrays) they are nnabla's. The numpy functions have no double backward: nnabla
+refuses ``nn.grad`` through them.
 """
 import numpy as np
 

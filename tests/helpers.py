@@ -13,6 +13,7 @@ import io
 import itertools
 import json
 import os
+import pathlib
 import pickle
 import re
 import subprocess
@@ -272,7 +273,7 @@ def forked(args, cwd, timeout):
             if not line:
                 raise RuntimeError('the tests\' launcher ended (exit code {})'.format(process.wait()))
             answer = json.loads(line)
-        stdout, stderr = (open(path, encoding='utf-8', errors='replace').read() for path in (out, err))
+        stdout, stderr = (pathlib.Path(path).read_text(encoding='utf-8', errors='replace') for path in (out, err))
     if answer['timed_out']:
         raise subprocess.TimeoutExpired(args, timeout, stdout, stderr)
     return subprocess.CompletedProcess(args, answer['returncode'], stdout, stderr)

@@ -5,7 +5,6 @@ import time
 
 import pytest
 
-import launcher
 from helpers import SEARCH_TINY, TRAIN_TINY, run_cli
 
 JOBS = [  # (program, argv): a success printing to stdout, a refusal, argparse's own exits
@@ -42,7 +41,3 @@ def test_a_job_past_its_timeout_is_killed(tmp_path, archive):
                                                  '--model-arch-name', tmp_path / 'a.json'], timeout=0.5)
     assert time.monotonic() - start < 5
     assert run_cli('darts_train.py', ['-c', 'cpu', '--epoch', '-1']).returncode == 2  # the launcher goes on
-
-
-def test_the_launcher_runs_the_scripts_it_imported():
-    assert set(launcher.PROGRAMS) == {'darts_search.py', 'darts_train.py', 'darts_seeds.py'}

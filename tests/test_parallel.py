@@ -110,10 +110,10 @@ def test_two_ranks_share_the_cores_among_numpy_s_blas_threads_unless_a_variable_
     res = subprocess.run(mpirun_command(*[(ROOT, ['-c', BLAS_THREADS.format(root=ROOT)])] * 2), capture_output=True,
                          text=True, timeout=120, env=env)
     assert res.returncode == 0, res.stderr
-    for line in res.stdout.split('\n')[:-1]:  # rank, its share, numpy's BLAS threads, the cores it may use
-        rank, share, threads, cores = line.split()
-        assert (share, threads) == (('None', '2') if chosen else (str(max(1, int(cores) // 2)),) * 2), line
-    assert sorted(line.split()[0] for line in res.stdout.split('\n')[:-1]) == ['0', '1']
+    ranks = [line.split() for line in res.stdout.splitlines()]  # rank, its share, BLAS threads, its cores
+    assert sorted(rank for rank, _, _, _ in ranks) == ['0', '1'], res.stdout
+    for rank, share, threads, cores in ranks:
+        assert (share, threads) == (('None', '2') if chosen else (str(max(1, int(cores) // 2)),) * 2), rank
 
 
 @needs_mpirun
