@@ -14,6 +14,7 @@ Under mpirun rank 0 alone writes. Nothing here is imported, nor tensorboardX loa
 the flag.
 """
 import glob
+import importlib
 import os
 
 import numpy as np
@@ -27,7 +28,7 @@ ITERATIONS, HPARAMS = 'iterations', 'hparams'  # the sub-folders (runs) of the b
 def missing():
     """The one line for --tensorboard without tensorboardX, or None when it is installed."""
     try:
-        import tensorboardX  # noqa: F401 (only its presence is checked)
+        importlib.import_module('tensorboardX')
     except ImportError:
         return '--tensorboard needs tensorboardX: pip install -r requirements-tensorboard.txt'
     return None
