@@ -23,6 +23,7 @@ import nnabla.solvers as S  # noqa: E402
 
 import methods  # noqa: E402
 import spaces  # noqa: E402
+from device import device_context  # noqa: E402
 from methods.gdas import WEIGHT_PASS, DrawnGraph  # noqa: E402
 from model_search import forward_backward, search_graph  # noqa: E402
 from spaces.space import Net  # noqa: E402
@@ -93,6 +94,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--passes', type=int, default=8, help='passes timed (the first one is not counted)')
     args = parser.parse_args()
+    nn.set_default_context(device_context('cpu', 0, 'float'))  # as the scripts set it up
     for name in SIZES:
         print(json.dumps(dict(space=name, **measure(name, args.passes))))
 

@@ -14,7 +14,9 @@ only measures it (its scratch venv: benchmarks/torch_nb201.py).
 """
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -37,8 +39,9 @@ def nnabla_runs(shape, matmul):
     import nnabla as nn
     import nnabla.functions as F
     import nnabla.parametric_functions as PF
-    from nnabla.ext_utils import get_extension_context
-    nn.set_default_context(get_extension_context('cpu'))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from device import device_context
+    nn.set_default_context(device_context('cpu', 0, 'float'))  # as the scripts set it up
     c = shape[1]
     x = nn.Variable(shape, need_grad=True)
     x.d = np.random.RandomState(0).randn(*shape)
