@@ -312,7 +312,8 @@ def seed_curves(curves, path, ylabel, references=None):
 
 def pareto_picture(cells, front, found, path):
     """Every cell's (multiply-adds in millions, accuracy) of ``cells`` as grey points, the ``front``
-    as a line, and ``found`` ({label: [(x, y)]}) in one colour per label."""
+    as a line, and ``found`` ({label: [(x, y)]}) as rings of one colour per label, each label's
+    smaller than the one before, so that labels which found the same cell all stay visible."""
     from matplotlib.figure import Figure
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot(1, 1, 1)
@@ -320,7 +321,8 @@ def pareto_picture(cells, front, found, path):
     ax.scatter(x, y, s=2, color='0.75', lw=0, label='every cell of the table')
     ax.plot(*zip(*front), color='0.2', lw=1, drawstyle='steps-post', label='Pareto front of the table')
     for k, (label, points) in enumerate(found.items()):
-        ax.scatter(*zip(*points), s=40, color='C{}'.format(k % 10), edgecolor='k', lw=0.5, zorder=3, label=label)
+        ax.scatter(*zip(*points), s=30 + 60 * (len(found) - 1 - k), facecolor='none', edgecolor='C{}'.format(k % 10),
+                   lw=1.8, zorder=3, label='{} ({} found)'.format(label, len(points)))
     ax.set_xlabel('multiply-adds per image (millions; C=16, N=5)')
     ax.set_ylabel('CIFAR-10 test accuracy in the table (%)')
     ax.set_ylim(max(0, min(p[1] for ps in found.values() for p in ps) - 10) if found else 0, 96)
