@@ -9,9 +9,9 @@ values, twenty times Add2; its Tanh 0.9 ms forward; its softmax cross entropy ab
 They are most of the recurrent steps (docs/recurrent.md). So ``subtract`` is Add2 of the
 negation, and in a float CPU context ``product``, ``multiply``, ``tanh`` and
 ``softmax_cross_entropy`` build functions whose forward and backward are numpy's, on the arrays in
-place, where the arrays are large enough (a call cost about 0.2 ms more than an nnabla
-function when the thresholds were set; 20 us since device.answer_relative_imports); elsewhere
-(cudnn, tiny arrays) they are nnabla's. The numpy functions have no double backward: nnabla
+place, where the arrays are large enough (``MIN_WORK``: a numpy function's forward and backward
+cost 60 to 115 us more than their arithmetic; benchmarks/numpy_crossover.py); elsewhere (cudnn,
+small arrays) they are nnabla's. The numpy functions have no double backward: nnabla
 refuses ``nn.grad`` through them.
 """
 import numpy as np
@@ -21,8 +21,10 @@ import nnabla.functions as F
 from nnabla.function import PythonFunction
 
 
-MIN_ELEMENTS = 8192  # an elementwise numpy function pays from about this many values (64 x 850: 4x)
-MIN_MULTIPLY_ADDS = 2 ** 20  # and a product from about this many multiply-adds
+# The work (values; a product's multiply-adds) from which each numpy form is used: the power of two
+# at or above where it becomes the faster one, on one thread (benchmarks/numpy_crossover.py;
+# docs/reference.md).
+MIN_WORK = {'multiply': 2048, 'tanh': 8192, 'softmax_cross_entropy': 16384, 'product': 2 ** 20}
 
 
 def on_numpy(context):
@@ -30,9 +32,10 @@ def on_numpy(context):
     return context.backend[0] == 'cpu:float'
 
 
-def numpy_s(work, least):
-    """Whether a function of this much ``work`` is built as numpy's in the current context."""
-    return work >= least and on_numpy(nn.get_current_context())
+def numpy_s(work, function):
+    """Whether ``function`` (a key of MIN_WORK) on this much ``work`` is built as numpy's in the
+    current context."""
+    return work >= MIN_WORK[function] and on_numpy(nn.get_current_context())
 
 
 def product(a, b, bias=None, transpose_b=False):
@@ -42,7 +45,7 @@ def product(a, b, bias=None, transpose_b=False):
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != inner or (bias is not None and bias.shape != (columns,)):
         raise ValueError('product: shapes {} do not multiply'.format([v.shape for v in (a, b, bias) if v is not None]))
     extra = () if bias is None else (bias,)
-    if numpy_s(a.shape[0] * inner * columns, MIN_MULTIPLY_ADDS):
+    if numpy_s(a.shape[0] * inner * columns, 'product'):
         return NumpyProduct(nn.get_current_context(), transpose_b)(a, b, *extra)
     return F.affine(a, F.transpose(b, (1, 0)) if transpose_b else b, *extra)
 
@@ -51,12 +54,12 @@ def multiply(a, b):
     """a * b elementwise, ``b`` of ``a``'s shape or of ones where it is broadcast (as ``F.mul2``)."""
     if b.ndim != a.ndim or any(m not in (n, 1) for n, m in zip(a.shape, b.shape)):
         raise ValueError('multiply: shape {} does not broadcast to {}'.format(b.shape, a.shape))
-    return NumpyMultiply(nn.get_current_context())(a, b) if numpy_s(a.size, MIN_ELEMENTS) else F.mul2(a, b)
+    return NumpyMultiply(nn.get_current_context())(a, b) if numpy_s(a.size, 'multiply') else F.mul2(a, b)
 
 
 def tanh(x):
     """tanh elementwise (nnabla's CPU Tanh: 0.9 ms forward on 64 x 850 values, numpy's 0.26 ms)."""
-    return NumpyTanh(nn.get_current_context())(x) if numpy_s(x.size, MIN_ELEMENTS) else F.tanh(x)
+    return NumpyTanh(nn.get_current_context())(x) if numpy_s(x.size, 'tanh') else F.tanh(x)
 
 
 def subtract(a, b):
@@ -71,7 +74,7 @@ def softmax_cross_entropy(logits, labels):
     if logits.ndim != 2 or labels.shape != (logits.shape[0], 1):
         raise ValueError('softmax_cross_entropy: labels {} for logits {}'.format(labels.shape, logits.shape))
     return (NumpySoftmaxCrossEntropy(nn.get_current_context())(logits, labels)
-            if numpy_s(logits.size, MIN_ELEMENTS) else F.softmax_cross_entropy(logits, labels))
+            if numpy_s(logits.size, 'softmax_cross_entropy') else F.softmax_cross_entropy(logits, labels))
 
 
 def _write(target, value, accumulate):

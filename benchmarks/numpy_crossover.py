@@ -1,5 +1,5 @@
 """Where numpy_functions' forms start to pay: forward + backward time of each function, nnabla's
-and numpy's, at sizes around numpy_functions' thresholds (MIN_ELEMENTS values, MIN_MULTIPLY_ADDS
+and numpy's, at sizes around numpy_functions' thresholds (MIN_WORK: values, a product's
 multiply-adds), on the CPU context the scripts set up.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/numpy_crossover.py [--repeats 30]

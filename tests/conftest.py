@@ -38,8 +38,7 @@ def any_size(monkeypatch):
     """numpy_functions' numpy functions on the tests' small arrays too (they are numpy's only from
     a size that the tests' tiny networks do not reach)."""
     import numpy_functions
-    monkeypatch.setattr(numpy_functions, 'MIN_ELEMENTS', 0)
-    monkeypatch.setattr(numpy_functions, 'MIN_MULTIPLY_ADDS', 0)
+    monkeypatch.setattr(numpy_functions, 'MIN_WORK', dict.fromkeys(numpy_functions.MIN_WORK, 0))
 
 
 @pytest.fixture(params=['nnabla', 'numpy'])

@@ -114,6 +114,26 @@ def test_they_are_nnabla_s_outside_a_float_cpu_context_and_on_small_arrays(monke
     assert np.allclose(y.d, a.d @ b.d.T, atol=1e-6) and np.array_equal(z.d, a.d * a.d)
 
 
+def test_each_form_is_numpy_s_from_its_own_threshold():
+    """Each function switches at its MIN_WORK: nnabla's one value (multiply-add) below, numpy's at."""
+    least = numpy_functions.MIN_WORK
+    label = nn.Variable((1, 1))
+
+    def row(n):
+        return nn.Variable((1, n))
+
+    for n, names in ((least['multiply'] - 1, 'Mul2'), (least['multiply'], 'NumpyMultiply')):
+        assert multiply(row(n), row(n)).parent.info.type_name == names
+    for n, names in ((least['tanh'] - 1, 'Tanh'), (least['tanh'], 'NumpyTanh')):
+        assert tanh(row(n)).parent.info.type_name == names
+    for n, names in ((least['softmax_cross_entropy'] - 1, 'SoftmaxCrossEntropy'),
+                     (least['softmax_cross_entropy'], 'NumpySoftmaxCrossEntropy')):
+        assert softmax_cross_entropy(row(n), label).parent.info.type_name == names
+    assert least['product'] == 1024 * 1024 == 1023 * 1025 + 1
+    assert product(row(1023), nn.Variable((1023, 1025))).parent.info.type_name == 'Affine'
+    assert product(row(1024), nn.Variable((1024, 1024))).parent.info.type_name == 'NumpyProduct'
+
+
 @pytest.mark.parametrize('build, message', [(lambda a, b: product(a, b), 'do not multiply'),
                                             (lambda a, b: multiply(a, b), 'does not broadcast'),
                                             (lambda a, b: softmax_cross_entropy(a, b), 'labels')])

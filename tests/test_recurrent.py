@@ -259,9 +259,11 @@ def test_a_retraining_on_numpy_s_functions_resumes_to_the_same_end(tmp_path):
     cross entropy of the training steps are numpy_functions' (the tiny runs above are below their
     thresholds): a run stopped after its third of four steps ends as the uninterrupted one."""
     columns, units, words = 64, 128, 13
-    assert columns * units >= numpy_functions.MIN_ELEMENTS
-    assert columns * 2 * units * 2 * units >= numpy_functions.MIN_MULTIPLY_ADDS  # [x, h] W0
-    assert 35 * columns * units * words >= numpy_functions.MIN_MULTIPLY_ADDS  # the decoder
+    least = numpy_functions.MIN_WORK
+    assert columns * units >= max(least['multiply'], least['tanh'])
+    assert columns * 2 * units * 2 * units >= least['product']  # [x, h] W0
+    assert 35 * columns * units * words >= least['product']  # the decoder
+    assert 35 * columns * words >= least['softmax_cross_entropy']
     text = write_corpus(tmp_path / 'corpus', sizes=(columns * 71, 400, 60))  # two windows an epoch
     flags = ['-c', 'cpu', '--dataset', 'text', '--dataset-path', text, '-b', str(columns), '--bptt', '35',
              '--embedding-size', str(units), '--hidden-size', str(units), '-e', '2', '-s', '1',
