@@ -122,13 +122,13 @@ def test_each_form_is_numpy_s_from_its_own_threshold():
     def row(n):
         return nn.Variable((1, n))
 
-    for n, names in ((least['multiply'] - 1, 'Mul2'), (least['multiply'], 'NumpyMultiply')):
-        assert multiply(row(n), row(n)).parent.info.type_name == names
-    for n, names in ((least['tanh'] - 1, 'Tanh'), (least['tanh'], 'NumpyTanh')):
-        assert tanh(row(n)).parent.info.type_name == names
-    for n, names in ((least['softmax_cross_entropy'] - 1, 'SoftmaxCrossEntropy'),
-                     (least['softmax_cross_entropy'], 'NumpySoftmaxCrossEntropy')):
-        assert softmax_cross_entropy(row(n), label).parent.info.type_name == names
+    for n, name in ((least['multiply'] - 1, 'Mul2'), (least['multiply'], 'NumpyMultiply')):
+        assert multiply(row(n), row(n)).parent.info.type_name == name
+    for n, name in ((least['tanh'] - 1, 'Tanh'), (least['tanh'], 'NumpyTanh')):
+        assert tanh(row(n)).parent.info.type_name == name
+    for n, name in ((least['softmax_cross_entropy'] - 1, 'SoftmaxCrossEntropy'),
+                    (least['softmax_cross_entropy'], 'NumpySoftmaxCrossEntropy')):
+        assert softmax_cross_entropy(row(n), label).parent.info.type_name == name
     assert least['product'] == 1024 * 1024 == 1023 * 1025 + 1
     assert product(row(1023), nn.Variable((1023, 1025))).parent.info.type_name == 'Affine'
     assert product(row(1024), nn.Variable((1024, 1024))).parent.info.type_name == 'NumpyProduct'
