@@ -69,11 +69,17 @@ def finished(folder):
     return os.path.isfile(os.path.join(folder, 'results.json'))
 
 
-def run_search(command, folder):
-    """Run one search with its output into folder/search.log; returns its exit code."""
+def run_search(seed, command, folder):
+    """Run one search with its output into folder/search.log, saying when it starts (a seed may
+    first wait for a free job) and how it ended; returns its exit code."""
+    log_path = os.path.join(folder, 'search.log')
+    print('seed {}: {} ({})'.format(seed, 'resumed' if '--resume' in command else 'started', log_path), flush=True)
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, 'search.log'), 'a') as log:
-        return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=os.getcwd()).returncode
+    with open(log_path, 'a') as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=os.getcwd()).returncode
+    print('seed {}: {}'.format(seed, 'done' if code == 0 else 'failed with exit {}, see {}'.format(code, log_path)),
+          flush=True)
+    return code
 
 
 def default_jobs(flags, seeds):
@@ -99,20 +105,12 @@ def command_run(args):
     todo = [s for s in args.seeds if not finished(seed_folder(args.out, s))]
     for seed in sorted(set(args.seeds) - set(todo)):
         print('seed {}: finished before, kept ({})'.format(seed, seed_folder(args.out, seed)))
-    failed = []
+    for seed in todo[jobs:]:
+        print('seed {}: waits for one of the {} jobs'.format(seed, jobs), flush=True)
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-        running = {}
-        for seed in todo:
-            command = search_command(flags, args.out, seed)
-            print('seed {}: {} ({})'.format(seed, 'resumed' if '--resume' in command else 'started',
-                                            os.path.join(seed_folder(args.out, seed), 'search.log')), flush=True)
-            running[pool.submit(run_search, command, seed_folder(args.out, seed))] = seed
-        for future in concurrent.futures.as_completed(running):
-            seed, code = running[future], future.result()
-            print('seed {}: {}'.format(seed, 'done' if code == 0 else 'failed with exit {}, see {}'.format(
-                code, os.path.join(seed_folder(args.out, seed), 'search.log'))), flush=True)
-            if code:
-                failed.append(seed)
+        codes = pool.map(lambda seed: run_search(seed, search_command(flags, args.out, seed),
+                                                 seed_folder(args.out, seed)), todo)
+        failed = [seed for seed, code in zip(todo, codes) if code]
     done = [seed_folder(args.out, s) for s in args.seeds if s not in failed]
     if done:
         write_report(done, args.out)

@@ -54,8 +54,18 @@ def test_a_second_run_keeps_the_finished_seeds_and_runs_the_new_one(report, arch
     res = seeds('run', '--seeds', '0', '2', '--jobs', '1', '--out', out, '--', *RUN, '--dataset-path', archive)
     assert res.returncode == 0, res.stderr
     assert 'seed 0: finished before, kept' in res.stdout and 'seed 2: started' in res.stdout
+    assert 'waits' not in res.stdout
     assert (out / 'seed_0' / 'alphas.json').read_bytes() == before
     assert '2 searches' in (out / 'report.md').read_text()
+
+
+def test_a_seed_beyond_the_jobs_starts_when_one_is_done(archive, tmp_path):
+    res = seeds('run', '--seeds', '3', '4', '--jobs', '1', '--out', tmp_path / 'out', '--', *RUN,
+                '--dataset-path', archive, '-e', '1')
+    assert res.returncode == 0, res.stderr
+    lines = [line.split(' (')[0] for line in res.stdout.splitlines() if line.startswith('seed ')]
+    assert lines == ['seed 4: waits for one of the 1 jobs', 'seed 3: started', 'seed 3: done', 'seed 4: started',
+                     'seed 4: done']
 
 
 def test_the_report_of_darts_searches_gives_their_validation_errors(tmp_path, archive):
