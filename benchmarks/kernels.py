@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # device.py, for nnabla's runs
+
 FUNCTIONS = ('conv3x3', 'conv1x1', 'batch_norm', 'relu', 'avg_pool3x3', 'matmul')
 
 
@@ -39,7 +41,6 @@ def nnabla_runs(shape, matmul):
     import nnabla as nn
     import nnabla.functions as F
     import nnabla.parametric_functions as PF
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from device import device_context
     nn.set_default_context(device_context('cpu', 0, 'float'))  # as the scripts set it up
     c = shape[1]
